@@ -1,0 +1,155 @@
+//! The command line: parses arguments, loads the configuration, runs one command, and maps
+//! every outcome to an exit code (here and nowhere else).
+//!
+//! Exit codes: 0 success; 1 the command failed; 2 bad arguments (clap); 64 bad configuration.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Needs};
+use crate::software::SoftwareCache;
+use crate::software::catalog::{Platform, Tool, Version};
+
+/// Exit code for configuration errors (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a command that failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "scalr-agent", version, about = "Self-hosted agent that runs OpenTofu/Terraform stages as sandboxed child processes", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the agent's version and platform.
+    Version,
+    /// Manage the verified cache of OpenTofu, Terraform, OPA and Infracost binaries.
+    #[command(subcommand)]
+    Software(SoftwareCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SoftwareCommand {
+    /// Download, verify and cache a tool version; print the executable's path.
+    Install {
+        /// opentofu, terraform, opa or infracost.
+        tool: Tool,
+        /// Exact version, e.g. 1.8.2 (a leading `v` is accepted).
+        version: Version,
+        /// Build to install; defaults to this machine's.
+        #[arg(long)]
+        platform: Option<Platform>,
+    },
+    /// List cached binaries: tool, version, platform, size, last use, verification.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove damaged, long-unused and least recently used binaries above the size limit.
+    Prune {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Version = cli.command {
+        println!("scalr-agent {} ({})", env!("CARGO_PKG_VERSION"), Platform::host().map_or("unsupported platform", Platform::name));
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_process_env(Needs::Local) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("scalr-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::logging::init(config.log_format, config.debug, &config.name);
+    for name in &config.unknown_variables {
+        tracing::warn!(variable = %name, "unknown SCALR_AGENT_* variable ignored (a typo?)");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scalr-agent: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scalr-agent: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let cache = SoftwareCache::new(config.binaries_dir(), config.software.clone(), config.http.clone());
+    match command {
+        Command::Version => unreachable!("handled before the configuration is loaded"),
+        Command::Software(SoftwareCommand::Install { tool, version, platform }) => {
+            let platform = match platform.or_else(Platform::host) {
+                Some(p) => p,
+                None => anyhow::bail!("this machine's architecture has no tool builds; pass --platform"),
+            };
+            let installed = cache.install(tool, &version, platform).await?;
+            println!("{}", installed.path.display());
+        }
+        Command::Software(SoftwareCommand::List { json }) => {
+            let rows = tokio::task::spawn_blocking(move || cache.list()).await??;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{:<10} {:<14} {:<12} {:>9}  {:<20}  VERIFIED", "TOOL", "VERSION", "PLATFORM", "SIZE", "LAST USED")?;
+                for r in rows {
+                    let used = r.last_used.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "-".into());
+                    let verified = match r.damage {
+                        Some(d) => format!("DAMAGED: {d} (reinstalled on next use)"),
+                        None => r.verified,
+                    };
+                    writeln!(out, "{:<10} {:<14} {:<12} {:>9}  {:<20}  {}", r.tool, r.version, r.platform, human_size(r.size), used, verified)?;
+                }
+            }
+        }
+        Command::Software(SoftwareCommand::Prune { json }) => {
+            let report = tokio::task::spawn_blocking(move || cache.prune()).await??;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                for r in &report.removed {
+                    writeln!(out, "removed {r}")?;
+                }
+                for k in &report.kept_in_use {
+                    writeln!(out, "kept {k} (in use)")?;
+                }
+                writeln!(out, "freed {}, {} remain", human_size(report.freed_bytes), human_size(report.remaining_bytes))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}

@@ -1,0 +1,368 @@
+//! The one HTTP client of the process, with bounded, jittered retries.
+//!
+//! Every request the agent makes goes through [`HttpClient`]. It retries connection errors,
+//! timeouts, 408, 429 and 5xx with exponential backoff and full jitter, honouring `Retry-After`;
+//! it never retries other 4xx (a 404 is an answer, not a fault). There is no whole-request
+//! timeout: a per-read idle timeout catches stalled transfers without failing slow links.
+//! Redirects are followed; a retry starts again from the original URL (object-store redirect
+//! targets expire).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::config::HttpConfig;
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Largest `Retry-After` honoured; a server asking for more gets this much.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// What went wrong with a request, after retries.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("GET {url}: the server answered {status} (after {attempts} attempt(s))")]
+    Status { url: String, status: StatusCode, attempts: u32 },
+    #[error("GET {url}: {reason} (after {attempts} attempt(s))")]
+    Transport { url: String, reason: String, attempts: u32 },
+    #[error("GET {url}: the body is larger than the {limit}-byte limit")]
+    TooLarge { url: String, limit: u64 },
+    #[error("GET {url}: the connection closed after {received} of {expected} bytes (after {attempts} attempt(s))")]
+    Truncated { url: String, received: u64, expected: u64, attempts: u32 },
+    #[error("writing the download of {url} to {path}: {source}")]
+    Write { url: String, path: PathBuf, source: std::io::Error },
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
+
+impl HttpError {
+    /// The HTTP status, when the server answered with an error status.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The agent's HTTP client. Cheap to clone (it shares one connection pool).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    max_retries: u32,
+    initial_backoff: Duration,
+}
+
+/// The result of a download to a file.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl HttpClient {
+    /// Builds the client: extra CA bundle, explicit proxies (the environment is read by
+    /// `config` only), timeouts.
+    pub fn new(config: &HttpConfig) -> Result<HttpClient, HttpError> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("scalr-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .no_proxy()
+            .tls_built_in_root_certs(true);
+        if let Some(bundle) = &config.ca_bundle {
+            for cert in reqwest::Certificate::from_pem_bundle(&bundle.pem)
+                .map_err(|e| HttpError::Client(format!("CA bundle: {e}")))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let no_proxy = config
+            .no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string);
+        if let Some(p) = &config.http_proxy {
+            b = b.proxy(
+                reqwest::Proxy::http(p.as_str())
+                    .map_err(|e| HttpError::Client(format!("HTTP_PROXY: {e}")))?
+                    .no_proxy(no_proxy.clone()),
+            );
+        }
+        if let Some(p) = &config.https_proxy {
+            b = b.proxy(
+                reqwest::Proxy::https(p.as_str())
+                    .map_err(|e| HttpError::Client(format!("HTTPS_PROXY: {e}")))?
+                    .no_proxy(no_proxy),
+            );
+        }
+        let inner = b.build().map_err(|e| HttpError::Client(e.to_string()))?;
+        Ok(HttpClient {
+            inner,
+            max_retries: config.max_retries,
+            initial_backoff: config.initial_backoff,
+        })
+    }
+
+    /// GETs a small document into memory (checksum files, signatures), at most `limit` bytes.
+    pub async fn get_bytes(&self, url: &Url, limit: u64) -> Result<Vec<u8>, HttpError> {
+        let shown = redact(url);
+        self.retrying(url, |resp, attempts| {
+            let shown = shown.clone();
+            async move {
+                if resp.content_length().is_some_and(|n| n > limit) {
+                    return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
+                }
+                let expected = resp.content_length();
+                let mut body = Vec::new();
+                let mut stream = resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| transport(&shown, &e, attempts, body.len() as u64, expected))?;
+                    if body.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            }
+        })
+        .await
+    }
+
+    /// Streams a GET into `path` (created or truncated), hashing with SHA256 in the same pass.
+    /// Hashing and writing happen on a blocking thread fed through a small channel, so memory
+    /// stays bounded whatever the file's size. A failed attempt starts again from byte zero.
+    pub async fn download(&self, url: &Url, path: &Path, limit: u64) -> Result<Downloaded, HttpError> {
+        let shown = redact(url);
+        self.retrying(url, |resp, attempts| {
+            let shown = shown.clone();
+            let path = path.to_path_buf();
+            async move {
+                let expected = resp.content_length();
+                if expected.is_some_and(|n| n > limit) {
+                    return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
+                }
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+                let write_path = path.clone();
+                let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Downloaded> {
+                    use std::io::Write;
+                    let file = std::fs::File::create(&write_path)?;
+                    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+                    let mut hasher = Sha256::new();
+                    let mut size = 0u64;
+                    while let Some(chunk) = rx.blocking_recv() {
+                        hasher.update(&chunk);
+                        out.write_all(&chunk)?;
+                        size += chunk.len() as u64;
+                    }
+                    let file = out.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_all()?;
+                    Ok(Downloaded { size, sha256: hex::encode(hasher.finalize()) })
+                });
+                let mut received = 0u64;
+                let mut stream = resp.bytes_stream();
+                let mut failure = None;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            received += chunk.len() as u64;
+                            if received > limit {
+                                failure = Some(Attempt::Fatal(HttpError::TooLarge { url: shown.clone(), limit }));
+                                break;
+                            }
+                            if tx.send(chunk).await.is_err() {
+                                break; // The writer failed; its error is reported below.
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(transport(&shown, &e, attempts, received, expected));
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                let written = writer
+                    .await
+                    .map_err(|e| Attempt::Fatal(HttpError::Client(format!("download writer panicked: {e}"))))?
+                    .map_err(|source| Attempt::Fatal(HttpError::Write { url: shown.clone(), path, source }))?;
+                if let Some(f) = failure {
+                    return Err(f);
+                }
+                if let Some(expected) = expected
+                    && written.size != expected
+                {
+                    return Err(Attempt::Retry(HttpError::Truncated {
+                        url: shown,
+                        received: written.size,
+                        expected,
+                        attempts,
+                    }));
+                }
+                Ok(written)
+            }
+        })
+        .await
+    }
+
+    /// Runs `body` on each successful response, retrying the whole request (status and body)
+    /// on retryable failures.
+    async fn retrying<T, F, Fut>(&self, url: &Url, mut body: F) -> Result<T, HttpError>
+    where
+        F: FnMut(reqwest::Response, u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        let shown = redact(url);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let last = attempt > self.max_retries;
+            let (error, retry_after) = match self.inner.get(url.clone()).send().await {
+                Err(e) => (transport(&shown, &e, attempt, 0, None), None),
+                Ok(resp) if resp.status().is_success() => match body(resp, attempt).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => (e, None),
+                },
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = retry_after(&resp);
+                    let err = HttpError::Status { url: shown.clone(), status, attempts: attempt };
+                    if is_retryable(status) {
+                        (Attempt::Retry(err), retry_after)
+                    } else {
+                        (Attempt::Fatal(err), None)
+                    }
+                }
+            };
+            let error = match error {
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry(e) if last => return Err(e),
+                Attempt::Retry(e) => e,
+            };
+            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
+            tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Full-jitter exponential backoff: a random delay up to `initial * 2^(attempt-1)`, capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(MAX_BACKOFF);
+        let half = ceiling / 2;
+        half + ceiling.mul_f64(rand::thread_rng().r#gen::<f64>() * 0.5)
+    }
+}
+
+/// One attempt's failure: worth another try, or final.
+enum Attempt {
+    Retry(HttpError),
+    Fatal(HttpError),
+}
+
+fn transport(url: &str, e: &reqwest::Error, attempts: u32, received: u64, expected: Option<u64>) -> Attempt {
+    if let Some(expected) = expected.filter(|_| e.is_body() || e.is_decode())
+        && received < expected
+    {
+        return Attempt::Retry(HttpError::Truncated { url: url.to_string(), received, expected, attempts });
+    }
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        src = s.source();
+    }
+    let reason = reason.replace(url, "");
+    Attempt::Retry(HttpError::Transport { url: url.to_string(), reason, attempts })
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+/// A URL as it may be shown: any password or token in it replaced by `***`.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = ["token", "sig", "signature", "key", "password", "x-amz-signature", "x-amz-credential"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s));
+                (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// [`redact`] for a string that may not even parse as a URL.
+pub fn redact_str(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(u) if s.contains("://") => redact(&u),
+        _ => match s.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => s.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_credentials() {
+        let u = Url::parse("https://user:pa55@mirror.internal/tf/?X-Amz-Signature=abc&v=1").unwrap();
+        let shown = redact(&u);
+        assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");
+        assert!(shown.contains("user:***@") && shown.contains("v=1"), "{shown}");
+        assert_eq!(redact_str("u:p@proxy:3128"), "***@proxy:3128");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let c = HttpClient::new(&HttpConfig { initial_backoff: Duration::from_millis(100), ..HttpConfig::default() }).unwrap();
+        for _ in 0..50 {
+            let d1 = c.backoff(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            let d4 = c.backoff(4);
+            assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800), "{d4:?}");
+            assert!(c.backoff(30) <= MAX_BACKOFF);
+        }
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400, 401, 403, 404, 410] {
+            assert!(!is_retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The verified software cache: OpenTofu, Terraform, OPA and Infracost binaries, shared by
+//! every task of this agent and by other agents pointed at the same directory.
+//!
+//! Only this module writes into the cache, and only by verify-then-rename: download into a
+//! staging directory on the cache's filesystem while hashing, check the hash against the
+//! checksum file (whose OpenPGP signature is checked first, for vendors that sign), extract the
+//! one expected executable, fsync, and rename the complete directory into place. A cache hit is
+//! a manifest read plus a `stat`. One install per entry runs at a time across processes (an OS
+//! file lock, re-checked after it is taken); tasks hold a shared lease so eviction never removes
+//! a binary in use.
+
+pub mod catalog;
+pub mod extract;
+pub mod store;
+pub mod verify;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use reqwest::StatusCode;
+use url::Url;
+
+use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
+use crate::http::{HttpClient, HttpError, redact};
+use catalog::{Platform, Release, Tool, Version};
+use store::{Key, Layout, Manifest, Verification};
+
+/// Largest checksum or signature file accepted.
+const SMALL_FILE_LIMIT: u64 = 1 << 20;
+
+/// An install or lookup that failed. Always names the tool, version and platform; the kind
+/// names the URL and what was expected versus found.
+#[derive(Debug, thiserror::Error)]
+#[error("{tool} {version} ({platform}): {kind}")]
+pub struct SoftwareError {
+    pub tool: Tool,
+    pub version: String,
+    pub platform: Platform,
+    pub kind: ErrorKind,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("{tool} {version} has no {platform} build: {reason}")]
+    NoBuild { tool: Tool, version: String, platform: Platform, reason: String },
+    #[error("{tool} {version} does not exist: {url} answered 404 Not Found")]
+    NoSuchVersion { tool: Tool, version: String, url: String },
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    #[error("checksum file {url} is invalid: {reason}")]
+    ChecksumFile { url: String, reason: String },
+    #[error("checksum mismatch for {file} from {url}: expected sha256 {expected} (from {checksums_url}), found {found}")]
+    ChecksumMismatch { file: String, url: String, checksums_url: String, expected: String, found: String },
+    #[error("no OpenPGP signature for {checksums_url}: tried {tried} (all answered 404); set SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK=disabled only if this mirror cannot serve them")]
+    SignatureMissing { checksums_url: String, tried: String },
+    #[error("OpenPGP signature {url} over {checksums_url} rejected: {reason}")]
+    SignatureInvalid { url: String, checksums_url: String, reason: verify::SignatureError },
+    #[error("artifact {url} rejected: {reason}")]
+    Archive { url: String, reason: extract::ExtractError },
+    #[error("cache I/O on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the agent's HTTP client: {0}")]
+    Client(HttpError),
+}
+
+/// A verified executable, leased: eviction leaves it alone while this value lives.
+#[derive(Debug)]
+pub struct Installed {
+    pub tool: Tool,
+    pub version: Version,
+    pub platform: Platform,
+    /// Absolute path of the executable.
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    /// True when this call downloaded it.
+    pub downloaded: bool,
+    _lease: File,
+}
+
+/// One row of `software list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub tool: String,
+    pub version: String,
+    pub platform: String,
+    pub size: u64,
+    #[serde(with = "rfc3339_opt")]
+    pub last_used: Option<SystemTime>,
+    pub verified: String,
+    /// `None` when the entry is valid, else why it would be reinstalled.
+    pub damage: Option<String>,
+}
+
+/// What a prune removed and kept.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PruneReport {
+    pub removed: Vec<String>,
+    pub kept_in_use: Vec<String>,
+    pub freed_bytes: u64,
+    pub remaining_bytes: u64,
+}
+
+/// The software cache.
+#[derive(Debug)]
+pub struct SoftwareCache {
+    layout: Layout,
+    config: SoftwareConfig,
+    http_config: HttpConfig,
+    http: OnceLock<HttpClient>,
+}
+
+impl SoftwareCache {
+    /// A cache rooted at `root` (normally `<SCALR_AGENT_CACHE_DIR>/binaries`). Nothing is
+    /// created until first use; the HTTP client is built on the first miss, so a hit stays cheap.
+    pub fn new(root: PathBuf, config: SoftwareConfig, http_config: HttpConfig) -> SoftwareCache {
+        SoftwareCache { layout: Layout { root }, config, http_config, http: OnceLock::new() }
+    }
+
+    /// Uses an already built client (the agent's one client) instead of building one.
+    pub fn with_client(self, client: HttpClient) -> SoftwareCache {
+        let _ = self.http.set(client);
+        self
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.layout.root
+    }
+
+    fn client(&self) -> Result<&HttpClient, ErrorKind> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let c = HttpClient::new(&self.http_config).map_err(ErrorKind::Client)?;
+        Ok(self.http.get_or_init(|| c))
+    }
+
+    /// Returns the verified executable of `tool` `version` for `platform`, installing it first
+    /// if needed. Concurrent calls for the same entry, in this process or others sharing the
+    /// cache, download it once; the others wait on the install lock and reuse it.
+    pub async fn install(&self, tool: Tool, version: &Version, platform: Platform) -> Result<Installed, SoftwareError> {
+        let key = Key { tool, version: version.clone(), platform };
+        let fail = |kind| SoftwareError { tool, version: version.to_string(), platform, kind };
+        let dir = self.layout.entry(&key);
+
+        // Fast path: a valid entry, no lock needed (entries appear only by atomic rename).
+        if let Ok(manifest) = store::check_entry(&dir, &key) {
+            let lease = self.lease(&key).await.map_err(fail)?;
+            store::touch_last_used(&dir);
+            return Ok(self.installed(key, manifest, lease, false));
+        }
+
+        let lock = self.blocking_lock(&key).await.map_err(fail)?;
+        let outcome = self.install_locked(&key).await;
+        let (manifest, downloaded) = match outcome {
+            Ok(v) => v,
+            Err(kind) => {
+                drop(lock);
+                return Err(fail(kind));
+            }
+        };
+        let lease = self.lease(&key).await.map_err(fail)?;
+        store::touch_last_used(&dir);
+        drop(lock);
+        if downloaded {
+            let layout = self.layout.clone();
+            let config = self.config.clone();
+            let evicted = tokio::task::spawn_blocking(move || evict(&layout, &config)).await;
+            match evicted {
+                Ok(Ok(report)) if !report.removed.is_empty() => {
+                    tracing::info!(removed = ?report.removed, freed_bytes = report.freed_bytes, "evicted cached binaries")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cache eviction failed"),
+                _ => {}
+            }
+        }
+        Ok(self.installed(key, manifest, lease, downloaded))
+    }
+
+    fn installed(&self, key: Key, manifest: Manifest, lease: File, downloaded: bool) -> Installed {
+        let path = self.layout.entry(&key).join(&manifest.executable);
+        Installed { tool: key.tool, version: key.version, platform: key.platform, path, manifest, downloaded, _lease: lease }
+    }
+
+    async fn blocking_lock(&self, key: &Key) -> Result<File, ErrorKind> {
+        let layout = self.layout.clone();
+        let key = key.clone();
+        let path = layout.locks();
+        tokio::task::spawn_blocking(move || {
+            let f = layout.install_lock(&key)?;
+            f.lock()?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .expect("lock task does not panic")
+        .map_err(|source| ErrorKind::Io { path, source })
+    }
+
+    /// Takes the shared lease of an entry (waits only while a prune is deleting it).
+    async fn lease(&self, key: &Key) -> Result<File, ErrorKind> {
+        let path = self.layout.locks();
+        let f = self.layout.lease_lock(key).map_err(|source| ErrorKind::Io { path: path.clone(), source })?;
+        match f.try_lock_shared() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => tokio::task::spawn_blocking(move || f.lock_shared().map(|()| f))
+                .await
+                .expect("lock task does not panic")
+                .map_err(|source| ErrorKind::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => Err(ErrorKind::Io { path, source }),
+        }
+    }
+
+    /// The slow path, under the install lock: re-check, then download, verify and commit.
+    async fn install_locked(&self, key: &Key) -> Result<(Manifest, bool), ErrorKind> {
+        let dir = self.layout.entry(key);
+        match store::check_entry(&dir, key) {
+            Ok(m) => return Ok((m, false)),
+            Err(store::Damage::NoManifest) if !dir.exists() => {}
+            Err(damage) => {
+                tracing::warn!(tool = %key.tool, version = %key.version, platform = %key.platform, %damage, "cached entry is damaged; reinstalling");
+                self.layout.remove_entry(key).map_err(|source| ErrorKind::Io { path: dir.clone(), source })?;
+            }
+        }
+        let base = catalog::base_url(key.tool, &key.version, self.config.tool_mirrors.get(&key.tool), self.config.mirror.as_ref());
+        let release = catalog::release(key.tool, &key.version, key.platform, &base);
+        let client = self.client()?;
+        tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, url = %redact(&release.artifact_url), "installing");
+
+        let checksums_text = self.fetch_checksums(client, &release).await?;
+        let verification = self.verify_signature(client, &release, &checksums_text).await?;
+        let checksums = verify::Checksums::parse(&String::from_utf8_lossy(&checksums_text))
+            .map_err(|reason| ErrorKind::ChecksumFile { url: redact(&release.checksums_url), reason })?;
+        let per_file = release.signature_urls.is_empty();
+        let expected = checksums.find(&release.file_name, per_file).ok_or_else(|| ErrorKind::NoBuild {
+            tool: key.tool,
+            version: key.version.to_string(),
+            platform: key.platform,
+            reason: format!(
+                "{} does not list {} (it lists: {})",
+                redact(&release.checksums_url),
+                release.file_name,
+                checksums.names().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let expected = expected.to_string();
+
+        let staging = self.layout.staging(key).map_err(|source| ErrorKind::Io { path: self.layout.tmp(), source })?;
+        let artifact = staging.path().join(format!("artifact.{}", release.file_name));
+        let downloaded = client
+            .download(&release.artifact_url, &artifact, self.config.max_size_bytes)
+            .await
+            .map_err(|e| match e.status() {
+                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
+                    tool: key.tool,
+                    version: key.version.to_string(),
+                    platform: key.platform,
+                    reason: format!("{} answered 404 Not Found", redact(&release.artifact_url)),
+                },
+                _ => ErrorKind::Http(e),
+            })?;
+        if downloaded.sha256 != expected {
+            return Err(ErrorKind::ChecksumMismatch {
+                file: release.file_name.clone(),
+                url: redact(&release.artifact_url),
+                checksums_url: redact(&release.checksums_url),
+                expected,
+                found: downloaded.sha256,
+            });
+        }
+
+        let exe = staging.path().join(key.tool.executable());
+        let (archive, entry, cap) = (release.archive, release.entry.clone(), self.config.max_size_bytes);
+        let (artifact_in, exe_out) = (artifact.clone(), exe.clone());
+        let extracted = tokio::task::spawn_blocking(move || {
+            let r = extract::extract(&artifact_in, archive, &entry, &exe_out, cap);
+            let _ = std::fs::remove_file(&artifact_in);
+            r
+        })
+        .await
+        .expect("extract task does not panic")
+        .map_err(|reason| ErrorKind::Archive { url: redact(&release.artifact_url), reason })?;
+
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ErrorKind::Io { path, source }
+        };
+        let meta = std::fs::metadata(&exe).map_err(io(&exe))?;
+        let manifest = Manifest {
+            schema: Manifest::new_schema(),
+            tool: key.tool.name().into(),
+            version: key.version.to_string(),
+            platform: key.platform.name().into(),
+            executable: key.tool.executable().into(),
+            executable_size: extracted.size,
+            executable_sha256: extracted.sha256,
+            executable_mtime_ns: store::mtime_ns(&meta),
+            artifact_url: redact(&release.artifact_url),
+            artifact_file: release.file_name.clone(),
+            artifact_size: downloaded.size,
+            artifact_sha256: downloaded.sha256,
+            checksums_url: redact(&release.checksums_url),
+            verification,
+            installed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        let manifest_path = staging.path().join(store::MANIFEST);
+        write_synced(&manifest_path, &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
+            .map_err(io(&manifest_path))?;
+        staging.commit(&dir).map_err(io(&dir))?;
+        tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
+        Ok((manifest, true))
+    }
+
+    async fn fetch_checksums(&self, client: &HttpClient, release: &Release) -> Result<Vec<u8>, ErrorKind> {
+        client.get_bytes(&release.checksums_url, SMALL_FILE_LIMIT).await.map_err(|e| match e.status() {
+            Some(StatusCode::NOT_FOUND) if release.tool.is_signed() => ErrorKind::NoSuchVersion {
+                tool: release.tool,
+                version: release.version.to_string(),
+                url: redact(&release.checksums_url),
+            },
+            // OPA and Infracost publish one checksum file per artifact: its absence means no
+            // build for this platform (or no such version).
+            Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
+                tool: release.tool,
+                version: release.version.to_string(),
+                platform: release.platform,
+                reason: format!("{} answered 404 Not Found", redact(&release.checksums_url)),
+            },
+            _ => ErrorKind::Http(e),
+        })
+    }
+
+    async fn verify_signature(&self, client: &HttpClient, release: &Release, checksums: &[u8]) -> Result<Verification, ErrorKind> {
+        let unsigned = |method: &str| Verification {
+            method: method.into(),
+            signature_url: None,
+            key_fingerprint: None,
+            signing_key: None,
+            key_user_id: None,
+            key_origin: None,
+        };
+        if !release.tool.is_signed() {
+            return Ok(unsigned("sha256"));
+        }
+        if self.config.signature_check == SignatureCheck::Disabled {
+            tracing::warn!(tool = %release.tool, version = %release.version, "OpenPGP signature check disabled by SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK; trusting the checksum file unsigned");
+            return Ok(unsigned("sha256 (signature check disabled)"));
+        }
+        let mut keys: Vec<verify::TrustedKey> = verify::vendor_key(release.tool).into_iter().collect();
+        keys.extend(self.config.trusted_keys.iter().cloned());
+        let mut tried = Vec::new();
+        for url in &release.signature_urls {
+            let sig = match client.get_bytes(url, SMALL_FILE_LIMIT).await {
+                Ok(sig) => sig,
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    tried.push(redact(url));
+                    continue;
+                }
+                Err(e) => return Err(ErrorKind::Http(e)),
+            };
+            let signer = verify::verify_detached(checksums, &sig, &keys).map_err(|reason| ErrorKind::SignatureInvalid {
+                url: redact(url),
+                checksums_url: redact(&release.checksums_url),
+                reason,
+            })?;
+            return Ok(Verification {
+                method: "sha256+openpgp".into(),
+                signature_url: Some(redact(url)),
+                key_fingerprint: Some(signer.fingerprint),
+                signing_key: Some(signer.signing_key),
+                key_user_id: Some(signer.user_id),
+                key_origin: Some(signer.origin),
+            });
+        }
+        Err(ErrorKind::SignatureMissing { checksums_url: redact(&release.checksums_url), tried: tried.join(", ") })
+    }
+
+    /// Every entry in the cache, with its state. Blocking: call from a blocking context.
+    pub fn list(&self) -> std::io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for key in self.layout.scan()? {
+            let dir = self.layout.entry(&key);
+            let (verified, damage) = match store::check_entry(&dir, &key) {
+                Ok(m) => (m.verification.summary(), None),
+                Err(d) => (String::new(), Some(d.to_string())),
+            };
+            out.push(Listed {
+                tool: key.tool.name().into(),
+                version: key.version.to_string(),
+                platform: key.platform.name().into(),
+                size: store::dir_size(&dir),
+                last_used: store::last_used(&dir),
+                verified,
+                damage,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies the eviction policy now. Blocking: call from a blocking context.
+    pub fn prune(&self) -> std::io::Result<PruneReport> {
+        evict(&self.layout, &self.config)
+    }
+}
+
+/// Removes damaged entries, entries unused for longer than the threshold, then least recently
+/// used entries while the cache is above its size limit. Entries being installed or leased by
+/// a task are skipped.
+fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneReport> {
+    layout.sweep_leftovers();
+    let mut report = PruneReport::default();
+    let now = SystemTime::now();
+    let mut live: Vec<(Key, SystemTime, u64)> = Vec::new();
+    let mut doomed: Vec<(Key, u64, &'static str)> = Vec::new();
+    for key in layout.scan()? {
+        let dir = layout.entry(&key);
+        let size = store::dir_size(&dir);
+        let used = store::last_used(&dir).unwrap_or(SystemTime::UNIX_EPOCH);
+        if store::check_entry(&dir, &key).is_err() {
+            doomed.push((key, size, "damaged"));
+        } else if now.duration_since(used).unwrap_or_default() > config.unused_threshold {
+            doomed.push((key, size, "unused"));
+        } else {
+            live.push((key, used, size));
+        }
+    }
+    let remove = |key: &Key, size: u64, why: &str, report: &mut PruneReport| -> std::io::Result<bool> {
+        let name = format!("{} {} {}", key.tool, key.version, key.platform);
+        match store::try_lock_for_removal(layout, key)? {
+            None => {
+                report.kept_in_use.push(name);
+                Ok(false)
+            }
+            Some(_locks) => {
+                layout.remove_entry(key)?;
+                tracing::debug!(entry = %name, reason = why, "removed from the software cache");
+                report.removed.push(format!("{name} ({why})"));
+                report.freed_bytes += size;
+                Ok(true)
+            }
+        }
+    };
+    for (key, size, why) in doomed {
+        remove(&key, size, why, &mut report)?;
+    }
+    // Least recently used first, skipping what is in use, until under the limit.
+    let mut total: u64 = live.iter().map(|(_, _, s)| s).sum();
+    live.sort_by_key(|(_, used, _)| *used);
+    for (key, _, size) in live {
+        if total <= config.size_limit_bytes {
+            break;
+        }
+        if remove(&key, size, "over the size limit", &mut report)? {
+            total -= size;
+        }
+    }
+    report.remaining_bytes = layout.scan()?.iter().map(|k| store::dir_size(&layout.entry(k))).sum();
+    Ok(report)
+}
+
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The tool's base URL as configured, for `doctor` and messages.
+pub fn configured_base(config: &SoftwareConfig, tool: Tool, version: &Version) -> Url {
+    catalog::base_url(tool, version, config.tool_mirrors.get(&tool), config.mirror.as_ref())
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&humantime::format_rfc3339_seconds(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
