@@ -63,7 +63,11 @@ enum SoftwareCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Version = cli.command {
-        println!("scalr-agent {} ({})", env!("CARGO_PKG_VERSION"), Platform::host().map_or("unsupported platform", Platform::name));
+        println!(
+            "scalr-agent {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            Platform::host().map_or("unsupported platform", Platform::name)
+        );
         return ExitCode::SUCCESS;
     }
     let config = match Config::from_process_env(Needs::Local) {
@@ -77,7 +81,10 @@ pub fn main() -> ExitCode {
     for name in &config.unknown_variables {
         tracing::warn!(variable = %name, "unknown SCALR_AGENT_* variable ignored (a typo?)");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("scalr-agent: cannot start the async runtime: {e}");
@@ -94,13 +101,23 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    let cache = SoftwareCache::new(config.binaries_dir(), config.software.clone(), config.http.clone());
+    let cache = SoftwareCache::new(
+        config.binaries_dir(),
+        config.software.clone(),
+        config.http.clone(),
+    );
     match command {
         Command::Version => unreachable!("handled before the configuration is loaded"),
-        Command::Software(SoftwareCommand::Install { tool, version, platform }) => {
+        Command::Software(SoftwareCommand::Install {
+            tool,
+            version,
+            platform,
+        }) => {
             let platform = match platform.or_else(Platform::host) {
                 Some(p) => p,
-                None => anyhow::bail!("this machine's architecture has no tool builds; pass --platform"),
+                None => {
+                    anyhow::bail!("this machine's architecture has no tool builds; pass --platform")
+                }
             };
             let installed = cache.install(tool, &version, platform).await?;
             println!("{}", installed.path.display());
@@ -112,14 +129,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "{:<10} {:<14} {:<12} {:>9}  {:<20}  VERIFIED", "TOOL", "VERSION", "PLATFORM", "SIZE", "LAST USED")?;
+                writeln!(
+                    out,
+                    "{:<10} {:<14} {:<12} {:>9}  {:<20}  VERIFIED",
+                    "TOOL", "VERSION", "PLATFORM", "SIZE", "LAST USED"
+                )?;
                 for r in rows {
-                    let used = r.last_used.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "-".into());
+                    let used = r
+                        .last_used
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                        .unwrap_or_else(|| "-".into());
                     let verified = match r.damage {
                         Some(d) => format!("DAMAGED: {d} (reinstalled on next use)"),
                         None => r.verified,
                     };
-                    writeln!(out, "{:<10} {:<14} {:<12} {:>9}  {:<20}  {}", r.tool, r.version, r.platform, human_size(r.size), used, verified)?;
+                    writeln!(
+                        out,
+                        "{:<10} {:<14} {:<12} {:>9}  {:<20}  {}",
+                        r.tool,
+                        r.version,
+                        r.platform,
+                        human_size(r.size),
+                        used,
+                        verified
+                    )?;
                 }
             }
         }
@@ -136,7 +169,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 for k in &report.kept_in_use {
                     writeln!(out, "kept {k} (in use)")?;
                 }
-                writeln!(out, "freed {}, {} remain", human_size(report.freed_bytes), human_size(report.remaining_bytes))?;
+                writeln!(
+                    out,
+                    "freed {}, {} remain",
+                    human_size(report.freed_bytes),
+                    human_size(report.remaining_bytes)
+                )?;
             }
         }
     }
@@ -151,5 +189,9 @@ fn human_size(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }

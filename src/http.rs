@@ -28,15 +28,34 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("GET {url}: the server answered {status} (after {attempts} attempt(s))")]
-    Status { url: String, status: StatusCode, attempts: u32 },
+    Status {
+        url: String,
+        status: StatusCode,
+        attempts: u32,
+    },
     #[error("GET {url}: {reason} (after {attempts} attempt(s))")]
-    Transport { url: String, reason: String, attempts: u32 },
+    Transport {
+        url: String,
+        reason: String,
+        attempts: u32,
+    },
     #[error("GET {url}: the body is larger than the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
-    #[error("GET {url}: the connection closed after {received} of {expected} bytes (after {attempts} attempt(s))")]
-    Truncated { url: String, received: u64, expected: u64, attempts: u32 },
+    #[error(
+        "GET {url}: the connection closed after {received} of {expected} bytes (after {attempts} attempt(s))"
+    )]
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+        attempts: u32,
+    },
     #[error("writing the download of {url} to {path}: {source}")]
-    Write { url: String, path: PathBuf, source: std::io::Error },
+    Write {
+        url: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("building the HTTP client: {0}")]
     Client(String),
 }
@@ -122,7 +141,9 @@ impl HttpClient {
                 let mut body = Vec::new();
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| transport(&shown, &e, attempts, body.len() as u64, expected))?;
+                    let chunk = chunk.map_err(|e| {
+                        transport(&shown, &e, attempts, body.len() as u64, expected)
+                    })?;
                     if body.len() as u64 + chunk.len() as u64 > limit {
                         return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
                     }
@@ -137,7 +158,12 @@ impl HttpClient {
     /// Streams a GET into `path` (created or truncated), hashing with SHA256 in the same pass.
     /// Hashing and writing happen on a blocking thread fed through a small channel, so memory
     /// stays bounded whatever the file's size. A failed attempt starts again from byte zero.
-    pub async fn download(&self, url: &Url, path: &Path, limit: u64) -> Result<Downloaded, HttpError> {
+    pub async fn download(
+        &self,
+        url: &Url,
+        path: &Path,
+        limit: u64,
+    ) -> Result<Downloaded, HttpError> {
         let shown = redact(url);
         self.retrying(url, |resp, attempts| {
             let shown = shown.clone();
@@ -162,7 +188,10 @@ impl HttpClient {
                     }
                     let file = out.into_inner().map_err(|e| e.into_error())?;
                     file.sync_all()?;
-                    Ok(Downloaded { size, sha256: hex::encode(hasher.finalize()) })
+                    Ok(Downloaded {
+                        size,
+                        sha256: hex::encode(hasher.finalize()),
+                    })
                 });
                 let mut received = 0u64;
                 let mut stream = resp.bytes_stream();
@@ -172,7 +201,10 @@ impl HttpClient {
                         Ok(chunk) => {
                             received += chunk.len() as u64;
                             if received > limit {
-                                failure = Some(Attempt::Fatal(HttpError::TooLarge { url: shown.clone(), limit }));
+                                failure = Some(Attempt::Fatal(HttpError::TooLarge {
+                                    url: shown.clone(),
+                                    limit,
+                                }));
                                 break;
                             }
                             if tx.send(chunk).await.is_err() {
@@ -188,8 +220,16 @@ impl HttpClient {
                 drop(tx);
                 let written = writer
                     .await
-                    .map_err(|e| Attempt::Fatal(HttpError::Client(format!("download writer panicked: {e}"))))?
-                    .map_err(|source| Attempt::Fatal(HttpError::Write { url: shown.clone(), path, source }))?;
+                    .map_err(|e| {
+                        Attempt::Fatal(HttpError::Client(format!("download writer panicked: {e}")))
+                    })?
+                    .map_err(|source| {
+                        Attempt::Fatal(HttpError::Write {
+                            url: shown.clone(),
+                            path,
+                            source,
+                        })
+                    })?;
                 if let Some(f) = failure {
                     return Err(f);
                 }
@@ -230,7 +270,11 @@ impl HttpClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(&resp);
-                    let err = HttpError::Status { url: shown.clone(), status, attempts: attempt };
+                    let err = HttpError::Status {
+                        url: shown.clone(),
+                        status,
+                        attempts: attempt,
+                    };
                     if is_retryable(status) {
                         (Attempt::Retry(err), retry_after)
                     } else {
@@ -266,11 +310,22 @@ enum Attempt {
     Fatal(HttpError),
 }
 
-fn transport(url: &str, e: &reqwest::Error, attempts: u32, received: u64, expected: Option<u64>) -> Attempt {
+fn transport(
+    url: &str,
+    e: &reqwest::Error,
+    attempts: u32,
+    received: u64,
+    expected: Option<u64>,
+) -> Attempt {
     if let Some(expected) = expected.filter(|_| e.is_body() || e.is_decode())
         && received < expected
     {
-        return Attempt::Retry(HttpError::Truncated { url: url.to_string(), received, expected, attempts });
+        return Attempt::Retry(HttpError::Truncated {
+            url: url.to_string(),
+            received,
+            expected,
+            attempts,
+        });
     }
     let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -280,11 +335,17 @@ fn transport(url: &str, e: &reqwest::Error, attempts: u32, received: u64, expect
         src = s.source();
     }
     let reason = reason.replace(url, "");
-    Attempt::Retry(HttpError::Transport { url: url.to_string(), reason, attempts })
+    Attempt::Retry(HttpError::Transport {
+        url: url.to_string(),
+        reason,
+        attempts,
+    })
 }
 
 fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
@@ -309,10 +370,21 @@ pub fn redact(url: &Url) -> String {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let secret = ["token", "sig", "signature", "key", "password", "x-amz-signature", "x-amz-credential"]
-                    .iter()
-                    .any(|s| k.to_ascii_lowercase().contains(s));
-                (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+                let secret = [
+                    "token",
+                    "sig",
+                    "signature",
+                    "key",
+                    "password",
+                    "x-amz-signature",
+                    "x-amz-credential",
+                ]
+                .iter()
+                .any(|s| k.to_ascii_lowercase().contains(s));
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
             })
             .collect();
         u.query_pairs_mut().clear().extend_pairs(pairs);
@@ -337,21 +409,35 @@ mod tests {
 
     #[test]
     fn redaction_hides_credentials() {
-        let u = Url::parse("https://user:pa55@mirror.internal/tf/?X-Amz-Signature=abc&v=1").unwrap();
+        let u =
+            Url::parse("https://user:pa55@mirror.internal/tf/?X-Amz-Signature=abc&v=1").unwrap();
         let shown = redact(&u);
         assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");
-        assert!(shown.contains("user:***@") && shown.contains("v=1"), "{shown}");
+        assert!(
+            shown.contains("user:***@") && shown.contains("v=1"),
+            "{shown}"
+        );
         assert_eq!(redact_str("u:p@proxy:3128"), "***@proxy:3128");
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let c = HttpClient::new(&HttpConfig { initial_backoff: Duration::from_millis(100), ..HttpConfig::default() }).unwrap();
+        let c = HttpClient::new(&HttpConfig {
+            initial_backoff: Duration::from_millis(100),
+            ..HttpConfig::default()
+        })
+        .unwrap();
         for _ in 0..50 {
             let d1 = c.backoff(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
             let d4 = c.backoff(4);
-            assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800), "{d4:?}");
+            assert!(
+                d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800),
+                "{d4:?}"
+            );
             assert!(c.backoff(30) <= MAX_BACKOFF);
         }
     }

@@ -5,6 +5,7 @@
 //! `Debug` is `***`.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -17,11 +18,24 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. Called once by `main`; a second call is a no-op.
 pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(if debug { "info,scalr_agent=debug" } else { "warn,scalr_agent=info" });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::new(if debug {
+        "info,scalr_agent=debug"
+    } else {
+        "warn,scalr_agent=info"
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Plain => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.event_format(JsonLines { agent: agent_name.to_string() }).try_init(),
+        LogFormat::Plain => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .event_format(JsonLines {
+                agent: agent_name.to_string(),
+            })
+            .try_init(),
     };
 }
 
@@ -34,16 +48,32 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut fields = FieldMap(Map::new());
         event.record(&mut fields);
         let mut line = Map::new();
         line.insert(
             "timestamp".into(),
-            Value::String(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
+            Value::String(
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ),
         );
-        line.insert("level".into(), Value::String(event.metadata().level().as_str().to_ascii_lowercase()));
-        line.insert("event".into(), fields.0.remove("message").unwrap_or(Value::String(String::new())));
+        line.insert(
+            "level".into(),
+            Value::String(event.metadata().level().as_str().to_ascii_lowercase()),
+        );
+        line.insert(
+            "event".into(),
+            fields
+                .0
+                .remove("message")
+                .unwrap_or(Value::String(String::new())),
+        );
         line.insert("agent".into(), Value::String(self.agent.clone()));
         for (k, v) in fields.0 {
             line.entry(k).or_insert(v);
@@ -56,10 +86,12 @@ struct FieldMap(Map<String, Value>);
 
 impl Visit for FieldMap {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), Value::String(format!("{value:?}")));
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::String(value.into()));
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().into(), value.into());

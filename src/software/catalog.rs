@@ -158,7 +158,9 @@ impl FromStr for Version {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
-            format!("invalid version {s:?}: expected MAJOR.MINOR.PATCH with an optional -suffix, e.g. 1.8.2 or 1.9.0-beta1")
+            format!(
+                "invalid version {s:?}: expected MAJOR.MINOR.PATCH with an optional -suffix, e.g. 1.8.2 or 1.9.0-beta1"
+            )
         };
         let text = s.strip_prefix('v').unwrap_or(s);
         let (core, pre) = match text.split_once('-') {
@@ -220,58 +222,64 @@ pub struct Release {
 pub fn release(tool: Tool, version: &Version, platform: Platform, base: &Url) -> Release {
     let v = version.as_str();
     let arch = platform.arch();
-    let (dir, file_name, checksums, signatures, archive, entry): (String, String, String, Vec<String>, _, String) =
-        match tool {
-            Tool::Terraform => {
-                let sums = format!("terraform_{v}_SHA256SUMS");
-                (
-                    v.to_string(),
-                    format!("terraform_{v}_linux_{arch}.zip"),
-                    sums.clone(),
-                    vec![format!("{sums}.72D7468F.sig"), format!("{sums}.sig")],
-                    ArchiveKind::Zip,
-                    "terraform".into(),
-                )
-            }
-            Tool::OpenTofu => {
-                let sums = format!("tofu_{v}_SHA256SUMS");
-                (
-                    format!("v{v}"),
-                    format!("tofu_{v}_linux_{arch}.tar.gz"),
-                    sums.clone(),
-                    vec![format!("{sums}.gpgsig")],
-                    ArchiveKind::TarGz,
-                    "tofu".into(),
-                )
-            }
-            Tool::Opa => {
-                let file = format!("opa_linux_{arch}_static");
-                (
-                    format!("v{v}"),
-                    file.clone(),
-                    format!("{file}.sha256"),
-                    vec![],
-                    ArchiveKind::Bare,
-                    file,
-                )
-            }
-            Tool::Infracost => {
-                let file = format!("infracost-linux-{arch}.tar.gz");
-                let entry = if version.major == 0 {
-                    format!("infracost-linux-{arch}")
-                } else {
-                    "infracost".into()
-                };
-                (
-                    format!("v{v}"),
-                    file.clone(),
-                    format!("{file}.sha256"),
-                    vec![],
-                    ArchiveKind::TarGz,
-                    entry,
-                )
-            }
-        };
+    let (dir, file_name, checksums, signatures, archive, entry): (
+        String,
+        String,
+        String,
+        Vec<String>,
+        _,
+        String,
+    ) = match tool {
+        Tool::Terraform => {
+            let sums = format!("terraform_{v}_SHA256SUMS");
+            (
+                v.to_string(),
+                format!("terraform_{v}_linux_{arch}.zip"),
+                sums.clone(),
+                vec![format!("{sums}.72D7468F.sig"), format!("{sums}.sig")],
+                ArchiveKind::Zip,
+                "terraform".into(),
+            )
+        }
+        Tool::OpenTofu => {
+            let sums = format!("tofu_{v}_SHA256SUMS");
+            (
+                format!("v{v}"),
+                format!("tofu_{v}_linux_{arch}.tar.gz"),
+                sums.clone(),
+                vec![format!("{sums}.gpgsig")],
+                ArchiveKind::TarGz,
+                "tofu".into(),
+            )
+        }
+        Tool::Opa => {
+            let file = format!("opa_linux_{arch}_static");
+            (
+                format!("v{v}"),
+                file.clone(),
+                format!("{file}.sha256"),
+                vec![],
+                ArchiveKind::Bare,
+                file,
+            )
+        }
+        Tool::Infracost => {
+            let file = format!("infracost-linux-{arch}.tar.gz");
+            let entry = if version.major == 0 {
+                format!("infracost-linux-{arch}")
+            } else {
+                "infracost".into()
+            };
+            (
+                format!("v{v}"),
+                file.clone(),
+                format!("{file}.sha256"),
+                vec![],
+                ArchiveKind::TarGz,
+                entry,
+            )
+        }
+    };
     let join = |name: &str| -> Url {
         let mut url = base.clone();
         {
@@ -342,7 +350,10 @@ mod tests {
             r.artifact_url.as_str(),
             "https://github.com/opentofu/opentofu/releases/download/v1.8.2/tofu_1.8.2_linux_arm64.tar.gz"
         );
-        assert_eq!(r.signature_urls[0].path_segments().unwrap().next_back(), Some("tofu_1.8.2_SHA256SUMS.gpgsig"));
+        assert_eq!(
+            r.signature_urls[0].path_segments().unwrap().next_back(),
+            Some("tofu_1.8.2_SHA256SUMS.gpgsig")
+        );
         let r = rel(Tool::Opa, "0.68.0", Platform::LinuxArm64);
         assert_eq!(
             r.checksums_url.as_str(),
@@ -351,10 +362,18 @@ mod tests {
         assert!(r.signature_urls.is_empty());
         let r = rel(Tool::Infracost, "0.10.39", Platform::LinuxAmd64);
         assert_eq!(r.entry, "infracost-linux-amd64");
-        assert!(r.artifact_url.as_str().starts_with("https://github.com/infracost/infracost/"));
+        assert!(
+            r.artifact_url
+                .as_str()
+                .starts_with("https://github.com/infracost/infracost/")
+        );
         let r = rel(Tool::Infracost, "2.0.1", Platform::LinuxAmd64);
         assert_eq!(r.entry, "infracost");
-        assert!(r.artifact_url.as_str().starts_with("https://github.com/infracost/cli/"));
+        assert!(
+            r.artifact_url
+                .as_str()
+                .starts_with("https://github.com/infracost/cli/")
+        );
     }
 
     #[test]
@@ -376,7 +395,16 @@ mod tests {
     fn versions_are_strict() {
         assert_eq!("v1.8.0".parse::<Version>().unwrap().as_str(), "1.8.0");
         assert_eq!("1.9.0-rc1".parse::<Version>().unwrap().major, 1);
-        for bad in ["1.8", "1.8.0/../x", "../1.0.0", "1.0.0-", "1.0.x", "", "1.0.0-a/b", "1.0.0-a..b"] {
+        for bad in [
+            "1.8",
+            "1.8.0/../x",
+            "../1.0.0",
+            "1.0.0-",
+            "1.0.x",
+            "",
+            "1.0.0-a/b",
+            "1.0.0-a..b",
+        ] {
             let e = bad.parse::<Version>().unwrap_err();
             assert!(e.contains("invalid version"), "{bad}: {e}");
         }

@@ -40,14 +40,24 @@ pub struct Extracted {
 }
 
 /// Extracts `entry` from the artifact at `archive` into `dest` (created, fsynced, mode 0755).
-pub fn extract(archive: &Path, kind: ArchiveKind, entry: &str, dest: &Path, cap: u64) -> Result<Extracted, ExtractError> {
+pub fn extract(
+    archive: &Path,
+    kind: ArchiveKind,
+    entry: &str,
+    dest: &Path,
+    cap: u64,
+) -> Result<Extracted, ExtractError> {
     let result = match kind {
         ArchiveKind::Zip => extract_zip(archive, entry, dest, cap),
         ArchiveKind::TarGz => extract_tar_gz(archive, entry, dest, cap),
         ArchiveKind::Bare => {
             let size = std::fs::metadata(archive)?.len();
             if size > cap {
-                return Err(ExtractError::TooLarge { entry: entry.into(), size, cap });
+                return Err(ExtractError::TooLarge {
+                    entry: entry.into(),
+                    size,
+                    cap,
+                });
             }
             copy_capped(&mut File::open(archive)?, entry, dest, cap)
         }
@@ -60,7 +70,10 @@ pub fn extract(archive: &Path, kind: ArchiveKind, entry: &str, dest: &Path, cap:
 
 /// Checks an entry's path: relative, no `..`, no root or prefix. Returns it without `./`.
 fn safe_name(name: &str) -> Result<String, ExtractError> {
-    let unsafe_entry = |reason| ExtractError::Unsafe { entry: name.to_string(), reason };
+    let unsafe_entry = |reason| ExtractError::Unsafe {
+        entry: name.to_string(),
+        reason,
+    };
     if name.contains('\0') || name.contains('\\') {
         return Err(unsafe_entry("contains a NUL or backslash"));
     }
@@ -70,32 +83,51 @@ fn safe_name(name: &str) -> Result<String, ExtractError> {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
             Component::ParentDir => return Err(unsafe_entry("contains `..`")),
-            Component::RootDir | Component::Prefix(_) => return Err(unsafe_entry("is an absolute path")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_entry("is an absolute path"));
+            }
         }
     }
     Ok(parts.join("/"))
 }
 
-fn extract_zip(archive: &Path, entry: &str, dest: &Path, cap: u64) -> Result<Extracted, ExtractError> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(File::open(archive)?)).map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+fn extract_zip(
+    archive: &Path,
+    entry: &str,
+    dest: &Path,
+    cap: u64,
+) -> Result<Extracted, ExtractError> {
+    let mut zip = zip::ZipArchive::new(BufReader::new(File::open(archive)?))
+        .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
     let mut found = None;
     let mut names = Vec::new();
     for i in 0..zip.len() {
-        let f = zip.by_index_raw(i).map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
         let raw = String::from_utf8_lossy(f.name_raw()).into_owned();
         let name = safe_name(&raw)?;
         if f.is_symlink() {
-            return Err(ExtractError::Unsafe { entry: raw, reason: "is a symbolic link" });
+            return Err(ExtractError::Unsafe {
+                entry: raw,
+                reason: "is a symbolic link",
+            });
         }
         if name == entry {
             if found.is_some() {
-                return Err(ExtractError::Duplicate { expected: entry.into() });
+                return Err(ExtractError::Duplicate {
+                    expected: entry.into(),
+                });
             }
             if !f.is_file() {
                 return Err(ExtractError::NotRegular { entry: raw });
             }
             if f.size() > cap {
-                return Err(ExtractError::TooLarge { entry: raw, size: f.size(), cap });
+                return Err(ExtractError::TooLarge {
+                    entry: raw,
+                    size: f.size(),
+                    cap,
+                });
             }
             found = Some(i);
         }
@@ -104,39 +136,65 @@ fn extract_zip(archive: &Path, entry: &str, dest: &Path, cap: u64) -> Result<Ext
     let Some(i) = found else {
         return Err(missing(entry, &names));
     };
-    let mut f = zip.by_index(i).map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+    let mut f = zip
+        .by_index(i)
+        .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
     copy_capped(&mut f, entry, dest, cap)
 }
 
-fn extract_tar_gz(archive: &Path, entry: &str, dest: &Path, cap: u64) -> Result<Extracted, ExtractError> {
-    let gz = flate2::read::GzDecoder::new(BufReader::with_capacity(256 * 1024, File::open(archive)?));
+fn extract_tar_gz(
+    archive: &Path,
+    entry: &str,
+    dest: &Path,
+    cap: u64,
+) -> Result<Extracted, ExtractError> {
+    let gz =
+        flate2::read::GzDecoder::new(BufReader::with_capacity(256 * 1024, File::open(archive)?));
     let mut tar = tar::Archive::new(gz);
     let mut found = None;
     let mut names = Vec::new();
-    for item in tar.entries().map_err(|e| ExtractError::Corrupt(e.to_string()))? {
+    for item in tar
+        .entries()
+        .map_err(|e| ExtractError::Corrupt(e.to_string()))?
+    {
         let mut item = item.map_err(|e| ExtractError::Corrupt(e.to_string()))?;
         let raw = String::from_utf8_lossy(&item.path_bytes()).into_owned();
         let name = safe_name(&raw)?;
         let kind = item.header().entry_type();
         if kind.is_symlink() {
-            return Err(ExtractError::Unsafe { entry: raw, reason: "is a symbolic link" });
+            return Err(ExtractError::Unsafe {
+                entry: raw,
+                reason: "is a symbolic link",
+            });
         }
         if kind.is_hard_link() {
-            return Err(ExtractError::Unsafe { entry: raw, reason: "is a hard link" });
+            return Err(ExtractError::Unsafe {
+                entry: raw,
+                reason: "is a hard link",
+            });
         }
         if !(kind.is_file() || kind.is_dir()) {
-            return Err(ExtractError::Unsafe { entry: raw, reason: "is a device, FIFO or other special file" });
+            return Err(ExtractError::Unsafe {
+                entry: raw,
+                reason: "is a device, FIFO or other special file",
+            });
         }
         if name == entry {
             if found.is_some() {
-                return Err(ExtractError::Duplicate { expected: entry.into() });
+                return Err(ExtractError::Duplicate {
+                    expected: entry.into(),
+                });
             }
             if !kind.is_file() {
                 return Err(ExtractError::NotRegular { entry: raw });
             }
             let size = item.size();
             if size > cap {
-                return Err(ExtractError::TooLarge { entry: raw, size, cap });
+                return Err(ExtractError::TooLarge {
+                    entry: raw,
+                    size,
+                    cap,
+                });
             }
             found = Some(copy_capped(&mut item, entry, dest, cap)?);
         }
@@ -152,34 +210,56 @@ fn missing(entry: &str, names: &[String]) -> ExtractError {
     }
     ExtractError::Missing {
         expected: entry.into(),
-        found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
+        found: if found.is_empty() {
+            "nothing".into()
+        } else {
+            found.join(", ")
+        },
     }
 }
 
 /// Copies at most `cap` bytes (declared sizes can lie), hashing, then fsyncs and sets 0755.
-fn copy_capped(src: &mut impl Read, entry: &str, dest: &Path, cap: u64) -> Result<Extracted, ExtractError> {
+fn copy_capped(
+    src: &mut impl Read,
+    entry: &str,
+    dest: &Path,
+    cap: u64,
+) -> Result<Extracted, ExtractError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o755).open(dest)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(dest)?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     let mut limited = src.take(cap + 1);
     loop {
-        let n = limited.read(&mut buf).map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+        let n = limited
+            .read(&mut buf)
+            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
         if n == 0 {
             break;
         }
         size += n as u64;
         if size > cap {
-            return Err(ExtractError::TooLarge { entry: entry.into(), size, cap });
+            return Err(ExtractError::TooLarge {
+                entry: entry.into(),
+                size,
+                cap,
+            });
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    Ok(Extracted { size, sha256: hex::encode(hasher.finalize()) })
+    Ok(Extracted {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 #[cfg(test)]
@@ -190,8 +270,17 @@ mod tests {
     fn names() {
         assert_eq!(safe_name("./tofu").unwrap(), "tofu");
         assert_eq!(safe_name("dir/x").unwrap(), "dir/x");
-        assert!(matches!(safe_name("../tofu"), Err(ExtractError::Unsafe { .. })));
-        assert!(matches!(safe_name("/etc/passwd"), Err(ExtractError::Unsafe { .. })));
-        assert!(matches!(safe_name("a/../../b"), Err(ExtractError::Unsafe { .. })));
+        assert!(matches!(
+            safe_name("../tofu"),
+            Err(ExtractError::Unsafe { .. })
+        ));
+        assert!(matches!(
+            safe_name("/etc/passwd"),
+            Err(ExtractError::Unsafe { .. })
+        ));
+        assert!(matches!(
+            safe_name("a/../../b"),
+            Err(ExtractError::Unsafe { .. })
+        ));
     }
 }

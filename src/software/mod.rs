@@ -45,23 +45,55 @@ pub struct SoftwareError {
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     #[error("{tool} {version} has no {platform} build: {reason}")]
-    NoBuild { tool: Tool, version: String, platform: Platform, reason: String },
+    NoBuild {
+        tool: Tool,
+        version: String,
+        platform: Platform,
+        reason: String,
+    },
     #[error("{tool} {version} does not exist: {url} answered 404 Not Found")]
-    NoSuchVersion { tool: Tool, version: String, url: String },
+    NoSuchVersion {
+        tool: Tool,
+        version: String,
+        url: String,
+    },
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("checksum file {url} is invalid: {reason}")]
     ChecksumFile { url: String, reason: String },
-    #[error("checksum mismatch for {file} from {url}: expected sha256 {expected} (from {checksums_url}), found {found}")]
-    ChecksumMismatch { file: String, url: String, checksums_url: String, expected: String, found: String },
-    #[error("no OpenPGP signature for {checksums_url}: tried {tried} (all answered 404); set SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK=disabled only if this mirror cannot serve them")]
-    SignatureMissing { checksums_url: String, tried: String },
+    #[error(
+        "checksum mismatch for {file} from {url}: expected sha256 {expected} (from {checksums_url}), found {found}"
+    )]
+    ChecksumMismatch {
+        file: String,
+        url: String,
+        checksums_url: String,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "no OpenPGP signature for {checksums_url}: tried {tried} (all answered 404); set SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK=disabled only if this mirror cannot serve them"
+    )]
+    SignatureMissing {
+        checksums_url: String,
+        tried: String,
+    },
     #[error("OpenPGP signature {url} over {checksums_url} rejected: {reason}")]
-    SignatureInvalid { url: String, checksums_url: String, reason: verify::SignatureError },
+    SignatureInvalid {
+        url: String,
+        checksums_url: String,
+        reason: verify::SignatureError,
+    },
     #[error("artifact {url} rejected: {reason}")]
-    Archive { url: String, reason: extract::ExtractError },
+    Archive {
+        url: String,
+        reason: extract::ExtractError,
+    },
     #[error("cache I/O on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the agent's HTTP client: {0}")]
     Client(HttpError),
 }
@@ -116,7 +148,12 @@ impl SoftwareCache {
     /// A cache rooted at `root` (normally `<SCALR_AGENT_CACHE_DIR>/binaries`). Nothing is
     /// created until first use; the HTTP client is built on the first miss, so a hit stays cheap.
     pub fn new(root: PathBuf, config: SoftwareConfig, http_config: HttpConfig) -> SoftwareCache {
-        SoftwareCache { layout: Layout { root }, config, http_config, http: OnceLock::new() }
+        SoftwareCache {
+            layout: Layout { root },
+            config,
+            http_config,
+            http: OnceLock::new(),
+        }
     }
 
     /// Uses an already built client (the agent's one client) instead of building one.
@@ -140,9 +177,23 @@ impl SoftwareCache {
     /// Returns the verified executable of `tool` `version` for `platform`, installing it first
     /// if needed. Concurrent calls for the same entry, in this process or others sharing the
     /// cache, download it once; the others wait on the install lock and reuse it.
-    pub async fn install(&self, tool: Tool, version: &Version, platform: Platform) -> Result<Installed, SoftwareError> {
-        let key = Key { tool, version: version.clone(), platform };
-        let fail = |kind| SoftwareError { tool, version: version.to_string(), platform, kind };
+    pub async fn install(
+        &self,
+        tool: Tool,
+        version: &Version,
+        platform: Platform,
+    ) -> Result<Installed, SoftwareError> {
+        let key = Key {
+            tool,
+            version: version.clone(),
+            platform,
+        };
+        let fail = |kind| SoftwareError {
+            tool,
+            version: version.to_string(),
+            platform,
+            kind,
+        };
         let dir = self.layout.entry(&key);
 
         // Fast path: a valid entry, no lock needed (entries appear only by atomic rename).
@@ -181,7 +232,15 @@ impl SoftwareCache {
 
     fn installed(&self, key: Key, manifest: Manifest, lease: File, downloaded: bool) -> Installed {
         let path = self.layout.entry(&key).join(&manifest.executable);
-        Installed { tool: key.tool, version: key.version, platform: key.platform, path, manifest, downloaded, _lease: lease }
+        Installed {
+            tool: key.tool,
+            version: key.version,
+            platform: key.platform,
+            path,
+            manifest,
+            downloaded,
+            _lease: lease,
+        }
     }
 
     async fn blocking_lock(&self, key: &Key) -> Result<File, ErrorKind> {
@@ -201,13 +260,21 @@ impl SoftwareCache {
     /// Takes the shared lease of an entry (waits only while a prune is deleting it).
     async fn lease(&self, key: &Key) -> Result<File, ErrorKind> {
         let path = self.layout.locks();
-        let f = self.layout.lease_lock(key).map_err(|source| ErrorKind::Io { path: path.clone(), source })?;
+        let f = self
+            .layout
+            .lease_lock(key)
+            .map_err(|source| ErrorKind::Io {
+                path: path.clone(),
+                source,
+            })?;
         match f.try_lock_shared() {
             Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => tokio::task::spawn_blocking(move || f.lock_shared().map(|()| f))
-                .await
-                .expect("lock task does not panic")
-                .map_err(|source| ErrorKind::Io { path, source }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::task::spawn_blocking(move || f.lock_shared().map(|()| f))
+                    .await
+                    .expect("lock task does not panic")
+                    .map_err(|source| ErrorKind::Io { path, source })
+            }
             Err(std::fs::TryLockError::Error(source)) => Err(ErrorKind::Io { path, source }),
         }
     }
@@ -220,34 +287,56 @@ impl SoftwareCache {
             Err(store::Damage::NoManifest) if !dir.exists() => {}
             Err(damage) => {
                 tracing::warn!(tool = %key.tool, version = %key.version, platform = %key.platform, %damage, "cached entry is damaged; reinstalling");
-                self.layout.remove_entry(key).map_err(|source| ErrorKind::Io { path: dir.clone(), source })?;
+                self.layout
+                    .remove_entry(key)
+                    .map_err(|source| ErrorKind::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
             }
         }
-        let base = catalog::base_url(key.tool, &key.version, self.config.tool_mirrors.get(&key.tool), self.config.mirror.as_ref());
+        let base = catalog::base_url(
+            key.tool,
+            &key.version,
+            self.config.tool_mirrors.get(&key.tool),
+            self.config.mirror.as_ref(),
+        );
         let release = catalog::release(key.tool, &key.version, key.platform, &base);
         let client = self.client()?;
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, url = %redact(&release.artifact_url), "installing");
 
         let checksums_text = self.fetch_checksums(client, &release).await?;
-        let verification = self.verify_signature(client, &release, &checksums_text).await?;
+        let verification = self
+            .verify_signature(client, &release, &checksums_text)
+            .await?;
         let checksums = verify::Checksums::parse(&String::from_utf8_lossy(&checksums_text))
-            .map_err(|reason| ErrorKind::ChecksumFile { url: redact(&release.checksums_url), reason })?;
+            .map_err(|reason| ErrorKind::ChecksumFile {
+                url: redact(&release.checksums_url),
+                reason,
+            })?;
         let per_file = release.signature_urls.is_empty();
-        let expected = checksums.find(&release.file_name, per_file).ok_or_else(|| ErrorKind::NoBuild {
-            tool: key.tool,
-            version: key.version.to_string(),
-            platform: key.platform,
-            reason: format!(
-                "{} does not list {} (it lists: {})",
-                redact(&release.checksums_url),
-                release.file_name,
-                checksums.names().collect::<Vec<_>>().join(", ")
-            ),
-        })?;
+        let expected = checksums
+            .find(&release.file_name, per_file)
+            .ok_or_else(|| ErrorKind::NoBuild {
+                tool: key.tool,
+                version: key.version.to_string(),
+                platform: key.platform,
+                reason: format!(
+                    "{} does not list {} (it lists: {})",
+                    redact(&release.checksums_url),
+                    release.file_name,
+                    checksums.names().collect::<Vec<_>>().join(", ")
+                ),
+            })?;
         let expected = expected.to_string();
 
-        let staging = self.layout.staging(key).map_err(|source| ErrorKind::Io { path: self.layout.tmp(), source })?;
-        let artifact = staging.path().join(format!("artifact.{}", release.file_name));
+        let staging = self.layout.staging(key).map_err(|source| ErrorKind::Io {
+            path: self.layout.tmp(),
+            source,
+        })?;
+        let artifact = staging
+            .path()
+            .join(format!("artifact.{}", release.file_name));
         let downloaded = client
             .download(&release.artifact_url, &artifact, self.config.max_size_bytes)
             .await
@@ -271,7 +360,11 @@ impl SoftwareCache {
         }
 
         let exe = staging.path().join(key.tool.executable());
-        let (archive, entry, cap) = (release.archive, release.entry.clone(), self.config.max_size_bytes);
+        let (archive, entry, cap) = (
+            release.archive,
+            release.entry.clone(),
+            self.config.max_size_bytes,
+        );
         let (artifact_in, exe_out) = (artifact.clone(), exe.clone());
         let extracted = tokio::task::spawn_blocking(move || {
             let r = extract::extract(&artifact_in, archive, &entry, &exe_out, cap);
@@ -280,7 +373,10 @@ impl SoftwareCache {
         })
         .await
         .expect("extract task does not panic")
-        .map_err(|reason| ErrorKind::Archive { url: redact(&release.artifact_url), reason })?;
+        .map_err(|reason| ErrorKind::Archive {
+            url: redact(&release.artifact_url),
+            reason,
+        })?;
 
         let io = |path: &std::path::Path| {
             let path = path.to_path_buf();
@@ -305,33 +401,50 @@ impl SoftwareCache {
             installed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
         let manifest_path = staging.path().join(store::MANIFEST);
-        write_synced(&manifest_path, &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
-            .map_err(io(&manifest_path))?;
+        write_synced(
+            &manifest_path,
+            &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+        )
+        .map_err(io(&manifest_path))?;
         staging.commit(&dir).map_err(io(&dir))?;
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
         Ok((manifest, true))
     }
 
-    async fn fetch_checksums(&self, client: &HttpClient, release: &Release) -> Result<Vec<u8>, ErrorKind> {
-        client.get_bytes(&release.checksums_url, SMALL_FILE_LIMIT).await.map_err(|e| match e.status() {
-            Some(StatusCode::NOT_FOUND) if release.tool.is_signed() => ErrorKind::NoSuchVersion {
-                tool: release.tool,
-                version: release.version.to_string(),
-                url: redact(&release.checksums_url),
-            },
-            // OPA and Infracost publish one checksum file per artifact: its absence means no
-            // build for this platform (or no such version).
-            Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
-                tool: release.tool,
-                version: release.version.to_string(),
-                platform: release.platform,
-                reason: format!("{} answered 404 Not Found", redact(&release.checksums_url)),
-            },
-            _ => ErrorKind::Http(e),
-        })
+    async fn fetch_checksums(
+        &self,
+        client: &HttpClient,
+        release: &Release,
+    ) -> Result<Vec<u8>, ErrorKind> {
+        client
+            .get_bytes(&release.checksums_url, SMALL_FILE_LIMIT)
+            .await
+            .map_err(|e| match e.status() {
+                Some(StatusCode::NOT_FOUND) if release.tool.is_signed() => {
+                    ErrorKind::NoSuchVersion {
+                        tool: release.tool,
+                        version: release.version.to_string(),
+                        url: redact(&release.checksums_url),
+                    }
+                }
+                // OPA and Infracost publish one checksum file per artifact: its absence means no
+                // build for this platform (or no such version).
+                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
+                    tool: release.tool,
+                    version: release.version.to_string(),
+                    platform: release.platform,
+                    reason: format!("{} answered 404 Not Found", redact(&release.checksums_url)),
+                },
+                _ => ErrorKind::Http(e),
+            })
     }
 
-    async fn verify_signature(&self, client: &HttpClient, release: &Release, checksums: &[u8]) -> Result<Verification, ErrorKind> {
+    async fn verify_signature(
+        &self,
+        client: &HttpClient,
+        release: &Release,
+        checksums: &[u8],
+    ) -> Result<Verification, ErrorKind> {
         let unsigned = |method: &str| Verification {
             method: method.into(),
             signature_url: None,
@@ -347,7 +460,8 @@ impl SoftwareCache {
             tracing::warn!(tool = %release.tool, version = %release.version, "OpenPGP signature check disabled by SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK; trusting the checksum file unsigned");
             return Ok(unsigned("sha256 (signature check disabled)"));
         }
-        let mut keys: Vec<verify::TrustedKey> = verify::vendor_key(release.tool).into_iter().collect();
+        let mut keys: Vec<verify::TrustedKey> =
+            verify::vendor_key(release.tool).into_iter().collect();
         keys.extend(self.config.trusted_keys.iter().cloned());
         let mut tried = Vec::new();
         for url in &release.signature_urls {
@@ -359,10 +473,12 @@ impl SoftwareCache {
                 }
                 Err(e) => return Err(ErrorKind::Http(e)),
             };
-            let signer = verify::verify_detached(checksums, &sig, &keys).map_err(|reason| ErrorKind::SignatureInvalid {
-                url: redact(url),
-                checksums_url: redact(&release.checksums_url),
-                reason,
+            let signer = verify::verify_detached(checksums, &sig, &keys).map_err(|reason| {
+                ErrorKind::SignatureInvalid {
+                    url: redact(url),
+                    checksums_url: redact(&release.checksums_url),
+                    reason,
+                }
             })?;
             return Ok(Verification {
                 method: "sha256+openpgp".into(),
@@ -373,7 +489,10 @@ impl SoftwareCache {
                 key_origin: Some(signer.origin),
             });
         }
-        Err(ErrorKind::SignatureMissing { checksums_url: redact(&release.checksums_url), tried: tried.join(", ") })
+        Err(ErrorKind::SignatureMissing {
+            checksums_url: redact(&release.checksums_url),
+            tried: tried.join(", "),
+        })
     }
 
     /// Every entry in the cache, with its state. Blocking: call from a blocking context.
@@ -425,22 +544,23 @@ fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneRepor
             live.push((key, used, size));
         }
     }
-    let remove = |key: &Key, size: u64, why: &str, report: &mut PruneReport| -> std::io::Result<bool> {
-        let name = format!("{} {} {}", key.tool, key.version, key.platform);
-        match store::try_lock_for_removal(layout, key)? {
-            None => {
-                report.kept_in_use.push(name);
-                Ok(false)
+    let remove =
+        |key: &Key, size: u64, why: &str, report: &mut PruneReport| -> std::io::Result<bool> {
+            let name = format!("{} {} {}", key.tool, key.version, key.platform);
+            match store::try_lock_for_removal(layout, key)? {
+                None => {
+                    report.kept_in_use.push(name);
+                    Ok(false)
+                }
+                Some(_locks) => {
+                    layout.remove_entry(key)?;
+                    tracing::debug!(entry = %name, reason = why, "removed from the software cache");
+                    report.removed.push(format!("{name} ({why})"));
+                    report.freed_bytes += size;
+                    Ok(true)
+                }
             }
-            Some(_locks) => {
-                layout.remove_entry(key)?;
-                tracing::debug!(entry = %name, reason = why, "removed from the software cache");
-                report.removed.push(format!("{name} ({why})"));
-                report.freed_bytes += size;
-                Ok(true)
-            }
-        }
-    };
+        };
     for (key, size, why) in doomed {
         remove(&key, size, why, &mut report)?;
     }
@@ -455,7 +575,11 @@ fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneRepor
             total -= size;
         }
     }
-    report.remaining_bytes = layout.scan()?.iter().map(|k| store::dir_size(&layout.entry(k))).sum();
+    report.remaining_bytes = layout
+        .scan()?
+        .iter()
+        .map(|k| store::dir_size(&layout.entry(k)))
+        .sum();
     Ok(report)
 }
 
@@ -468,13 +592,21 @@ fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The tool's base URL as configured, for `doctor` and messages.
 pub fn configured_base(config: &SoftwareConfig, tool: Tool, version: &Version) -> Url {
-    catalog::base_url(tool, version, config.tool_mirrors.get(&tool), config.mirror.as_ref())
+    catalog::base_url(
+        tool,
+        version,
+        config.tool_mirrors.get(&tool),
+        config.mirror.as_ref(),
+    )
 }
 
 mod rfc3339_opt {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_some(&humantime::format_rfc3339_seconds(*t).to_string()),
             None => s.serialize_none(),

@@ -102,7 +102,10 @@ impl Key {
 
 impl Layout {
     pub fn entry(&self, key: &Key) -> PathBuf {
-        self.root.join(key.tool.name()).join(key.version.as_str()).join(key.platform.name())
+        self.root
+            .join(key.tool.name())
+            .join(key.version.as_str())
+            .join(key.platform.name())
     }
     pub fn locks(&self) -> PathBuf {
         self.root.join(".locks")
@@ -129,7 +132,12 @@ impl Layout {
 
     /// A fresh staging directory on the cache's own filesystem.
     pub fn staging(&self, key: &Key) -> io::Result<Staging> {
-        let dir = self.tmp().join(format!("{}.{}.{:x}", key.slug(), std::process::id(), rand::random::<u64>()));
+        let dir = self.tmp().join(format!(
+            "{}.{}.{:x}",
+            key.slug(),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         fs::create_dir_all(self.tmp())?;
         fs::create_dir(&dir)?;
         Ok(Staging { dir: Some(dir) })
@@ -139,7 +147,9 @@ impl Layout {
     pub fn remove_entry(&self, key: &Key) -> io::Result<()> {
         let dir = self.entry(key);
         fs::create_dir_all(self.trash())?;
-        let dest = self.trash().join(format!("{}.{:x}", key.slug(), rand::random::<u64>()));
+        let dest = self
+            .trash()
+            .join(format!("{}.{:x}", key.slug(), rand::random::<u64>()));
         match fs::rename(&dir, &dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -161,18 +171,38 @@ impl Layout {
         let mut keys = Vec::new();
         for tool in Tool::ALL {
             let tool_dir = self.root.join(tool.name());
-            let Ok(versions) = fs::read_dir(&tool_dir) else { continue };
+            let Ok(versions) = fs::read_dir(&tool_dir) else {
+                continue;
+            };
             for v in versions.flatten() {
-                let Some(version) = v.file_name().to_str().and_then(|s| s.parse::<Version>().ok()) else { continue };
-                let Ok(platforms) = fs::read_dir(v.path()) else { continue };
+                let Some(version) = v
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<Version>().ok())
+                else {
+                    continue;
+                };
+                let Ok(platforms) = fs::read_dir(v.path()) else {
+                    continue;
+                };
                 for p in platforms.flatten() {
-                    if let Some(platform) = p.file_name().to_str().and_then(|s| s.parse::<Platform>().ok()) {
-                        keys.push(Key { tool, version: version.clone(), platform });
+                    if let Some(platform) = p
+                        .file_name()
+                        .to_str()
+                        .and_then(|s| s.parse::<Platform>().ok())
+                    {
+                        keys.push(Key {
+                            tool,
+                            version: version.clone(),
+                            platform,
+                        });
                     }
                 }
             }
         }
-        keys.sort_by(|a, b| (a.tool, a.version.as_str(), a.platform).cmp(&(b.tool, b.version.as_str(), b.platform)));
+        keys.sort_by(|a, b| {
+            (a.tool, a.version.as_str(), a.platform).cmp(&(b.tool, b.version.as_str(), b.platform))
+        });
         Ok(keys)
     }
 
@@ -204,7 +234,12 @@ fn open_lock(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// A staging directory, removed on drop unless committed.
@@ -215,7 +250,9 @@ pub struct Staging {
 
 impl Staging {
     pub fn path(&self) -> &Path {
-        self.dir.as_deref().expect("staging directory not yet committed")
+        self.dir
+            .as_deref()
+            .expect("staging directory not yet committed")
     }
 
     /// Renames the staging directory into place as `dest` and fsyncs the parent.
@@ -266,21 +303,28 @@ pub fn check_entry(dir: &Path, key: &Key) -> Result<Manifest, Damage> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Damage::NoManifest),
         Err(e) => return Err(Damage::BadManifest(e.to_string())),
     };
-    let m: Manifest = serde_json::from_slice(&text).map_err(|e| Damage::BadManifest(e.to_string()))?;
+    let m: Manifest =
+        serde_json::from_slice(&text).map_err(|e| Damage::BadManifest(e.to_string()))?;
     if m.schema != SCHEMA
         || m.tool != key.tool.name()
         || m.version != key.version.as_str()
         || m.platform != key.platform.name()
         || m.executable != key.tool.executable()
     {
-        return Err(Damage::WrongEntry(format!("{} {} {} (schema {})", m.tool, m.version, m.platform, m.schema)));
+        return Err(Damage::WrongEntry(format!(
+            "{} {} {} (schema {})",
+            m.tool, m.version, m.platform, m.schema
+        )));
     }
     let meta = fs::symlink_metadata(dir.join(&m.executable)).map_err(Damage::NoExecutable)?;
     if !meta.is_file() || meta.mode() & 0o111 == 0 {
         return Err(Damage::NotExecutable);
     }
     if meta.len() != m.executable_size {
-        return Err(Damage::Size { expected: m.executable_size, found: meta.len() });
+        return Err(Damage::Size {
+            expected: m.executable_size,
+            found: meta.len(),
+        });
     }
     if mtime_ns(&meta) != m.executable_mtime_ns {
         return Err(Damage::Modified);
@@ -289,7 +333,9 @@ pub fn check_entry(dir: &Path, key: &Key) -> Result<Manifest, Damage> {
 }
 
 pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 /// Records a use of an entry (best effort: a read-only cache still serves).
@@ -317,7 +363,13 @@ pub fn last_used(dir: &Path) -> Option<SystemTime> {
 /// Bytes used by an entry directory.
 pub fn dir_size(dir: &Path) -> u64 {
     fs::read_dir(dir)
-        .map(|items| items.flatten().filter_map(|i| i.metadata().ok()).map(|m| m.len()).sum())
+        .map(|items| {
+            items
+                .flatten()
+                .filter_map(|i| i.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 

@@ -13,8 +13,10 @@ use pgp::types::KeyDetails;
 
 use super::catalog::Tool;
 
-const HASHICORP_ASC: &str = include_str!("../../keys/hashicorp-C874011F0AB405110D02105534365D9472D7468F.asc");
-const OPENTOFU_ASC: &str = include_str!("../../keys/opentofu-E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80.asc");
+const HASHICORP_ASC: &str =
+    include_str!("../../keys/hashicorp-C874011F0AB405110D02105534365D9472D7468F.asc");
+const OPENTOFU_ASC: &str =
+    include_str!("../../keys/opentofu-E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80.asc");
 pub const HASHICORP_FINGERPRINT: &str = "C874011F0AB405110D02105534365D9472D7468F";
 pub const OPENTOFU_FINGERPRINT: &str = "E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80";
 
@@ -31,7 +33,11 @@ pub struct TrustedKey {
 
 impl fmt::Debug for TrustedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrustedKey({} {:?} from {})", self.fingerprint, self.user_id, self.origin)
+        write!(
+            f,
+            "TrustedKey({} {:?} from {})",
+            self.fingerprint, self.user_id, self.origin
+        )
     }
 }
 
@@ -101,7 +107,11 @@ pub enum SignatureError {
 }
 
 /// Verifies a detached signature (binary or armored) over `data` against `keys`.
-pub fn verify_detached(data: &[u8], signature: &[u8], keys: &[TrustedKey]) -> Result<Signer, SignatureError> {
+pub fn verify_detached(
+    data: &[u8],
+    signature: &[u8],
+    keys: &[TrustedKey],
+) -> Result<Signer, SignatureError> {
     let sigs: Vec<DetachedSignature> = if signature.starts_with(b"-----BEGIN") {
         let (sigs, _) = DetachedSignature::from_armor_many(signature)
             .map_err(|e| SignatureError::Malformed(e.to_string()))?;
@@ -119,8 +129,18 @@ pub fn verify_detached(data: &[u8], signature: &[u8], keys: &[TrustedKey]) -> Re
     let mut bad = None;
     let mut issuers = Vec::new();
     for sig in &sigs {
-        issuers.extend(sig.signature.issuer_fingerprint().iter().map(|f| hex::encode_upper(f.as_bytes())));
-        issuers.extend(sig.signature.issuer_key_id().iter().map(|k| hex::encode_upper(k.as_ref())));
+        issuers.extend(
+            sig.signature
+                .issuer_fingerprint()
+                .iter()
+                .map(|f| hex::encode_upper(f.as_bytes())),
+        );
+        issuers.extend(
+            sig.signature
+                .issuer_key_id()
+                .iter()
+                .map(|k| hex::encode_upper(k.as_ref())),
+        );
         for trusted in keys {
             let candidates = signing_keys(&trusted.key);
             for (fpr, verifier) in candidates {
@@ -152,8 +172,16 @@ pub fn verify_detached(data: &[u8], signature: &[u8], keys: &[TrustedKey]) -> Re
     issuers.sort();
     issuers.dedup();
     Err(SignatureError::Untrusted {
-        issuers: if issuers.is_empty() { "(no issuer recorded)".into() } else { issuers.join(", ") },
-        trusted: keys.iter().map(|k| k.fingerprint.as_str()).collect::<Vec<_>>().join(", "),
+        issuers: if issuers.is_empty() {
+            "(no issuer recorded)".into()
+        } else {
+            issuers.join(", ")
+        },
+        trusted: keys
+            .iter()
+            .map(|k| k.fingerprint.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
@@ -197,8 +225,10 @@ fn signing_keys(key: &SignedPublicKey) -> Vec<(String, Verifier<'_>)> {
         let bound = sub.signatures.iter().any(|s| {
             s.key_flags().sign()
                 && s.verify_subkey_binding(&key.primary_key, &sub.key).is_ok()
-                && s.embedded_signature()
-                    .is_some_and(|b| b.verify_primary_key_binding(&sub.key, &key.primary_key).is_ok())
+                && s.embedded_signature().is_some_and(|b| {
+                    b.verify_primary_key_binding(&sub.key, &key.primary_key)
+                        .is_ok()
+                })
         });
         if bound {
             out.push((fingerprint_hex(sub), Verifier::Subkey(sub)));
@@ -229,13 +259,20 @@ impl Checksums {
                 None => (line, ""),
             };
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("line {}: expected a 64-digit hex SHA256, found {:?}", n + 1, truncate(line)));
+                return Err(format!(
+                    "line {}: expected a 64-digit hex SHA256, found {:?}",
+                    n + 1,
+                    truncate(line)
+                ));
             }
             let hash = hash.to_ascii_lowercase();
             if let Some((_, h)) = entries.iter().find(|(_, f)| f == name)
                 && *h != hash
             {
-                return Err(format!("line {}: {name:?} is listed twice with different hashes", n + 1));
+                return Err(format!(
+                    "line {}: {name:?} is listed twice with different hashes",
+                    n + 1
+                ));
             }
             entries.push((hash, name.to_string()));
         }
@@ -306,7 +343,11 @@ mod tests {
     #[test]
     fn malformed_checksum_files_are_rejected() {
         assert!(Checksums::parse("").unwrap_err().contains("no checksum"));
-        assert!(Checksums::parse("nothex  file\n").unwrap_err().contains("line 1"));
+        assert!(
+            Checksums::parse("nothex  file\n")
+                .unwrap_err()
+                .contains("line 1")
+        );
         let twice = format!("{}  f\n{}  f\n", "a".repeat(64), "b".repeat(64));
         assert!(Checksums::parse(&twice).unwrap_err().contains("twice"));
     }

@@ -1,0 +1,391 @@
+//! The agent's configuration: read from the environment once, validated, then passed down.
+//!
+//! This is the only module that reads environment variables (clippy's `disallowed-methods`
+//! enforces it). [`Config::from_vars`] takes the variables as an iterator so tests pass a map
+//! instead of mutating the process environment. Every bad or missing value is collected and
+//! reported together in one [`ConfigError`]; `main` turns it into exit code 64.
+//!
+//! Names follow the Scalr agent's; legacy names are read only when the modern one is unset.
+//! `variables` lists every name (the README's table is checked against it); `parse` turns raw
+//! strings into typed values.
+
+mod parse;
+mod variables;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secret::Secret;
+use crate::software::catalog::Tool;
+use crate::software::verify::TrustedKey;
+
+use parse::{Parser, Raw};
+pub use parse::{parse_bool, parse_duration};
+pub use variables::{VARIABLES, Variable};
+use variables::{is_ours, leak_name, unknown_variables};
+
+/// The validated configuration. Every field already has its final type: nothing downstream
+/// parses strings from the environment again.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub control_plane: Option<ControlPlane>,
+    pub name: String,
+    pub debug: bool,
+    pub log_format: LogFormat,
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub software: SoftwareConfig,
+    pub http: HttpConfig,
+    /// `SCALR_AGENT_*` variables that are set but unknown (likely typos); logged as warnings.
+    pub unknown_variables: Vec<String>,
+}
+
+/// Where the control plane is and how the agent proves it belongs to the pool.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    pub url: Url,
+    pub token: Secret,
+}
+
+/// `SCALR_AGENT_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Settings of the software cache.
+#[derive(Debug, Clone)]
+pub struct SoftwareConfig {
+    pub size_limit_bytes: u64,
+    pub unused_threshold: Duration,
+    /// A mirror for every tool; a per-tool entry in `tool_mirrors` wins over it.
+    pub mirror: Option<Url>,
+    pub tool_mirrors: BTreeMap<Tool, Url>,
+    pub trusted_keys: Vec<TrustedKey>,
+    pub signature_check: SignatureCheck,
+    pub max_size_bytes: u64,
+}
+
+/// Whether a Terraform/OpenTofu checksum file must carry a valid OpenPGP signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureCheck {
+    Required,
+    Disabled,
+}
+
+/// Settings of the one HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub ca_bundle: Option<CaBundle>,
+    pub http_proxy: Option<Url>,
+    pub https_proxy: Option<Url>,
+    pub no_proxy: Option<String>,
+    pub read_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            ca_bundle: None,
+            http_proxy: None,
+            https_proxy: None,
+            no_proxy: None,
+            read_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(15),
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A PEM bundle of extra trust anchors, already checked to contain at least one certificate.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub pem: Vec<u8>,
+    pub certificates: usize,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaBundle({} certificates)", self.certificates)
+    }
+}
+
+/// What the command about to run needs from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Local work (software cache, `exec`): no control plane.
+    Local,
+    /// `run`: `SCALR_URL` and the pool token are required.
+    ControlPlane,
+}
+
+/// Every problem found in the environment, reported together.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+/// One bad or missing variable.
+#[derive(Debug)]
+pub struct Problem {
+    pub variable: &'static str,
+    /// The value as given, or `None` when it is missing or secret.
+    pub value: Option<String>,
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            match &p.value {
+                Some(v) => writeln!(f, "  {}={:?}: expected {}", p.variable, v, p.expected)?,
+                None => writeln!(f, "  {}: expected {}", p.variable, p.expected)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads the process environment. The only place the agent looks at it.
+    pub fn from_process_env(needs: Needs) -> Result<Config, ConfigError> {
+        #[allow(clippy::disallowed_methods)]
+        let vars = std::env::vars_os();
+        Config::from_vars(vars, needs)
+    }
+
+    /// Parses and validates the given variables.
+    pub fn from_vars<I, K, V>(vars: I, needs: Needs) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let mut problems = Vec::new();
+        let mut map: HashMap<String, String> = HashMap::new();
+        for (k, v) in vars {
+            let (k, v) = (k.into(), v.into());
+            let Some(k) = k.to_str().map(str::to_owned) else {
+                continue;
+            };
+            match v.into_string() {
+                Ok(v) => {
+                    map.insert(k, v);
+                }
+                Err(_) if is_ours(&k) => problems.push(Problem {
+                    variable: leak_name(&k),
+                    value: None,
+                    expected: "a UTF-8 value".into(),
+                }),
+                Err(_) => {}
+            }
+        }
+        // envy lower-cases names, so `http_proxy` and `HTTP_PROXY` would collide: feed it the
+        // upper-case spelling first and the lower-case one only where the upper-case is unset.
+        let mut fed: Vec<(String, String)> = Vec::new();
+        for (k, v) in &map {
+            if k.chars().any(|c| c.is_ascii_lowercase())
+                && map.contains_key(&k.to_ascii_uppercase())
+            {
+                continue;
+            }
+            if is_ours(k) || is_ours(&k.to_ascii_uppercase()) {
+                fed.push((k.clone(), v.clone()));
+            }
+        }
+        let raw: Raw = envy::from_iter(fed).unwrap_or_default();
+        let mut p = Parser {
+            problems: &mut problems,
+        };
+        let config = p.build(raw, needs);
+        let unknown_variables = unknown_variables(map.keys());
+        if problems.is_empty() {
+            Ok(Config {
+                unknown_variables,
+                ..config
+            })
+        } else {
+            problems.sort_by_key(|p| p.variable);
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The directory of the software cache.
+    pub fn binaries_dir(&self) -> PathBuf {
+        self.cache_dir.join("binaries")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)], needs: Needs) -> Result<Config, ConfigError> {
+        Config::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            needs,
+        )
+    }
+
+    #[test]
+    fn defaults_for_local_work() {
+        let c = load(&[], Needs::Local).unwrap();
+        assert!(c.control_plane.is_none());
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/scalr-agent"));
+        assert_eq!(c.cache_dir, c.data_dir);
+        assert_eq!(c.software.size_limit_bytes, 5120 << 20);
+        assert_eq!(
+            c.software.unused_threshold,
+            Duration::from_secs(10 * 86_400)
+        );
+        assert_eq!(c.software.signature_check, SignatureCheck::Required);
+        assert_eq!(c.log_format, LogFormat::Plain);
+        assert!(!c.name.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_together_and_secrets_hidden() {
+        let err = load(
+            &[
+                ("SCALR_AGENT_TOKEN", "tok en-secret"),
+                ("SCALR_AGENT_LOG_FORMAT", "xml"),
+                ("SCALR_AGENT_DATA_DIR", "relative/dir"),
+                ("SCALR_AGENT_BINARY_CACHE_SIZE_LIMIT_MB", "lots"),
+                ("SCALR_AGENT_HTTP_READ_TIMEOUT", "soon"),
+                ("SCALR_AGENT_TERRAFORM_MIRROR_URL", "ftp://mirror"),
+            ],
+            Needs::ControlPlane,
+        )
+        .unwrap_err();
+        let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            names,
+            [
+                "SCALR_AGENT_BINARY_CACHE_SIZE_LIMIT_MB",
+                "SCALR_AGENT_DATA_DIR",
+                "SCALR_AGENT_HTTP_READ_TIMEOUT",
+                "SCALR_AGENT_LOG_FORMAT",
+                "SCALR_AGENT_TERRAFORM_MIRROR_URL",
+                "SCALR_AGENT_TOKEN",
+                "SCALR_URL",
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("SCALR_AGENT_LOG_FORMAT=\"xml\": expected `plain`, `dev` or `json`"),
+            "{text}"
+        );
+        assert!(text.contains("SCALR_URL: expected"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn legacy_names_apply_only_when_modern_unset() {
+        let c = load(
+            &[
+                ("SCALR_URL", "https://acme.scalr.io"),
+                ("SCALR_TOKEN", "legacy"),
+                ("SCALR_WORK_DIR", "/work"),
+                ("SCALR_DEBUG", "yes"),
+                ("SCALR_AGENT_LOG_FORMAT", "json"),
+                ("SCALR_LOG_FORMAT", "xml"),
+            ],
+            Needs::ControlPlane,
+        )
+        .unwrap();
+        assert_eq!(c.control_plane.unwrap().token.expose(), "legacy");
+        assert_eq!(c.data_dir, PathBuf::from("/work"));
+        assert!(c.debug);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn token_never_appears_in_debug() {
+        let c = load(
+            &[
+                ("SCALR_URL", "https://acme.scalr.io"),
+                ("SCALR_AGENT_TOKEN", "canary-123"),
+            ],
+            Needs::ControlPlane,
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("canary-123"));
+        assert!(dbg.contains("***"));
+    }
+
+    #[test]
+    fn proxies_and_lower_case_spellings() {
+        let c = load(
+            &[
+                ("https_proxy", "proxy.internal:3128"),
+                ("NO_PROXY", "localhost,10.0.0.0/8"),
+            ],
+            Needs::Local,
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.https_proxy.unwrap().as_str(),
+            "http://proxy.internal:3128/"
+        );
+        assert_eq!(c.http.no_proxy.as_deref(), Some("localhost,10.0.0.0/8"));
+        let c = load(
+            &[("HTTPS_PROXY", "http://a:1"), ("https_proxy", "http://b:2")],
+            Needs::Local,
+        )
+        .unwrap();
+        assert_eq!(c.http.https_proxy.unwrap().host_str(), Some("a"));
+    }
+
+    #[test]
+    fn unknown_agent_variables_are_listed() {
+        let c = load(
+            &[("SCALR_AGENT_CONCURENCY", "3"), ("SCALR_AGENT_SINGLE", "1")],
+            Needs::Local,
+        )
+        .unwrap();
+        assert_eq!(c.unknown_variables, ["SCALR_AGENT_CONCURENCY"]);
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_reported() {
+        let err = load(&[("SCALR_AGENT_CA_CERT", "bm90IGEgY2VydA==")], Needs::Local).unwrap_err();
+        assert_eq!(err.problems[0].variable, "SCALR_AGENT_CA_CERT");
+        assert!(err.problems[0].expected.contains("PEM"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../../README.md");
+        for v in VARIABLES {
+            assert!(
+                readme.contains(&format!("`{}`", v.name)),
+                "README lacks {}",
+                v.name
+            );
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Every environment variable the agent reads, with legacy aliases, defaults and meanings.
+
+/// Every variable the agent reads, with its legacy aliases, default and meaning.
+///
+/// The README's configuration table is checked against this list by a unit test, so the two
+/// cannot drift apart.
+pub const VARIABLES: &[Variable] = &[
+    var("SCALR_URL", &[], "", "Control-plane URL (needed by `run`)."),
+    var(
+        "SCALR_AGENT_TOKEN",
+        &["SCALR_TOKEN"],
+        "",
+        "Pool token (needed by `run`); never passed to tasks.",
+    ),
+    var(
+        "SCALR_AGENT_NAME",
+        &[],
+        "host name",
+        "Unique agent name in the pool.",
+    ),
+    var(
+        "SCALR_AGENT_DEBUG",
+        &["SCALR_DEBUG"],
+        "false",
+        "Debug logs.",
+    ),
+    var(
+        "SCALR_AGENT_LOG_FORMAT",
+        &["SCALR_LOG_FORMAT"],
+        "plain",
+        "`plain` (alias `dev`) or `json` (one JSON object per line).",
+    ),
+    var(
+        "SCALR_AGENT_DATA_DIR",
+        &["SCALR_WORK_DIR", "SCALR_DATA_HOME"],
+        "/var/lib/scalr-agent",
+        "Run data; must allow exec.",
+    ),
+    var(
+        "SCALR_AGENT_CACHE_DIR",
+        &[],
+        "the data dir",
+        "Software (and later provider) caches; may be shared by several agents.",
+    ),
+    var(
+        "SCALR_AGENT_BINARY_CACHE_SIZE_LIMIT_MB",
+        &[],
+        "5120",
+        "Soft LRU limit of cached binaries; a binary in use is never evicted.",
+    ),
+    var(
+        "SCALR_AGENT_BINARY_CACHE_THRESHOLD_DAYS",
+        &[],
+        "10",
+        "Remove binaries unused this many days.",
+    ),
+    var(
+        "SCALR_AGENT_CA_CERT",
+        &["SCALR_CA_CERT"],
+        "",
+        "Extra CA bundle: a PEM file path, inline PEM, or base64 of a PEM bundle; added to the system and built-in roots.",
+    ),
+    var(
+        "HTTP_PROXY",
+        &["http_proxy"],
+        "",
+        "Proxy for `http://` URLs.",
+    ),
+    var(
+        "HTTPS_PROXY",
+        &["https_proxy"],
+        "",
+        "Proxy for `https://` URLs.",
+    ),
+    var(
+        "NO_PROXY",
+        &["no_proxy"],
+        "",
+        "Comma-separated hosts, domains and CIDRs that bypass the proxy.",
+    ),
+    var(
+        "SCALR_AGENT_HTTP_READ_TIMEOUT",
+        &[],
+        "60s",
+        "Idle timeout of one read on a connection (seconds or `90s`, `2m`); downloads have no whole-transfer timeout.",
+    ),
+    var(
+        "SCALR_AGENT_HTTP_CONNECT_TIMEOUT",
+        &[],
+        "15s",
+        "TCP+TLS connect timeout.",
+    ),
+    var(
+        "SCALR_AGENT_HTTP_MAX_RETRIES",
+        &[],
+        "5",
+        "Retries of a request after a connection error, timeout, 408, 429 or 5xx.",
+    ),
+    var(
+        "SCALR_AGENT_HTTP_BACKOFF",
+        &[],
+        "500ms",
+        "First retry delay; doubles each retry (with jitter), capped at 30 s; `Retry-After` wins when larger.",
+    ),
+    var(
+        "SCALR_AGENT_SOFTWARE_MIRROR_URL",
+        &[],
+        "",
+        "Base URL of a mirror for all tools: `<base>/<tool>/` then the vendor's own layout (see README).",
+    ),
+    var(
+        "SCALR_AGENT_TERRAFORM_MIRROR_URL",
+        &[],
+        "https://releases.hashicorp.com/terraform",
+        "Base URL for Terraform releases (`<base>/<V>/terraform_<V>_...`).",
+    ),
+    var(
+        "SCALR_AGENT_OPENTOFU_MIRROR_URL",
+        &[],
+        "https://github.com/opentofu/opentofu/releases/download",
+        "Base URL for OpenTofu releases (`<base>/v<V>/tofu_<V>_...`).",
+    ),
+    var(
+        "SCALR_AGENT_OPA_MIRROR_URL",
+        &[],
+        "https://github.com/open-policy-agent/opa/releases/download",
+        "Base URL for OPA releases (`<base>/v<V>/opa_linux_<arch>_static`).",
+    ),
+    var(
+        "SCALR_AGENT_INFRACOST_MIRROR_URL",
+        &[],
+        "GitHub `infracost/infracost` (v0.x), `infracost/cli` (v2+)",
+        "Base URL for Infracost releases (`<base>/v<V>/infracost-linux-<arch>.tar.gz`).",
+    ),
+    var(
+        "SCALR_AGENT_SOFTWARE_TRUSTED_KEYS",
+        &[],
+        "",
+        "Comma-separated paths of armored OpenPGP public keys trusted, besides the vendors' pinned keys, to sign Terraform and OpenTofu checksum files (a private mirror's re-signed files).",
+    ),
+    var(
+        "SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK",
+        &[],
+        "required",
+        "`required`, or `disabled` to accept checksum files without an OpenPGP signature (every install then logs a warning). SHA256 is always checked.",
+    ),
+    var(
+        "SCALR_AGENT_SOFTWARE_MAX_SIZE_MB",
+        &[],
+        "1024",
+        "Largest download and largest extracted executable accepted.",
+    ),
+];
+
+/// One documented environment variable.
+#[derive(Debug)]
+pub struct Variable {
+    pub name: &'static str,
+    pub legacy: &'static [&'static str],
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn var(
+    name: &'static str,
+    legacy: &'static [&'static str],
+    default: &'static str,
+    meaning: &'static str,
+) -> Variable {
+    Variable {
+        name,
+        legacy,
+        default,
+        meaning,
+    }
+}
+
+pub(super) fn is_ours(name: &str) -> bool {
+    VARIABLES
+        .iter()
+        .any(|v| v.name == name || v.legacy.contains(&name))
+}
+
+pub(super) fn leak_name(name: &str) -> &'static str {
+    VARIABLES
+        .iter()
+        .flat_map(|v| std::iter::once(&v.name).chain(v.legacy.iter()))
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("SCALR_AGENT_*")
+}
+
+pub(super) fn unknown_variables<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut unknown: Vec<String> = names
+        .filter(|n| n.starts_with("SCALR_AGENT_") && !is_ours(n) && !RESERVED.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Names of the Scalr agent that later parts of this agent will read; not warned about.
+const RESERVED: &[&str] = &[
+    "SCALR_AGENT_DRIVER",
+    "SCALR_AGENT_CONCURRENCY",
+    "SCALR_AGENT_SINGLE",
+    "SCALR_AGENT_HOOKS_DIR",
+    "SCALR_AGENT_TLS_CERT_FILE",
+    "SCALR_AGENT_TLS_KEY_FILE",
+    "SCALR_AGENT_WORKER_ON_STOP_ACTION",
+    "SCALR_AGENT_WORKER_DRAIN_TIMEOUT",
+    "SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT",
+    "SCALR_AGENT_DISCONNECT_ON_STOP",
+    "SCALR_AGENT_STATE_PERSISTENCE_ENABLED",
+    "SCALR_AGENT_PROVIDER_CACHE_ENABLED",
+    "SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB",
+    "SCALR_AGENT_PROVIDER_NETWORK_MIRRORS",
+    "SCALR_AGENT_ENV",
+];

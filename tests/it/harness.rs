@@ -1,0 +1,98 @@
+//! A software cache wired to a fresh mirror, a fresh cache directory and a trusted test key.
+
+use std::path::{Path, PathBuf};
+
+use scalr_agent::config::{Config, Needs};
+use scalr_agent::software::SoftwareCache;
+use scalr_agent::software::catalog::Platform;
+
+use crate::support::keys::TestKey;
+use crate::support::mirror::Mirror;
+
+pub struct Harness {
+    pub mirror: Mirror,
+    pub key: TestKey,
+    pub dir: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with(&[]).await
+    }
+
+    /// Extra variables override the defaults below.
+    pub async fn with(extra: &[(&str, &str)]) -> Harness {
+        let mirror = Mirror::start().await;
+        let key = TestKey::generate("Test Mirror <mirror@example.test>");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("mirror-key.asc");
+        key.write_public(&key_file);
+        let mut vars: Vec<(String, String)> = vec![
+            (
+                "SCALR_AGENT_CACHE_DIR".into(),
+                dir.path().join("cache").display().to_string(),
+            ),
+            (
+                "SCALR_AGENT_DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "SCALR_AGENT_SOFTWARE_MIRROR_URL".into(),
+                mirror.url.to_string(),
+            ),
+            (
+                "SCALR_AGENT_SOFTWARE_TRUSTED_KEYS".into(),
+                key_file.display().to_string(),
+            ),
+            ("SCALR_AGENT_HTTP_BACKOFF".into(), "10ms".into()),
+            ("SCALR_AGENT_HTTP_MAX_RETRIES".into(), "3".into()),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        Harness {
+            mirror,
+            key,
+            dir,
+            vars,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_vars(self.vars.clone(), Needs::Local).expect("test configuration is valid")
+    }
+
+    /// A new cache object over the same directory (as another task or process would have).
+    pub fn cache(&self) -> SoftwareCache {
+        let c = self.config();
+        SoftwareCache::new(c.binaries_dir(), c.software, c.http)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("cache/binaries")
+    }
+
+    pub fn entry(&self, tool: &str, version: &str, platform: Platform) -> PathBuf {
+        self.root().join(tool).join(version).join(platform.name())
+    }
+
+    /// Nothing of a failed install is left where a later lookup could find it.
+    pub fn assert_clean(&self, tool: &str, version: &str, platform: Platform) {
+        let entry = self.entry(tool, version, platform);
+        assert!(
+            !entry.exists(),
+            "{} exists after a failed install",
+            entry.display()
+        );
+        assert_empty(&self.root().join(".tmp"));
+    }
+}
+
+fn assert_empty(dir: &Path) {
+    if let Ok(items) = std::fs::read_dir(dir) {
+        let left: Vec<_> = items.flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "leftovers in {}: {left:?}", dir.display());
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per capability, shared helpers in `tests/support`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod harness;
+mod software;

@@ -1,0 +1,8 @@
+//! Shared test helpers: a release mirror on 127.0.0.1, OpenPGP test keys, release builders and
+//! the real Terraform 1.0.3 binary. Used by the `it` test binary and the benchmarks.
+#![allow(dead_code)]
+
+pub mod keys;
+pub mod mirror;
+pub mod releases;
+pub mod terraform;
