@@ -61,6 +61,14 @@ enum SoftwareCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The stage helper is a separate, minimal program sharing this executable: it must not parse
+    // arguments, read configuration or start a runtime.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::sandbox::helper::SUBCOMMAND)
+    {
+        return crate::sandbox::helper::main();
+    }
     let cli = Cli::parse();
     if let Command::Version = cli.command {
         println!(

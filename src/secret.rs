@@ -7,7 +7,8 @@
 use std::fmt;
 
 /// A string whose value is hidden from `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -1,0 +1,312 @@
+//! The stage helper: `scalr-agent __stage`, a small single-threaded process per stage.
+//!
+//! The agent is multi-threaded (tokio), so it must not set up a stage's isolation between fork
+//! and exec itself (isolation.md explains the traps). Instead it re-executes its own binary as
+//! this helper, with an empty environment, and writes a [`HelperSpec`] as JSON to the helper's
+//! stdin. The helper:
+//! 1. becomes a child subreaper (orphaned descendants of the stage reparent to it) and asks for
+//!    `SIGUSR1` if the agent dies;
+//! 2. blocks the signals it handles and forks the stage; in the child, [`layers::apply`] sets up
+//!    the session, signals and isolation, the stage's stdout goes to the merged output (or a
+//!    file), then `execve` with exactly the spec's environment;
+//! 3. reports `started` (pid and applied layers) as one JSON line on its stdout;
+//! 4. forwards `SIGINT`/`SIGTERM`/`SIGHUP` to the stage's process group, and on `SIGUSR1` kills
+//!    the whole tree;
+//! 5. when the stage's main process exits, kills every remaining descendant (background jobs,
+//!    `setsid` double-forked daemons: all are its descendants as subreaper), reaps them all,
+//!    and reports `exited`.
+//!
+//! The helper's stderr is the stage's merged stdout+stderr (one pipe, so arrival order is kept).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::layers;
+use super::policy::{LayerReport, Policy};
+
+/// The hidden subcommand that runs the helper.
+pub const SUBCOMMAND: &str = "__stage";
+
+/// What to run, sent by the agent on the helper's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelperSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The complete environment of the stage; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Send the stage's stdout to this file (created 0600) instead of the merged output.
+    pub stdout_file: Option<PathBuf>,
+    pub policy: Policy,
+}
+
+/// What the helper reports on its stdout, one JSON object per line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HelperEvent {
+    Started {
+        pid: u32,
+        layers: Vec<LayerReport>,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        leftovers_killed: u32,
+    },
+}
+
+/// Entry point of `scalr-agent __stage`. Never returns control to the CLI's normal paths: no
+/// configuration, logging or async runtime is started in the helper.
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            emit(&HelperEvent::SpawnFailed { error: e });
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if nix::unistd::getppid() == Pid::from_raw(1) {
+        return Err("the agent exited before the stage started".into());
+    }
+    let mut handled = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGCHLD,
+    ] {
+        handled.add(s);
+    }
+    handled
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| format!("reading the stage spec: {e}"))?;
+    let spec: HelperSpec =
+        serde_json::from_slice(&input).map_err(|e| format!("invalid stage spec: {e}"))?;
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&devnull).map_err(|e| format!("stdin: {e}"))?;
+
+    let (report_rd, report_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("report pipe: {e}"))?;
+    let merged: OwnedFd = std::io::stderr()
+        .as_fd_owned()
+        .map_err(|e| format!("dup stderr: {e}"))?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(merged))
+        .stderr(Stdio::inherit());
+    let policy = spec.policy.clone();
+    let stdout_file = spec.stdout_file.clone();
+    let report_fd = report_wr.as_raw_fd();
+    // SAFETY: the helper is single-threaded, so the forked child may allocate and take locks;
+    // the closure only applies the layers, writes to its own pipe and redirects stdout.
+    unsafe {
+        cmd.pre_exec(move || {
+            let outcome = layers::apply(&policy);
+            let report = match &outcome {
+                Ok(layers) => serde_json::to_vec(layers).unwrap_or_default(),
+                Err(e) => serde_json::to_vec(&e.to_string()).unwrap_or_default(),
+            };
+            let _ = nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(report_fd), &report);
+            outcome.map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Some(path) = &stdout_file {
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)?;
+                nix::unistd::dup2_stdout(&f)?;
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(cmd);
+    drop(report_wr);
+    let mut report = Vec::new();
+    let _ = std::fs::File::from(report_rd).read_to_end(&mut report);
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let detail = serde_json::from_slice::<String>(&report).unwrap_or_default();
+            let program = spec.program.display();
+            return Err(if detail.is_empty() {
+                format!("cannot start {program}: {e}")
+            } else {
+                format!("cannot start {program}: {detail}")
+            });
+        }
+    };
+    let layers: Vec<LayerReport> = serde_json::from_slice(&report).unwrap_or_default();
+    let pid = Pid::from_raw(child.id() as i32);
+    emit(&HelperEvent::Started {
+        pid: child.id(),
+        layers,
+    });
+
+    let mut status = None;
+    while status.is_none() {
+        let sig = handled.wait().map_err(|e| format!("sigwait: {e}"))?;
+        match sig {
+            Signal::SIGCHLD => status = reap(pid),
+            Signal::SIGUSR1 => {
+                kill_tree(pid, &mut status);
+                if status.is_none() {
+                    status = reap(pid);
+                }
+            }
+            other => {
+                let _ = kill(Pid::from_raw(-pid.as_raw()), other);
+            }
+        }
+    }
+    let leftovers_killed = kill_tree(pid, &mut status);
+    let (code, signal) = match status {
+        Some(WaitStatus::Exited(_, code)) => (Some(code), None),
+        Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+        _ => (None, None),
+    };
+    emit(&HelperEvent::Exited {
+        code,
+        signal,
+        leftovers_killed,
+    });
+    Ok(())
+}
+
+/// Reaps every exited child; returns the main stage's status once it has exited.
+fn reap(main: Pid) -> Option<WaitStatus> {
+    let mut main_status = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return main_status,
+            Ok(s) if s.pid() == Some(main) => {
+                if matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                    main_status = Some(s);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Kills every descendant with SIGKILL until none is left, reaping them; returns how many
+/// were killed. Bounded: a fork bomb faster than this loop is stopped by RLIMIT_NPROC.
+fn kill_tree(main: Pid, main_status: &mut Option<WaitStatus>) -> u32 {
+    let me = std::process::id() as i32;
+    let mut killed = std::collections::BTreeSet::new();
+    for _ in 0..1000 {
+        let pids = descendants(me);
+        if pids.is_empty() {
+            break;
+        }
+        for p in &pids {
+            if kill(Pid::from_raw(*p), Signal::SIGKILL).is_ok() {
+                killed.insert(*p);
+            }
+        }
+        reap_into(main, main_status);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reap_into(main, main_status);
+    killed.len() as u32
+}
+
+/// Reaps every exited child, keeping the main stage's status if it is among them.
+fn reap_into(main: Pid, main_status: &mut Option<WaitStatus>) {
+    if let Some(s) = reap(main) {
+        main_status.get_or_insert(s);
+    }
+}
+
+/// Live (non-zombie) descendants of `root`, from `/proc/<pid>/stat`.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name, which is in parentheses and may contain spaces.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next().unwrap_or("");
+            let Some(ppid) = fields.next().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            parent_of.push((pid, ppid, state == "Z"));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp, _)| *pp == p)
+                .map(|(c, _, _)| *c),
+        );
+        i += 1;
+    }
+    found.retain(|p| *p != root && !parent_of.iter().any(|(c, _, z)| c == p && *z));
+    found
+}
+
+fn emit(event: &HelperEvent) {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
+}
+
+trait DupOwned {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd>;
+}
+
+impl DupOwned for std::io::Stderr {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+}
