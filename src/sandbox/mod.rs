@@ -1,0 +1,21 @@
+//! The stage sandbox: isolating job code (Terraform providers, hooks) from the agent and from
+//! other tasks inside one container, without a container engine. See isolation.md for the
+//! threat model.
+//!
+//! - `probe`: what the platform allows (each check in a throwaway child), the verdict, the
+//!   per-task decision, and `harden_agent` for the agent itself;
+//! - `policy`: what to apply to one stage, built from the probes and the configuration;
+//! - `layers`: applying a policy in the helper's child right before `execve`;
+//! - `filter`: the seccomp programs; `sys`: raw system calls; `uid`: the dedicated uid pool;
+//! - `doctor`: the `scalr-agent doctor` report; `selftest`: the hidden `__sandbox-selftest`.
+//!
+//! This is the only module allowed `unsafe`; every block carries a `// SAFETY:` comment.
+
+pub mod doctor;
+pub mod filter;
+pub mod layers;
+pub mod policy;
+pub mod probe;
+pub mod selftest;
+pub mod sys;
+pub mod uid;
