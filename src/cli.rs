@@ -31,6 +31,18 @@ enum Command {
     /// Manage the verified cache of OpenTofu, Terraform, OPA and Infracost binaries.
     #[command(subcommand)]
     Software(SoftwareCommand),
+    /// Report what isolation this platform gives to stages, why, and what to change.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tests and diagnostics: apply a sandbox policy (JSON on stdin), then exec ARGV.
+    #[command(name = "__sandbox-selftest", hide = true)]
+    SandboxSelftest {
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +90,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if let Command::SandboxSelftest { argv } = &cli.command {
+        return ExitCode::from(crate::sandbox::selftest::run(argv));
+    }
     let config = match Config::from_process_env(Needs::Local) {
         Ok(c) => c,
         Err(e) => {
@@ -88,6 +103,20 @@ pub fn main() -> ExitCode {
     crate::logging::init(config.log_format, config.debug, &config.name);
     for name in &config.unknown_variables {
         tracing::warn!(variable = %name, "unknown SCALR_AGENT_* variable ignored (a typo?)");
+    }
+    // Before any thread exists: capability sets are per thread.
+    let deny = &config.sandbox.test_deny;
+    if !deny.is_empty()
+        && let Err(e) = crate::sandbox::probe::emulate_weaker_platform(deny)
+    {
+        eprintln!("scalr-agent: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if let Err(e) = crate::sandbox::probe::harden_agent() {
+        tracing::warn!(error = %e, "cannot harden the agent process");
+    }
+    if let Command::Doctor { json } = cli.command {
+        return doctor(&config, json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,7 +144,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         config.http.clone(),
     );
     match command {
-        Command::Version => unreachable!("handled before the configuration is loaded"),
+        Command::Version | Command::SandboxSelftest { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
+        Command::Doctor { .. } => unreachable!("handled before the runtime starts"),
         Command::Software(SoftwareCommand::Install {
             tool,
             version,
@@ -187,6 +219,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `doctor`: probes, prints the report, exits 1 when tasks would be refused.
+fn doctor(config: &Config, json: bool) -> ExitCode {
+    let probes = crate::sandbox::probe::probe();
+    let report = crate::sandbox::doctor::report(config, &probes);
+    let text = if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(t) => t + "\n",
+            Err(e) => {
+                eprintln!("scalr-agent: error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    } else {
+        report.to_text()
+    };
+    print!("{text}");
+    if report.refused {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn human_size(bytes: u64) -> String {

@@ -10,6 +10,7 @@
 //! strings into typed values.
 
 mod parse;
+mod sandbox;
 mod variables;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,7 @@ use crate::software::verify::TrustedKey;
 
 use parse::{Parser, Raw};
 pub use parse::{parse_bool, parse_duration};
+pub use sandbox::{DEFAULT_UID_RANGE, RlimitConfig, RuntimeHints, SandboxConfig, TestDeny};
 pub use variables::{VARIABLES, Variable};
 use variables::{is_ours, leak_name, unknown_variables};
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub software: SoftwareConfig,
     pub http: HttpConfig,
+    pub sandbox: SandboxConfig,
     /// `SCALR_AGENT_*` variables that are set but unknown (likely typos); logged as warnings.
     pub unknown_variables: Vec<String>,
 }

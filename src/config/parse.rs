@@ -9,8 +9,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    CaBundle, Config, ControlPlane, HttpConfig, LogFormat, Needs, Problem, SignatureCheck,
-    SoftwareConfig,
+    CaBundle, Config, ControlPlane, HttpConfig, LogFormat, Needs, Problem, SandboxConfig,
+    SignatureCheck, SoftwareConfig,
 };
 use crate::secret::Secret;
 use crate::software::catalog::Tool;
@@ -51,6 +51,16 @@ pub(super) struct Raw {
     scalr_agent_software_trusted_keys: Option<String>,
     scalr_agent_software_signature_check: Option<String>,
     scalr_agent_software_max_size_mb: Option<String>,
+    pub(super) scalr_agent_min_isolation: Option<String>,
+    pub(super) scalr_agent_task_uid_range: Option<String>,
+    pub(super) scalr_agent_task_rlimit_nofile: Option<String>,
+    pub(super) scalr_agent_task_rlimit_fsize_mb: Option<String>,
+    pub(super) scalr_agent_task_rlimit_nproc: Option<String>,
+    pub(super) scalr_agent_sandbox_test_deny: Option<String>,
+    pub(super) ecs_container_metadata_uri_v4: Option<String>,
+    pub(super) k_service: Option<String>,
+    pub(super) container_app_name: Option<String>,
+    pub(super) kubernetes_service_host: Option<String>,
 }
 
 pub(super) struct Parser<'a> {
@@ -62,6 +72,7 @@ impl Parser<'_> {
         let software = self.software(&raw_software(&raw));
         let http = self.http(&raw);
         let control_plane = self.control_plane(&raw, needs);
+        let sandbox = self.sandbox(&raw);
         let name = match nonempty(raw.scalr_agent_name.clone()) {
             Some(n) => {
                 if n.len() > 128 || n.chars().any(|c| c.is_control()) {
@@ -114,6 +125,7 @@ impl Parser<'_> {
             cache_dir,
             software,
             http,
+            sandbox,
             unknown_variables: Vec::new(),
         }
     }
@@ -300,6 +312,10 @@ impl Parser<'_> {
         }
     }
 
+    fn sandbox(&mut self, raw: &Raw) -> SandboxConfig {
+        super::sandbox::parse(self, raw)
+    }
+
     fn ca_bundle(&mut self, name: &'static str, value: &str) -> Option<CaBundle> {
         let trimmed = value.trim();
         let pem: Vec<u8> = if trimmed.starts_with("-----BEGIN") {
@@ -387,7 +403,7 @@ impl Parser<'_> {
         p
     }
 
-    fn number(
+    pub(super) fn number(
         &mut self,
         name: &'static str,
         value: &Option<String>,
@@ -434,7 +450,7 @@ impl Parser<'_> {
         }
     }
 
-    fn bad(&mut self, name: &'static str, value: &str, expected: &str) {
+    pub(super) fn bad(&mut self, name: &'static str, value: &str, expected: &str) {
         self.problems.push(Problem {
             variable: name,
             value: Some(value.to_string()),
@@ -489,7 +505,7 @@ fn pick(
         .find_map(|(name, v)| nonempty(v.clone()).map(|v| (*name, v)))
 }
 
-fn nonempty(v: Option<String>) -> Option<String> {
+pub(super) fn nonempty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 

@@ -150,6 +150,66 @@ pub const VARIABLES: &[Variable] = &[
         "1024",
         "Largest download and largest extracted executable accepted.",
     ),
+    var(
+        "SCALR_AGENT_MIN_ISOLATION",
+        &[],
+        "degraded",
+        "Minimum isolation level for running tasks: `isolated`, `degraded` or `unisolated`. A platform below it refuses tasks; above it but not `isolated`, each task's log starts with a warning. See `scalr-agent doctor`.",
+    ),
+    var(
+        "SCALR_AGENT_TASK_UID_RANGE",
+        &[],
+        "20000-20999",
+        "Dedicated uids (gid = uid) for concurrently running tasks, `FIRST-LAST`; no `/etc/passwd` entries needed; must not contain the agent's own uid.",
+    ),
+    var(
+        "SCALR_AGENT_TASK_RLIMIT_NOFILE",
+        &[],
+        "8192",
+        "Open files per stage process (`RLIMIT_NOFILE`).",
+    ),
+    var(
+        "SCALR_AGENT_TASK_RLIMIT_FSIZE_MB",
+        &[],
+        "10240",
+        "Largest file a stage process may write (`RLIMIT_FSIZE`).",
+    ),
+    var(
+        "SCALR_AGENT_TASK_RLIMIT_NPROC",
+        &[],
+        "4096",
+        "Processes and threads per task uid (`RLIMIT_NPROC`); only with a dedicated uid.",
+    ),
+    var(
+        "SCALR_AGENT_SANDBOX_TEST_DENY",
+        &[],
+        "",
+        "Tests only: comma-separated `landlock` (Landlock calls fail with `ENOSYS`) and `setresuid` (uid changes fail with `EPERM`), emulating a weaker platform by running the agent behind a seccomp filter. Never set in production.",
+    ),
+    var(
+        "ECS_CONTAINER_METADATA_URI_V4",
+        &[],
+        "",
+        "Set by AWS ECS/Fargate; read only to report the platform.",
+    ),
+    var(
+        "K_SERVICE",
+        &[],
+        "",
+        "Set by Cloud Run; read only to report the platform.",
+    ),
+    var(
+        "CONTAINER_APP_NAME",
+        &[],
+        "",
+        "Set by Azure Container Apps; read only to report the platform.",
+    ),
+    var(
+        "KUBERNETES_SERVICE_HOST",
+        &[],
+        "",
+        "Set in Kubernetes pods; read only to report the platform.",
+    ),
 ];
 
 /// One documented environment variable.

@@ -80,6 +80,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    // The spec holds the stage's secrets: keep this process's memory closed to same-uid peers.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)

@@ -1,10 +1,26 @@
-//! Running stage processes: the stage helper (a single-threaded re-exec of the agent that sets
-//! up each stage and owns its process tree) and the agent's side of it.
+//! The stage sandbox: isolating job code (Terraform providers, hooks) from the agent and from
+//! other tasks inside one container, without a container engine. See isolation.md for the
+//! threat model.
 //!
-//! This is the one module allowed `unsafe` (for `pre_exec` and raw descriptors in the helper);
-//! every block carries a `// SAFETY:` comment.
+//! - `probe`: what the platform allows (each check in a throwaway child), the verdict, the
+//!   per-task decision, and `harden_agent` for the agent itself;
+//! - `policy`: what to apply to one stage, built from the probes and the configuration;
+//! - `layers`: applying a policy in the helper's child right before `execve`;
+//! - `filter`: the seccomp programs; `sys`: raw system calls; `uid`: the dedicated uid pool;
+//! - `doctor`: the `scalr-agent doctor` report; `selftest`: the hidden `__sandbox-selftest`;
+//! - `helper`: the per-stage helper process (`__stage`): forks the stage, applies the layers,
+//!   forwards signals, kills and reaps the whole tree; `stage`: the agent's side of it, the one
+//!   place that spawns child processes.
+//!
+//! This is the only module allowed `unsafe`; every block carries a `// SAFETY:` comment.
 
+pub mod doctor;
+pub mod filter;
 pub mod helper;
 pub mod layers;
 pub mod policy;
+pub mod probe;
+pub mod selftest;
 pub mod stage;
+pub mod sys;
+pub mod uid;

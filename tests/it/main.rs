@@ -5,5 +5,6 @@ mod support;
 
 mod cli;
 mod harness;
+mod sandbox;
 mod software;
 mod stage;

@@ -19,7 +19,7 @@ fn sh(script: &str, dir: &std::path::Path) -> HelperSpec {
         ],
         cwd: dir.to_path_buf(),
         stdout_file: None,
-        policy: Policy::default(),
+        policy: Policy::process_only(dir),
     }
 }
 

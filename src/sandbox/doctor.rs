@@ -1,0 +1,319 @@
+//! `scalr-agent doctor`: what isolation this platform gives to stages, why, and what to change.
+//!
+//! The report gathers configuration problems, the platform the agent believes it runs on
+//! (from variables the platforms set, read by `config`, and `/.dockerenv`), every probe with
+//! the reason for a failure, the verdict against `SCALR_AGENT_MIN_ISOLATION`, and advice.
+//! The command exits non-zero when tasks would be refused.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::probe::{Decision, ProbeResult, Probes, Verdict, decide, verdict};
+use crate::config::{Config, TestDeny};
+
+/// Where the agent believes it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    Fargate,
+    CloudRun,
+    ContainerApps,
+    Kubernetes,
+    Docker,
+    Vm,
+}
+
+/// One probe, named, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeLine {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Everything `doctor` prints (`--json` prints this structure).
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    pub platform: Platform,
+    pub platform_evidence: String,
+    pub agent_uid: u32,
+    pub problems: Vec<String>,
+    pub probes: Vec<ProbeLine>,
+    pub landlock_abi: Option<u32>,
+    pub verdict: Verdict,
+    pub min_isolation: Verdict,
+    pub decision: Decision,
+    /// Tasks would be refused: the command exits non-zero.
+    pub refused: bool,
+    pub advice: Vec<String>,
+    pub test_deny: Vec<TestDeny>,
+}
+
+/// Guesses the platform from the runtime hints in the configuration and `/.dockerenv`.
+pub fn detect_platform(config: &Config) -> (Platform, String) {
+    let r = &config.sandbox.runtime;
+    if r.ecs_metadata_uri.is_some() {
+        (
+            Platform::Fargate,
+            "ECS_CONTAINER_METADATA_URI_V4 is set".into(),
+        )
+    } else if r.k_service.is_some() {
+        (Platform::CloudRun, "K_SERVICE is set".into())
+    } else if r.container_app_name.is_some() {
+        (Platform::ContainerApps, "CONTAINER_APP_NAME is set".into())
+    } else if r.kubernetes_service_host.is_some() {
+        (
+            Platform::Kubernetes,
+            "KUBERNETES_SERVICE_HOST is set".into(),
+        )
+    } else if Path::new("/.dockerenv").exists() {
+        (Platform::Docker, "/.dockerenv exists".into())
+    } else {
+        (Platform::Vm, "no container runtime detected".into())
+    }
+}
+
+/// Builds the report from the configuration and the probes.
+pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
+    let (platform, platform_evidence) = detect_platform(config);
+    let v = verdict(probes);
+    let min = config.sandbox.min_isolation;
+    let decision = decide(v, min);
+    let refused = matches!(decision, Decision::Refuse(_));
+    let mut problems: Vec<String> = config
+        .unknown_variables
+        .iter()
+        .map(|n| format!("{n} is set but unknown (a typo?)"))
+        .collect();
+    if config.sandbox.uid_range.contains(&probes.agent_uid) {
+        problems.push(format!(
+            "SCALR_AGENT_TASK_UID_RANGE {}-{} contains the agent's own uid {}; it is skipped",
+            config.sandbox.uid_range.start(),
+            config.sandbox.uid_range.end(),
+            probes.agent_uid
+        ));
+    }
+    let lines = probe_lines(probes);
+    let advice = advise(config, probes, platform, v, refused);
+    DoctorReport {
+        platform,
+        platform_evidence,
+        agent_uid: probes.agent_uid,
+        problems,
+        probes: lines,
+        landlock_abi: probes.landlock_abi,
+        verdict: v,
+        min_isolation: min,
+        decision,
+        refused,
+        advice,
+        test_deny: config.sandbox.test_deny.clone(),
+    }
+}
+
+fn probe_lines(p: &Probes) -> Vec<ProbeLine> {
+    let line = |name, r: &ProbeResult| ProbeLine {
+        name,
+        ok: r.ok,
+        detail: r.detail.clone(),
+    };
+    vec![
+        line("uid_switch", &p.uid_switch),
+        line("capability_drop", &p.capability_drop),
+        line("non_dumpable", &p.non_dumpable),
+        line("no_new_privs", &p.no_new_privs),
+        line("landlock", &p.landlock),
+        line("seccomp", &p.seccomp),
+        line("no_sys_ptrace", &p.no_sys_ptrace),
+        line("user_namespaces", &p.user_namespaces),
+        line("cgroup_v2", &p.cgroup_v2),
+    ]
+}
+
+fn advise(
+    config: &Config,
+    p: &Probes,
+    platform: Platform,
+    v: Verdict,
+    refused: bool,
+) -> Vec<String> {
+    let mut a = Vec::new();
+    if !config.sandbox.test_deny.is_empty() {
+        a.push("SCALR_AGENT_SANDBOX_TEST_DENY is set: a weaker platform is being emulated for tests; never set it in production".into());
+    }
+    if !p.uid_switch.ok {
+        if p.agent_uid != 0 {
+            let how = match platform {
+                Platform::Kubernetes => {
+                    " (securityContext.runAsUser: 0, keep the SETUID, SETGID and SETPCAP capabilities; the `restricted` pod security level forbids this)"
+                }
+                Platform::Docker => " (do not pass --user; the image's USER must be root)",
+                _ => "",
+            };
+            a.push(format!("run the container as root so tasks can get their own uid{how}; the agent drops every privilege for stages"));
+        } else {
+            a.push("give the container the SETUID and SETGID capabilities (they are in Docker's default set; do not drop them) so tasks can get their own uid".into());
+        }
+    }
+    if p.uid_switch.ok && !p.capability_drop.ok {
+        a.push(
+            "keep the SETPCAP capability so stages also lose the capability bounding set".into(),
+        );
+    }
+    if p.sys_ptrace_granted || !p.no_sys_ptrace.ok {
+        a.push("do not add SYS_PTRACE to the container: with it a process can read the agent's memory and environment despite non-dumpable".into());
+    }
+    if !p.non_dumpable.ok {
+        a.push("the platform refuses PR_SET_DUMPABLE: the agent's token is readable from /proc; run on a standard Linux kernel".into());
+    }
+    if !p.landlock.ok {
+        let extra = if platform == Platform::CloudRun {
+            "; on Cloud Run use the second-generation execution environment (gVisor has no Landlock)"
+        } else {
+            ""
+        };
+        a.push(format!("use a kernel with Landlock (5.13 or later, `landlock` in the `lsm=` boot list) so stages cannot read files outside their task{extra}"));
+    }
+    if !p.no_new_privs.ok || !p.seccomp.ok {
+        a.push("allow seccomp filters and no_new_privs (Docker's default seccomp profile does; do not use a profile that blocks seccomp(2) or prctl)".into());
+    }
+    if refused {
+        a.push(format!(
+            "tasks are refused: fix the above, or lower SCALR_AGENT_MIN_ISOLATION (now `{}`) to `{v}` accepting the risk",
+            config.sandbox.min_isolation
+        ));
+    }
+    if a.is_empty() {
+        a.push("nothing to change: stages are fully isolated".into());
+    }
+    a
+}
+
+impl DoctorReport {
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "platform: {:?} ({})",
+            self.platform, self.platform_evidence
+        );
+        let _ = writeln!(s, "agent uid: {}", self.agent_uid);
+        if self.problems.is_empty() {
+            let _ = writeln!(s, "configuration: no problems");
+        } else {
+            let _ = writeln!(s, "configuration problems:");
+            for p in &self.problems {
+                let _ = writeln!(s, "  - {p}");
+            }
+        }
+        let _ = writeln!(s, "probes:");
+        for p in &self.probes {
+            let mark = if p.ok { "ok  " } else { "FAIL" };
+            let _ = writeln!(s, "  [{mark}] {:<16} {}", p.name, p.detail);
+        }
+        let outcome = match &self.decision {
+            Decision::Run => "tasks run".to_string(),
+            Decision::Warn(_) => "tasks run with a warning in their log".to_string(),
+            Decision::Refuse(_) => "tasks are REFUSED".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "verdict: {} (minimum: {}): {outcome}",
+            self.verdict, self.min_isolation
+        );
+        let _ = writeln!(s, "advice:");
+        for a in &self.advice {
+            let _ = writeln!(s, "  - {a}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Needs;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        Config::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Needs::Local,
+        )
+        .unwrap()
+    }
+
+    fn probes(uid_ok: bool, agent_uid: u32, landlock: bool) -> Probes {
+        let r = |ok: bool| ProbeResult {
+            ok,
+            detail: String::new(),
+        };
+        Probes {
+            uid_switch: r(uid_ok),
+            capability_drop: r(uid_ok),
+            non_dumpable: r(true),
+            no_new_privs: r(true),
+            landlock: r(landlock),
+            landlock_abi: landlock.then_some(6),
+            seccomp: r(true),
+            user_namespaces: r(false),
+            cgroup_v2: r(false),
+            no_sys_ptrace: r(true),
+            sys_ptrace_granted: false,
+            agent_uid,
+        }
+    }
+
+    #[test]
+    fn platform_detection_order() {
+        let c = config(&[
+            ("K_SERVICE", "svc"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ]);
+        assert_eq!(detect_platform(&c).0, Platform::CloudRun);
+        let c = config(&[("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x")]);
+        assert_eq!(detect_platform(&c).0, Platform::Fargate);
+        let c = config(&[("CONTAINER_APP_NAME", "agent")]);
+        assert_eq!(detect_platform(&c).0, Platform::ContainerApps);
+    }
+
+    #[test]
+    fn non_root_gets_root_advice_and_degraded() {
+        let r = report(&config(&[]), &probes(false, 1000, true));
+        assert_eq!(r.verdict, Verdict::Degraded);
+        assert!(!r.refused);
+        assert!(
+            r.advice
+                .iter()
+                .any(|a| a.contains("run the container as root"))
+        );
+        assert!(
+            r.to_text()
+                .contains("verdict: degraded (minimum: degraded)")
+        );
+    }
+
+    #[test]
+    fn refusal_is_explained() {
+        let c = config(&[("SCALR_AGENT_MIN_ISOLATION", "isolated")]);
+        let r = report(&c, &probes(false, 1000, false));
+        assert_eq!(r.verdict, Verdict::Unisolated);
+        assert!(r.refused);
+        assert!(r.advice.iter().any(|a| a.contains("Landlock")));
+        assert!(
+            r.advice
+                .iter()
+                .any(|a| a.contains("lower SCALR_AGENT_MIN_ISOLATION"))
+        );
+    }
+
+    #[test]
+    fn uid_range_containing_the_agent_is_a_problem() {
+        let c = config(&[("SCALR_AGENT_TASK_UID_RANGE", "1000-1999")]);
+        let r = report(&c, &probes(true, 1000, true));
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.advice, ["nothing to change: stages are fully isolated"]);
+    }
+}
