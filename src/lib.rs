@@ -12,3 +12,4 @@ pub mod logging;
 pub mod sandbox;
 pub mod secret;
 pub mod software;
+pub mod task;
