@@ -31,6 +31,15 @@ enum Command {
     /// Manage the verified cache of OpenTofu, Terraform, OPA and Infracost binaries.
     #[command(subcommand)]
     Software(SoftwareCommand),
+    /// Run one task from a JSON file (docs/task-spec.md): stream its log, write result.json and
+    /// the artifacts into --out. Exits 0 when the task succeeded, 1 otherwise.
+    Exec {
+        /// The task file.
+        task: std::path::PathBuf,
+        /// Output directory (default: ./<task id>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Report what isolation this platform gives to stages, why, and what to change.
     Doctor {
         /// Print JSON instead of text.
@@ -129,7 +138,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command, config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("scalr-agent: error: {e:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -137,7 +146,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    if let Command::Exec { task, out } = command {
+        return crate::exec::run(&config, &task, out.as_deref()).await;
+    }
     let cache = SoftwareCache::new(
         config.binaries_dir(),
         config.software.clone(),
@@ -147,7 +159,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Version | Command::SandboxSelftest { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
-        Command::Doctor { .. } => unreachable!("handled before the runtime starts"),
+        Command::Doctor { .. } | Command::Exec { .. } => unreachable!("handled earlier"),
         Command::Software(SoftwareCommand::Install {
             tool,
             version,
@@ -218,7 +230,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `doctor`: probes, prints the report, exits 1 when tasks would be refused.

@@ -44,8 +44,21 @@ pub struct Config {
     pub software: SoftwareConfig,
     pub http: HttpConfig,
     pub sandbox: SandboxConfig,
+    pub runner: RunnerConfig,
     /// `SCALR_AGENT_*` variables that are set but unknown (likely typos); logged as warnings.
     pub unknown_variables: Vec<String>,
+}
+
+/// Settings of the task runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub hooks_dir: Option<PathBuf>,
+    pub keep_task_dirs: bool,
+    pub cancel_grace: Duration,
+    /// The agent's PATH, handed to tasks after their own directories.
+    pub system_path: String,
+    /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
+    pub read_paths: Vec<PathBuf>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

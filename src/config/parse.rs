@@ -9,8 +9,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    CaBundle, Config, ControlPlane, HttpConfig, LogFormat, Needs, Problem, SandboxConfig,
-    SignatureCheck, SoftwareConfig,
+    CaBundle, Config, ControlPlane, HttpConfig, LogFormat, Needs, Problem, RunnerConfig,
+    SandboxConfig, SignatureCheck, SoftwareConfig,
 };
 use crate::secret::Secret;
 use crate::software::catalog::Tool;
@@ -51,6 +51,11 @@ pub(super) struct Raw {
     scalr_agent_software_trusted_keys: Option<String>,
     scalr_agent_software_signature_check: Option<String>,
     scalr_agent_software_max_size_mb: Option<String>,
+    pub(super) scalr_agent_hooks_dir: Option<String>,
+    pub(super) scalr_agent_keep_task_dirs: Option<String>,
+    pub(super) scalr_agent_cancel_grace: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) scalr_agent_task_read_paths: Option<String>,
     pub(super) scalr_agent_min_isolation: Option<String>,
     pub(super) scalr_agent_task_uid_range: Option<String>,
     pub(super) scalr_agent_task_rlimit_nofile: Option<String>,
@@ -73,6 +78,7 @@ impl Parser<'_> {
         let http = self.http(&raw);
         let control_plane = self.control_plane(&raw, needs);
         let sandbox = self.sandbox(&raw);
+        let runner = self.runner(&raw);
         let name = match nonempty(raw.scalr_agent_name.clone()) {
             Some(n) => {
                 if n.len() > 128 || n.chars().any(|c| c.is_control()) {
@@ -126,6 +132,7 @@ impl Parser<'_> {
             software,
             http,
             sandbox,
+            runner,
             unknown_variables: Vec::new(),
         }
     }
@@ -309,6 +316,36 @@ impl Parser<'_> {
                     &raw.scalr_agent_http_backoff.clone(),
                 )
                 .unwrap_or(defaults.initial_backoff),
+        }
+    }
+
+    fn runner(&mut self, raw: &Raw) -> RunnerConfig {
+        RunnerConfig {
+            hooks_dir: nonempty(raw.scalr_agent_hooks_dir.clone())
+                .map(|v| self.abs_path("SCALR_AGENT_HOOKS_DIR", &v)),
+            keep_task_dirs: self
+                .pick_bool(
+                    (
+                        "SCALR_AGENT_KEEP_TASK_DIRS",
+                        raw.scalr_agent_keep_task_dirs.clone(),
+                    ),
+                    ("SCALR_AGENT_KEEP_TASK_DIRS", None),
+                )
+                .unwrap_or(false),
+            cancel_grace: self
+                .duration("SCALR_AGENT_CANCEL_GRACE", &raw.scalr_agent_cancel_grace)
+                .unwrap_or(Duration::from_secs(30)),
+            read_paths: nonempty(raw.scalr_agent_task_read_paths.clone())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| self.abs_path("SCALR_AGENT_TASK_READ_PATHS", p))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            system_path: nonempty(raw.path.clone())
+                .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
         }
     }
 

@@ -151,6 +151,36 @@ pub const VARIABLES: &[Variable] = &[
         "Largest download and largest extracted executable accepted.",
     ),
     var(
+        "SCALR_AGENT_HOOKS_DIR",
+        &[],
+        "",
+        "Agent-level hooks baked into the image: executables or scripts named `pre-init`, `pre-plan`, `post-plan`, `pre-apply`, `post-apply`, run before the workspace's hook of the same phase.",
+    ),
+    var(
+        "SCALR_AGENT_KEEP_TASK_DIRS",
+        &[],
+        "false",
+        "Keep each task's directory after it finishes, for debugging (it holds the run's variables: leave off in production).",
+    ),
+    var(
+        "SCALR_AGENT_CANCEL_GRACE",
+        &[],
+        "30s",
+        "After a timeout or a graceful cancel, how long a stage has to stop after SIGINT before its whole process tree is killed.",
+    ),
+    var(
+        "SCALR_AGENT_TASK_READ_PATHS",
+        &[],
+        "",
+        "Comma-separated absolute paths tasks may read and execute besides the system directories and the binary cache (e.g. a provider mirror mounted into the container); everything else outside the task directory stays hidden by Landlock.",
+    ),
+    var(
+        "PATH",
+        &[],
+        "the standard system PATH",
+        "The agent's PATH; tasks get their tool directory and `HOME/.local/bin` first, then this (so tools added by an image's `ENV PATH` stay reachable).",
+    ),
+    var(
         "SCALR_AGENT_MIN_ISOLATION",
         &[],
         "degraded",

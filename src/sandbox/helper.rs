@@ -127,6 +127,7 @@ fn run() -> Result<(), String> {
         .stderr(Stdio::inherit());
     let policy = spec.policy.clone();
     let stdout_file = spec.stdout_file.clone();
+    let cwd = spec.cwd.clone();
     let report_fd = report_wr.as_raw_fd();
     // SAFETY: the helper is single-threaded, so the forked child may allocate and take locks;
     // the closure only applies the layers, writes to its own pipe and redirects stdout.
@@ -139,6 +140,8 @@ fn run() -> Result<(), String> {
             };
             let _ = nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(report_fd), &report);
             outcome.map_err(|e| std::io::Error::other(e.to_string()))?;
+            // The layers start the stage in its task directory; the step wants its own.
+            std::env::set_current_dir(&cwd)?;
             if let Some(path) = &stdout_file {
                 use std::os::unix::fs::OpenOptionsExt;
                 let f = std::fs::OpenOptions::new()

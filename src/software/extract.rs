@@ -69,7 +69,7 @@ pub fn extract(
 }
 
 /// Checks an entry's path: relative, no `..`, no root or prefix. Returns it without `./`.
-fn safe_name(name: &str) -> Result<String, ExtractError> {
+pub(crate) fn safe_name(name: &str) -> Result<String, ExtractError> {
     let unsafe_entry = |reason| ExtractError::Unsafe {
         entry: name.to_string(),
         reason,

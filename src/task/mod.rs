@@ -1,5 +1,23 @@
 //! Running one task end to end: the task model, its directory, its environment, its stages and
 //! hooks as child processes (through `sandbox::stage`), masked logs and structured results.
+//!
+//! - `model`: the task JSON (strict, errors with JSON paths);
+//! - `prepare`: the task directory, configuration extraction, working directory;
+//! - `env`: the allow-listed environment and the CLI configuration file;
+//! - `step`: one command through the stage helper, with timeout and cancellation;
+//! - `stages`: the steps of plan, apply and policy-check, and hooks;
+//! - `checks`: Infracost and OPA;
+//! - `log`: the masked task log; `result`: `result.json`;
+//! - `runner`: the entry point shared by `exec` and the daemon.
 
+mod checks;
+pub mod env;
 pub mod log;
 pub mod model;
+pub mod prepare;
+pub mod result;
+pub mod runner;
+mod stages;
+pub mod step;
+
+pub use checks::{deny_messages, parse_cost, parse_policy_file};

@@ -227,6 +227,10 @@ pub struct PlanArtifacts {
     pub plan_file: Option<PathBuf>,
     pub plan_json: Option<PathBuf>,
     pub lock_file: Option<PathBuf>,
+    /// The plan task's `cost-estimate.json` (Infracost output), given to policies as
+    /// `tfrun.cost_estimate`.
+    #[serde(default)]
+    pub cost_estimate: Option<PathBuf>,
 }
 
 /// A task file that could not be accepted: every problem with its JSON path.

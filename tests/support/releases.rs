@@ -48,7 +48,12 @@ pub fn tar_gz(entries: &[Entry<'_>]) -> Vec<u8> {
             Entry::File(name, data) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(data.len() as u64);
-                b.append_data(&mut h, name, *data).unwrap();
+                // Written raw: the tar crate refuses to build the hostile names tests need.
+                let raw = &mut h.as_old_mut().name;
+                raw.fill(0);
+                raw[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                b.append(&h, *data).unwrap();
             }
             Entry::Symlink(name, target) | Entry::Hardlink(name, target) => {
                 h.set_entry_type(if matches!(e, Entry::Symlink(..)) {

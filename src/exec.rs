@@ -1,0 +1,131 @@
+//! `scalr-agent exec <task.json> [--out DIR]`: run one task locally, the way the daemon runs a
+//! task from the control plane, with the log on stdout and the result in files.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::sandbox::stage::Launcher;
+use crate::software::SoftwareCache;
+use crate::task::log::{Masker, Sink, TaskLog};
+use crate::task::model::Task;
+use crate::task::result::TaskStatus;
+use crate::task::runner::{Cancel, IsolationContext, Runner, RunnerSettings, TaskPaths};
+
+/// Builds a runner from the configuration (also used by the daemon).
+pub fn runner(config: &Config, launcher: Launcher) -> Runner {
+    Runner {
+        cache: Arc::new(SoftwareCache::new(
+            config.binaries_dir(),
+            config.software.clone(),
+            config.http.clone(),
+        )),
+        launcher,
+        settings: RunnerSettings {
+            data_dir: config.data_dir.clone(),
+            binaries_dir: config.binaries_dir(),
+            hooks_dir: config.runner.hooks_dir.clone(),
+            keep_task_dirs: config.runner.keep_task_dirs,
+            grace: config.runner.cancel_grace,
+            system_path: config.runner.system_path.clone(),
+            read_paths: config.runner.read_paths.clone(),
+            http: config.http.clone(),
+        },
+        isolation: Arc::new(IsolationContext::probe(config.sandbox.clone())),
+    }
+}
+
+/// Every value the task's log must never show.
+pub fn secrets(task: &Task) -> Masker {
+    let mut values: Vec<&str> = task
+        .variables
+        .iter()
+        .filter(|v| v.sensitive)
+        .map(|v| v.value.as_str())
+        .collect();
+    values.push(task.control_plane.run_token.expose());
+    if let Some(c) = &task.cost_estimation {
+        values.push(c.api_key.expose());
+    }
+    Masker::new(values)
+}
+
+pub async fn run(
+    config: &Config,
+    task_file: &Path,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(task_file)
+        .with_context(|| format!("reading the task file {}", task_file.display()))?;
+    let task = Task::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", task_file.display()))?;
+    let base = task_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = std::path::absolute(&base).context("resolving the task file's directory")?;
+    let out = match out {
+        Some(o) => o.to_path_buf(),
+        None => PathBuf::from(&task.id),
+    };
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("creating the output directory {}", out.display()))?;
+    let out = std::path::absolute(&out).context("resolving the output directory")?;
+    let log_file = std::fs::File::create(out.join("task.log"))
+        .with_context(|| format!("creating {}", out.join("task.log").display()))?;
+    let sinks: Vec<Sink> = vec![Box::new(std::io::stdout()), Box::new(log_file)];
+    let mut log = TaskLog::new(Arc::new(secrets(&task)), sinks);
+
+    let runner = runner(
+        config,
+        Launcher::current().context("locating the agent's own executable")?,
+    );
+    let cancel = Cancel::default();
+    let watcher = {
+        let cancel = cancel.clone();
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::spawn(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            tracing::warn!("cancelling the task (a second signal kills it)");
+            cancel.graceful.cancel();
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            cancel.forced.cancel();
+        })
+    };
+    let result = runner
+        .run(
+            &task,
+            TaskPaths {
+                base: &base,
+                out: &out,
+            },
+            &mut log,
+            &cancel,
+        )
+        .await;
+    watcher.abort();
+    let path = out.join("result.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    log.line(
+        &format!(
+            "Task {} {:?}; result in {}",
+            task.id,
+            result.status,
+            path.display()
+        )
+        .replace("Succeeded", "succeeded")
+        .replace("Failed", "failed")
+        .replace("Errored", "errored")
+        .replace("Canceled", "cancelled"),
+    );
+    Ok(if result.status == TaskStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::cli::EXIT_FAILURE)
+    })
+}

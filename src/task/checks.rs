@@ -1,0 +1,372 @@
+//! The cost estimate (Infracost) and the policy check (OPA).
+//!
+//! - Cost: `infracost breakdown --path <plan.json> --format json`, its JSON saved as
+//!   `cost-estimate.json`; `pastTotalMonthlyCost`, `totalMonthlyCost` and
+//!   `diffTotalMonthlyCost` give the prior, proposed and delta monthly costs.
+//! - Policies: `scalr-policy.hcl` lists `policy "<name>" { enabled, enforcement_level }`; each
+//!   enabled policy is `<name>.rego`, evaluated with `opa eval --format json --input <input>
+//!   --data <name>.rego data.<package>.deny` against `{tfplan: <plan JSON>, tfrun: {...}}`.
+//!   Any `deny` message fails the policy; the worst failed enforcement level (`hard-mandatory`,
+//!   `soft-mandatory`, `advisory`) gives `hard_failed`, `soft_failed` or `advisory_failed`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::model::CostEstimation;
+use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepStatus};
+use super::runner::{Prepared, Run};
+use super::step::{self, Command, StepContext};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub(super) async fn cost_estimate(
+    run: &mut Run<'_>,
+    cx: &StepContext<'_>,
+    p: &Prepared,
+    cost: &CostEstimation,
+    infracost: &Path,
+) -> Result<CostEstimate, String> {
+    let mut env = p.env.clone();
+    env.insert(
+        "INFRACOST_API_KEY".into(),
+        cost.api_key.expose().to_string(),
+    );
+    env.insert("INFRACOST_SKIP_UPDATE_CHECK".into(), "true".into());
+    if let Some(c) = &cost.currency {
+        env.insert("INFRACOST_CURRENCY".into(), c.clone());
+    }
+    let out = p.dirs.artifacts.join("cost-estimate.json");
+    let plan_json = p.dirs.artifacts.join("plan.json");
+    let args = vec![
+        "breakdown".into(),
+        "--path".into(),
+        plan_json.display().to_string(),
+        "--format".into(),
+        "json".into(),
+    ];
+    let (record, _) = step::run(
+        cx,
+        Command {
+            name: "cost estimate",
+            header: "Estimating cost...",
+            program: infracost,
+            args,
+            cwd: &p.workdir,
+            env: &env,
+            timeout: CHECK_TIMEOUT,
+            stdout_file: Some(out.clone()),
+        },
+        run.log,
+    )
+    .await;
+    let ok = record.status == StepStatus::Succeeded;
+    run.steps.push(record);
+    if !ok {
+        return Err("infracost breakdown failed".into());
+    }
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("infracost output is not JSON: {e}"))?;
+    let estimate = parse_cost(&doc).ok_or("infracost output lacks totalMonthlyCost")?;
+    run.log.line(&format!(
+        "Cost estimate: {} {} per month (was {}, change {})",
+        estimate.proposed_monthly_cost,
+        estimate.currency,
+        estimate.prior_monthly_cost,
+        estimate.delta_monthly_cost
+    ));
+    Ok(estimate)
+}
+
+/// Reads the totals of Infracost's JSON output (`null` counts as 0).
+pub fn parse_cost(doc: &Value) -> Option<CostEstimate> {
+    let field = |k: &str| match doc.get(k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::Null) | None => None,
+        _ => None,
+    };
+    Some(CostEstimate {
+        currency: field("currency").unwrap_or_else(|| "USD".into()),
+        proposed_monthly_cost: field("totalMonthlyCost")?,
+        prior_monthly_cost: field("pastTotalMonthlyCost").unwrap_or_else(|| "0".into()),
+        delta_monthly_cost: field("diffTotalMonthlyCost").unwrap_or_else(|| "0".into()),
+    })
+}
+
+/// One `policy` block of `scalr-policy.hcl`.
+#[derive(Debug, PartialEq)]
+pub struct PolicySpec {
+    pub name: String,
+    pub enabled: bool,
+    pub enforcement_level: String,
+}
+
+/// Parses `scalr-policy.hcl`.
+pub fn parse_policy_file(text: &str) -> Result<Vec<PolicySpec>, String> {
+    let body: hcl::Body = hcl::from_str(text).map_err(|e| format!("scalr-policy.hcl: {e}"))?;
+    let mut out = Vec::new();
+    for block in body.blocks().filter(|b| b.identifier() == "policy") {
+        let name = block
+            .labels()
+            .first()
+            .map(|l| l.as_str().to_string())
+            .ok_or("scalr-policy.hcl: a policy block needs a name label")?;
+        let attr = |k: &str| {
+            block
+                .body()
+                .attributes()
+                .find(|a| a.key() == k)
+                .map(|a| a.expr().clone())
+        };
+        let enabled = match attr("enabled") {
+            None => true,
+            Some(hcl::Expression::Bool(b)) => b,
+            Some(other) => {
+                return Err(format!(
+                    "scalr-policy.hcl: policy {name:?}: enabled must be true or false, found {other}"
+                ));
+            }
+        };
+        let level = match attr("enforcement_level") {
+            None => "advisory".to_string(),
+            Some(hcl::Expression::String(s))
+                if ["hard-mandatory", "soft-mandatory", "advisory"].contains(&s.as_str()) =>
+            {
+                s
+            }
+            Some(other) => {
+                return Err(format!(
+                    "scalr-policy.hcl: policy {name:?}: enforcement_level must be hard-mandatory, soft-mandatory or advisory, found {other}"
+                ));
+            }
+        };
+        out.push(PolicySpec {
+            name,
+            enabled,
+            enforcement_level: level,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn policy_check(
+    run: &mut Run<'_>,
+    cx: &StepContext<'_>,
+    p: &Prepared,
+) -> Result<PolicyCheck, String> {
+    let dir = p.dirs.root.join("policies");
+    let opa = p.opa.as_ref().ok_or("no OPA executable")?;
+    let specs = parse_policy_file(
+        &std::fs::read_to_string(dir.join("scalr-policy.hcl"))
+            .map_err(|e| format!("policies: scalr-policy.hcl: {e}"))?,
+    )?;
+    let task = run.task;
+    let plan: Value = serde_json::from_slice(
+        &std::fs::read(p.dirs.artifacts.join("plan.json"))
+            .map_err(|e| format!("plan JSON: {e}"))?,
+    )
+    .map_err(|e| format!("plan JSON is not JSON: {e}"))?;
+    let cost = match task
+        .plan_artifacts
+        .as_ref()
+        .and_then(|a| a.cost_estimate.as_ref())
+    {
+        None => Value::Null,
+        Some(path) => {
+            let doc: Value = serde_json::from_slice(
+                &std::fs::read(path).map_err(|e| format!("cost estimate: {e}"))?,
+            )
+            .map_err(|e| e.to_string())?;
+            parse_cost(&doc)
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null)
+        }
+    };
+    let input = json!({
+        "tfplan": plan,
+        "tfrun": {
+            "id": task.run.id,
+            "mode": task.run.mode.as_str(),
+            "is_destroy": task.run.is_destroy,
+            "source": task.run.source,
+            "vcs": task.run.vcs.as_ref().map(|v| json!({"branch": v.branch, "commit": v.commit})),
+            "workspace": {"id": task.workspace.id, "name": task.workspace.name, "working_directory": task.workspace.working_directory},
+            "environment": {"id": task.environment.id, "name": task.environment.name},
+            "cost_estimate": cost,
+        }
+    });
+    let input_path = p.dirs.artifacts.join("policy-input.json");
+    std::fs::write(
+        &input_path,
+        serde_json::to_vec(&input).expect("JSON serializes"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut outcomes = Vec::new();
+    for spec in specs.iter().filter(|s| s.enabled) {
+        let rego = dir.join(format!("{}.rego", spec.name));
+        let text = std::fs::read_to_string(&rego)
+            .map_err(|e| format!("policy {:?}: {}: {e}", spec.name, rego.display()))?;
+        let package = text
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("package ")
+                    .map(|p| p.trim().to_string())
+            })
+            .ok_or_else(|| {
+                format!(
+                    "policy {:?}: {} has no package declaration",
+                    spec.name,
+                    rego.display()
+                )
+            })?;
+        let out = p.dirs.artifacts.join(format!("opa-{}.json", spec.name));
+        let args = vec![
+            "eval".into(),
+            "--format".into(),
+            "json".into(),
+            "--input".into(),
+            input_path.display().to_string(),
+            "--data".into(),
+            rego.display().to_string(),
+            format!("data.{package}.deny"),
+        ];
+        let header = format!(
+            "Evaluating policy {} ({})...",
+            spec.name, spec.enforcement_level
+        );
+        let env = p.env.clone();
+        let (record, _) = step::run(
+            cx,
+            Command {
+                name: &format!("policy {}", spec.name),
+                header: &header,
+                program: &opa.path,
+                args,
+                cwd: &dir,
+                env: &env,
+                timeout: CHECK_TIMEOUT,
+                stdout_file: Some(out.clone()),
+            },
+            run.log,
+        )
+        .await;
+        let ok = record.status == StepStatus::Succeeded;
+        run.steps.push(record);
+        if !ok {
+            return Err(format!("opa eval of policy {:?} failed", spec.name));
+        }
+        let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("opa output for {:?} is not JSON: {e}", spec.name))?;
+        let messages = deny_messages(&doc);
+        for m in &messages {
+            run.log.line(&format!(
+                "  {} [{}]: {m}",
+                spec.name, spec.enforcement_level
+            ));
+        }
+        outcomes.push(PolicyOutcome {
+            name: spec.name.clone(),
+            enforcement_level: spec.enforcement_level.clone(),
+            passed: messages.is_empty(),
+            messages,
+        });
+    }
+    let failed = |level: &str| {
+        outcomes
+            .iter()
+            .any(|o| !o.passed && o.enforcement_level == level)
+    };
+    let status = if failed("hard-mandatory") {
+        "hard_failed"
+    } else if failed("soft-mandatory") {
+        "soft_failed"
+    } else if failed("advisory") {
+        "advisory_failed"
+    } else {
+        "passed"
+    };
+    run.log.line(&format!("Policy check: {status}"));
+    Ok(PolicyCheck {
+        status: status.into(),
+        policies: outcomes,
+    })
+}
+
+/// The `deny` messages from `opa eval --format json` output: `result[0].expressions[0].value`,
+/// a set (array) of strings; an undefined rule (no `result`) denies nothing.
+pub fn deny_messages(doc: &Value) -> Vec<String> {
+    let value = &doc["result"][0]["expressions"][0]["value"];
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_file() {
+        let specs = parse_policy_file(
+            r#"
+version = "v1"
+policy "no_public_buckets" {
+  enabled = true
+  enforcement_level = "hard-mandatory"
+}
+policy "tags" {
+  enforcement_level = "advisory"
+}
+policy "off" {
+  enabled = false
+}
+"#,
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(
+            specs[0],
+            PolicySpec {
+                name: "no_public_buckets".into(),
+                enabled: true,
+                enforcement_level: "hard-mandatory".into()
+            }
+        );
+        assert!(!specs[2].enabled);
+        let err = parse_policy_file("policy \"x\" {\n enforcement_level = \"mandatory\"\n}\n")
+            .unwrap_err();
+        assert!(err.contains("enforcement_level must be"), "{err}");
+    }
+
+    #[test]
+    fn opa_output() {
+        let doc = json!({"result": [{"expressions": [{"value": ["a", "b"], "text": "data.x.deny", "location": {"row": 1, "col": 1}}]}]});
+        assert_eq!(deny_messages(&doc), ["a", "b"]);
+        assert!(deny_messages(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn infracost_output() {
+        let doc = json!({"currency": "USD", "totalMonthlyCost": "12.5", "pastTotalMonthlyCost": null, "diffTotalMonthlyCost": "12.5"});
+        let c = parse_cost(&doc).unwrap();
+        assert_eq!(
+            (
+                c.prior_monthly_cost.as_str(),
+                c.proposed_monthly_cost.as_str()
+            ),
+            ("0", "12.5")
+        );
+    }
+}

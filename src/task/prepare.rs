@@ -1,0 +1,398 @@
+//! Preparing a task: its private directory, its configuration files, its working directory and
+//! its tools, before any stage starts (so a missing build or a bad archive fails fast, named).
+//!
+//! ```text
+//! <data>/tasks/<task id>.<random>/   0700, owned by the task's dedicated uid
+//!     work/         the configuration (SCALR_RUN_CONTENT_ROOT)
+//!     home/         HOME (with .local/bin on PATH)   tmp/   TMPDIR
+//!     bin/          links to the task's tools (first on PATH)
+//!     plugin-cache/ TF_PLUGIN_CACHE_DIR
+//!     artifacts/    plan file, plan JSON, lock file, cost and policy results
+//!     agent.env     SCALR_AGENT_ENV       cli.tfrc   the CLI configuration
+//! ```
+//!
+//! Configuration archives are extracted with the software cache's rules: no absolute paths, no
+//! `..`, no hard links, symbolic links only to places inside the tree, size and count caps.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::model::{Source, Task};
+use crate::http::HttpClient;
+
+/// Largest configuration accepted, extracted.
+pub const MAX_TREE_BYTES: u64 = 4 << 30;
+/// Most entries accepted in a configuration archive.
+pub const MAX_TREE_ENTRIES: usize = 200_000;
+
+/// A task's directories.
+#[derive(Debug, Clone)]
+pub struct TaskDirs {
+    pub root: PathBuf,
+    pub work: PathBuf,
+    pub home: PathBuf,
+    pub tmp: PathBuf,
+    pub bin: PathBuf,
+    pub plugin_cache: PathBuf,
+    pub artifacts: PathBuf,
+    pub agent_env: PathBuf,
+    pub cli_config: PathBuf,
+}
+
+/// Why a task could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{name} archive {origin}: sha256 is {found}, the task says {expected}")]
+    Checksum {
+        name: &'static str,
+        origin: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{name} archive {origin}: {reason}")]
+    Archive {
+        name: &'static str,
+        origin: String,
+        reason: String,
+    },
+    #[error("{name} directory {path}: {reason}")]
+    Directory {
+        name: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("downloading the {name} archive: {source}")]
+    Download {
+        name: &'static str,
+        source: crate::http::HttpError,
+    },
+    #[error("workspace.working_directory {given:?}: {reason}")]
+    WorkingDirectory { given: String, reason: String },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PrepareError + use<> {
+    let path = path.to_path_buf();
+    move |source| PrepareError::Io { what, path, source }
+}
+
+impl TaskDirs {
+    /// Creates a fresh task directory under `<data>/tasks`. The data and tasks directories are
+    /// made searchable (`o+x`, not listable) so a task's own uid can reach its directory.
+    pub fn create(data_dir: &Path, task_id: &str) -> Result<TaskDirs, PrepareError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let tasks = data_dir.join("tasks");
+        fs::create_dir_all(&tasks).map_err(io_err("creating", &tasks))?;
+        for dir in [data_dir, tasks.as_path()] {
+            let mode = fs::metadata(dir)
+                .map_err(io_err("reading", dir))?
+                .permissions()
+                .mode();
+            if mode & 0o001 == 0 {
+                let _ =
+                    fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o711) & 0o7777));
+            }
+        }
+        let root = tasks.join(format!("{task_id}.{:08x}", rand::random::<u32>()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(io_err("creating", &root))?;
+        let d = TaskDirs {
+            work: root.join("work"),
+            home: root.join("home"),
+            tmp: root.join("tmp"),
+            bin: root.join("bin"),
+            plugin_cache: root.join("plugin-cache"),
+            artifacts: root.join("artifacts"),
+            agent_env: root.join("agent.env"),
+            cli_config: root.join("cli.tfrc"),
+            root,
+        };
+        for dir in [
+            &d.work,
+            &d.home.join(".local/bin"),
+            &d.tmp,
+            &d.bin,
+            &d.plugin_cache,
+            &d.artifacts,
+        ] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("creating", dir))?;
+        }
+        File::create(&d.agent_env).map_err(io_err("creating", &d.agent_env))?;
+        Ok(d)
+    }
+
+    /// Removes the task directory.
+    pub fn remove(&self) {
+        if let Err(e) = fs::remove_dir_all(&self.root) {
+            tracing::warn!(path = %self.root.display(), error = %e, "cannot remove the task directory");
+        }
+    }
+}
+
+/// Materializes a source (configuration or policies) into `dest`. Relative paths are resolved
+/// against `base` (the task file's directory).
+pub async fn materialize(
+    name: &'static str,
+    source: &Source,
+    base: &Path,
+    dest: &Path,
+    http: impl FnOnce() -> Result<HttpClient, crate::http::HttpError>,
+) -> Result<(), PrepareError> {
+    match source {
+        Source::Directory(dir) => {
+            let dir = base.join(dir);
+            let dest = dest.to_path_buf();
+            tokio::task::spawn_blocking(move || copy_tree(name, &dir, &dest))
+                .await
+                .expect("copy does not panic")
+        }
+        Source::Archive(a) => {
+            let (path, origin, _tmp) = match (&a.path, &a.url) {
+                (Some(p), _) => (base.join(p), base.join(p).display().to_string(), None),
+                (None, Some(url)) => {
+                    let client =
+                        http().map_err(|source| PrepareError::Download { name, source })?;
+                    let tmp = dest.with_extension("download");
+                    client
+                        .download(url, &tmp, MAX_TREE_BYTES)
+                        .await
+                        .map_err(|source| PrepareError::Download { name, source })?;
+                    (tmp.clone(), crate::http::redact(url), Some(TempFile(tmp)))
+                }
+                (None, None) => unreachable!("validated: path or url"),
+            };
+            let expected = a.sha256.to_ascii_lowercase();
+            let dest = dest.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let found = sha256_file(&path).map_err(io_err("reading", &path))?;
+                if found != expected {
+                    return Err(PrepareError::Checksum {
+                        name,
+                        origin,
+                        expected,
+                        found,
+                    });
+                }
+                extract_tree(&path, &dest).map_err(|reason| PrepareError::Archive {
+                    name,
+                    origin,
+                    reason,
+                })
+            })
+            .await
+            .expect("extraction does not panic")
+        }
+    }
+}
+
+struct TempFile(PathBuf);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Extracts a tar.gz into `dest` (which exists and is empty) under the safety rules.
+pub fn extract_tree(archive: &Path, dest: &Path) -> Result<(), String> {
+    let file = File::open(archive).map_err(|e| e.to_string())?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    let (mut total, mut count) = (0u64, 0usize);
+    for entry in tar
+        .entries()
+        .map_err(|e| format!("not a tar.gz archive: {e}"))?
+    {
+        let mut entry = entry.map_err(|e| format!("corrupt archive: {e}"))?;
+        count += 1;
+        if count > MAX_TREE_ENTRIES {
+            return Err(format!("more than {MAX_TREE_ENTRIES} entries"));
+        }
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = crate::software::extract::safe_name(&raw).map_err(|e| e.to_string())?;
+        if name.is_empty() {
+            continue;
+        }
+        let target = dest.join(&name);
+        let kind = entry.header().entry_type();
+        if let Some(parent) = target.parent() {
+            ensure_inside(dest, parent).map_err(|r| format!("entry {raw:?}: {r}"))?;
+            fs::create_dir_all(parent).map_err(|e| format!("entry {raw:?}: {e}"))?;
+        }
+        if kind.is_dir() {
+            fs::create_dir_all(&target).map_err(|e| format!("entry {raw:?}: {e}"))?;
+        } else if kind.is_file() {
+            total += entry.size();
+            if total > MAX_TREE_BYTES {
+                return Err(format!("more than {MAX_TREE_BYTES} bytes once extracted"));
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            let mode = if entry.header().mode().unwrap_or(0o644) & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&target)
+                .map_err(|e| format!("entry {raw:?}: {e}"))?;
+            let size = entry.size();
+            let copied = io::copy(&mut (&mut entry).take(size + 1), &mut out)
+                .map_err(|e| format!("entry {raw:?}: {e}"))?;
+            if copied != size {
+                return Err(format!("entry {raw:?}: size differs from its header"));
+            }
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("entry {raw:?}: symbolic link without target"))?;
+            if link.is_absolute() {
+                return Err(format!(
+                    "entry {raw:?}: symbolic link to an absolute path {}",
+                    link.display()
+                ));
+            }
+            let resolved = lexical_join(target.parent().unwrap_or(dest), &link);
+            if !resolved.starts_with(dest) {
+                return Err(format!(
+                    "entry {raw:?}: symbolic link {} leaves the configuration",
+                    link.display()
+                ));
+            }
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(|e| format!("entry {raw:?}: {e}"))?;
+        } else if kind.is_hard_link() {
+            return Err(format!("entry {raw:?}: hard links are not accepted"));
+        } else if !matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            return Err(format!("entry {raw:?}: special files are not accepted"));
+        }
+    }
+    Ok(())
+}
+
+/// Joins without touching the filesystem, resolving `.` and `..` lexically.
+fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(p) => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Refuses to write through a symbolic link that points outside `root`.
+fn ensure_inside(root: &Path, dir: &Path) -> Result<(), String> {
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            return Ok(());
+        }
+    }
+    let real = probe.canonicalize().map_err(|e| e.to_string())?;
+    let real_root = root.canonicalize().map_err(|e| e.to_string())?;
+    if real.starts_with(&real_root) {
+        Ok(())
+    } else {
+        Err("path leaves the configuration through a link".into())
+    }
+}
+
+/// Copies a local directory (regular files, directories, links staying inside it).
+fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareError> {
+    let bad = |reason: String| PrepareError::Directory {
+        name,
+        path: src.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(src).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for item in fs::read_dir(src.join(&rel)).map_err(|e| bad(e.to_string()))? {
+            let item = item.map_err(|e| bad(e.to_string()))?;
+            let rel_item = rel.join(item.file_name());
+            let kind = item.file_type().map_err(|e| bad(e.to_string()))?;
+            let (from, to) = (src.join(&rel_item), dest.join(&rel_item));
+            if kind.is_dir() {
+                fs::create_dir_all(&to).map_err(io_err("creating", &to))?;
+                stack.push(rel_item);
+            } else if kind.is_file() {
+                fs::copy(&from, &to).map_err(io_err("copying", &from))?;
+            } else if kind.is_symlink() {
+                let link = fs::read_link(&from).map_err(io_err("reading", &from))?;
+                if link.is_absolute()
+                    || !lexical_join(to.parent().unwrap_or(dest), &link).starts_with(dest)
+                {
+                    return Err(bad(format!(
+                        "{} links outside the configuration",
+                        rel_item.display()
+                    )));
+                }
+                std::os::unix::fs::symlink(&link, &to).map_err(io_err("linking", &to))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the workspace's working directory inside the configuration root.
+pub fn working_dir(task: &Task, work: &Path) -> Result<PathBuf, PrepareError> {
+    let given = task.workspace.working_directory.clone();
+    let bad = |reason: &str| PrepareError::WorkingDirectory {
+        given: given.clone(),
+        reason: reason.into(),
+    };
+    let rel = Path::new(&given);
+    if rel.is_absolute() {
+        return Err(bad("must be relative to the configuration root"));
+    }
+    if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(bad(
+            "must not contain `..`: it would leave the configuration",
+        ));
+    }
+    let dir = work.join(rel);
+    let real = dir
+        .canonicalize()
+        .map_err(|_| bad("does not exist in the configuration"))?;
+    let root = work.canonicalize().map_err(|e| bad(&e.to_string()))?;
+    if !real.starts_with(&root) {
+        return Err(bad("resolves outside the configuration (through a link)"));
+    }
+    if !real.is_dir() {
+        return Err(bad("is not a directory"));
+    }
+    Ok(real)
+}

@@ -1,0 +1,222 @@
+//! Runs one task: isolation decision, preparation, then the action's steps in order, and the
+//! result. The same runner serves `scalr-agent exec` and the daemon.
+//!
+//! Hook semantics: for each phase, the agent-level hook (`$SCALR_AGENT_HOOKS_DIR/<phase>`) runs
+//! first, then the workspace's command line, both with `/bin/sh` in the working directory. A
+//! failing pre hook stops the task. A post hook runs whenever its operation was attempted,
+//! whatever its outcome, with `SCALR_TERRAFORM_EXIT_CODE`. `KEY=VALUE` lines appended to
+//! `$SCALR_AGENT_ENV` reach every later step.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::env::Env;
+use super::log::TaskLog;
+use super::model::{Action, RunMode, Task};
+use super::prepare::TaskDirs;
+use super::result::{
+    Artifacts, CostEstimate, Isolation, PolicyCheck, StepRecord, TaskResult, TaskStatus,
+};
+use super::step::StepContext;
+use crate::config::{HttpConfig, SandboxConfig};
+use crate::sandbox::policy::Policy;
+use crate::sandbox::probe::{self, Decision, Probes, Verdict};
+use crate::sandbox::stage::Launcher;
+use crate::sandbox::uid::UidPool;
+use crate::software::{Installed, SoftwareCache};
+
+/// Settings of the runner, from the configuration.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub data_dir: PathBuf,
+    pub binaries_dir: PathBuf,
+    pub hooks_dir: Option<PathBuf>,
+    pub keep_task_dirs: bool,
+    /// Between SIGINT and SIGKILL on timeout or cancellation.
+    pub grace: Duration,
+    pub system_path: String,
+    /// Extra paths tasks may read and execute (provider mirrors, tools mounted in the container).
+    pub read_paths: Vec<PathBuf>,
+    pub http: HttpConfig,
+}
+
+/// What the platform allows, probed once at start.
+#[derive(Debug)]
+pub struct IsolationContext {
+    pub probes: Probes,
+    pub verdict: Verdict,
+    pub config: SandboxConfig,
+    pub uids: UidPool,
+}
+
+impl IsolationContext {
+    pub fn probe(config: SandboxConfig) -> IsolationContext {
+        let probes = probe::probe();
+        let verdict = probe::verdict(&probes);
+        let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid]);
+        IsolationContext {
+            probes,
+            verdict,
+            config,
+            uids,
+        }
+    }
+}
+
+/// The task runner.
+pub struct Runner {
+    pub cache: Arc<SoftwareCache>,
+    pub launcher: Launcher,
+    pub settings: RunnerSettings,
+    pub isolation: Arc<IsolationContext>,
+}
+
+/// Where the task's inputs and outputs live.
+pub struct TaskPaths<'a> {
+    /// Relative paths in the task resolve against this directory.
+    pub base: &'a Path,
+    /// Artifacts and `result.json` are written here.
+    pub out: &'a Path,
+}
+
+/// Cancellation of a running task.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    pub graceful: CancellationToken,
+    pub forced: CancellationToken,
+}
+
+/// The state of one task while it runs.
+pub(super) struct Run<'a> {
+    pub runner: &'a Runner,
+    pub task: &'a Task,
+    pub log: &'a mut TaskLog,
+    pub steps: Vec<StepRecord>,
+    pub errors: Vec<String>,
+    pub artifacts: Artifacts,
+    pub isolation: Option<Isolation>,
+    pub cost: Option<CostEstimate>,
+    pub policy_check: Option<PolicyCheck>,
+    /// Variables added by hooks through `SCALR_AGENT_ENV`, and how many of its lines were read.
+    pub hook_env: Vec<(String, String)>,
+    pub agent_env_lines: usize,
+}
+
+impl Runner {
+    /// Runs the task and returns its result (also written to `<out>/result.json` by the caller).
+    pub async fn run(
+        &self,
+        task: &Task,
+        paths: TaskPaths<'_>,
+        log: &mut TaskLog,
+        cancel: &Cancel,
+    ) -> TaskResult {
+        let started = Instant::now();
+        let started_at = SystemTime::now();
+        let mut run = Run {
+            runner: self,
+            task,
+            log,
+            steps: Vec::new(),
+            errors: Vec::new(),
+            artifacts: Artifacts::default(),
+            isolation: None,
+            cost: None,
+            policy_check: None,
+            hook_env: Vec::new(),
+            agent_env_lines: 0,
+        };
+        let status = match run.execute(&paths, cancel).await {
+            Ok(status) => status,
+            Err(e) => {
+                let msg = run.log.masker().mask(&e);
+                run.log.line(&format!("Error: {msg}"));
+                run.errors.push(msg);
+                TaskStatus::Errored
+            }
+        };
+        let status = if status != TaskStatus::Errored
+            && (cancel.graceful.is_cancelled() || cancel.forced.is_cancelled())
+        {
+            TaskStatus::Canceled
+        } else {
+            status
+        };
+        TaskResult {
+            task_id: task.id.clone(),
+            action: task.action,
+            status,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            isolation: run.isolation,
+            steps: run.steps,
+            artifacts: run.artifacts,
+            cost_estimate: run.cost,
+            policy_check: run.policy_check,
+            errors: run.errors,
+        }
+    }
+}
+
+/// Everything prepared for the steps.
+pub(super) struct Prepared {
+    pub dirs: TaskDirs,
+    pub workdir: PathBuf,
+    pub env: Env,
+    pub policy: Policy,
+    pub tool: Installed,
+    pub opa: Option<Installed>,
+    pub infracost: Option<Installed>,
+    pub uid: Option<crate::sandbox::uid::UidLease>,
+}
+
+impl Run<'_> {
+    async fn execute(
+        &mut self,
+        paths: &TaskPaths<'_>,
+        cancel: &Cancel,
+    ) -> Result<TaskStatus, String> {
+        let iso = &self.runner.isolation;
+        match probe::decide(iso.verdict, iso.config.min_isolation) {
+            Decision::Refuse(msg) => return Err(msg),
+            Decision::Warn(msg) => self.log.line(&msg),
+            Decision::Run => {}
+        }
+        if self.task.action == Action::Apply && self.task.run.mode == RunMode::Dry {
+            return Err("run mode `dry` never applies: this apply task is refused".into());
+        }
+        let prepared = self.prepare(paths).await?;
+        let cx = StepContext {
+            launcher: &self.runner.launcher,
+            policy: &prepared.policy,
+            cancel: &cancel.graceful,
+            kill: &cancel.forced,
+            grace: self.runner.settings.grace,
+        };
+        let status = match self.task.action {
+            Action::Plan => self.plan(&cx, &prepared).await,
+            Action::Apply => self.apply(&cx, &prepared).await,
+            Action::PolicyCheck => self.policy_check(&cx, &prepared).await,
+        };
+        let status = status.unwrap_or_else(|e| {
+            let msg = self.log.masker().mask(&e);
+            self.log.line(&format!("Error: {msg}"));
+            self.errors.push(msg);
+            TaskStatus::Failed
+        });
+        self.collect(&prepared, paths.out);
+        if !self.runner.settings.keep_task_dirs {
+            prepared.dirs.remove();
+        } else {
+            self.log.line(&format!(
+                "Task directory kept: {}",
+                prepared.dirs.root.display()
+            ));
+        }
+        Ok(status)
+    }
+}

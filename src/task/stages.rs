@@ -1,0 +1,653 @@
+//! The steps of each action, and the preparation before them.
+//!
+//! - plan: pre-init hooks, `init`, pre-plan hooks, `plan -out` (with `-destroy`,
+//!   `-refresh=false` or `-refresh-only` by mode), `show -json`, post-plan hooks, then the cost
+//!   estimate when configured;
+//! - apply: pre-init hooks, `init`, pre-apply hooks, `apply` of the plan's saved plan file,
+//!   post-apply hooks;
+//! - policy-check: `opa eval` of each policy (see `checks`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::env::{self, EnvContext};
+use super::model::{Action, IacPlatform, RunMode};
+use super::prepare::{self, TaskDirs};
+use super::result::{Isolation, StepStatus, TaskStatus};
+use super::runner::{Prepared, Run, TaskPaths};
+use super::step::{self, Command, StepContext};
+use crate::http::HttpClient;
+use crate::sandbox::policy::Policy;
+use crate::software::catalog::{Platform, Tool};
+
+const DEFAULT_OPERATION_TIMEOUT: u64 = 3600;
+const DEFAULT_HOOK_TIMEOUT: u64 = 600;
+
+/// A failed step: stop here, with this task status.
+type Flow = Result<(), TaskStatus>;
+
+impl Run<'_> {
+    pub(super) async fn prepare(&mut self, paths: &TaskPaths<'_>) -> Result<Prepared, String> {
+        let settings = &self.runner.settings;
+        let task = self.task;
+        let platform = Platform::host().ok_or("this machine's architecture has no tool builds")?;
+        // Tools first: a missing build fails before anything is written.
+        let iac = match task.workspace.iac_platform {
+            IacPlatform::Terraform => Tool::Terraform,
+            IacPlatform::Opentofu => Tool::OpenTofu,
+        };
+        self.log.line(&format!(
+            "Preparing {} {}...",
+            iac, task.workspace.iac_version
+        ));
+        let tool = self
+            .runner
+            .cache
+            .install(iac, &task.workspace.iac_version, platform)
+            .await
+            .map_err(|e| e.to_string())?;
+        let opa = match (&task.tools.opa, task.action) {
+            (Some(v), Action::PolicyCheck) => Some(
+                self.runner
+                    .cache
+                    .install(Tool::Opa, v, platform)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let infracost = match (&task.tools.infracost, &task.cost_estimation, task.action) {
+            (Some(v), Some(_), Action::Plan) => Some(
+                self.runner
+                    .cache
+                    .install(Tool::Infracost, v, platform)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+
+        let iso = &self.runner.isolation;
+        let uid = if iso.probes.uid_switch.ok {
+            Some(iso.uids.lease().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let dirs = TaskDirs::create(&settings.data_dir, &task.id).map_err(|e| e.to_string())?;
+        let result = self
+            .fill(
+                paths,
+                &dirs,
+                &tool,
+                opa.as_ref(),
+                infracost.as_ref(),
+                uid.as_ref().map(|u| u.ids()),
+            )
+            .await;
+        match result {
+            Ok((workdir, env, policy)) => Ok(Prepared {
+                dirs,
+                workdir,
+                env,
+                policy,
+                tool,
+                opa,
+                infracost,
+                uid,
+            }),
+            Err(e) => {
+                dirs.remove();
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill(
+        &mut self,
+        paths: &TaskPaths<'_>,
+        dirs: &TaskDirs,
+        tool: &crate::software::Installed,
+        opa: Option<&crate::software::Installed>,
+        infracost: Option<&crate::software::Installed>,
+        ids: Option<(u32, u32)>,
+    ) -> Result<(PathBuf, env::Env, Policy), String> {
+        let settings = &self.runner.settings;
+        let task = self.task;
+        let http = || HttpClient::new(&settings.http);
+        prepare::materialize(
+            "configuration",
+            &task.configuration,
+            paths.base,
+            &dirs.work,
+            http,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let workdir = prepare::working_dir(task, &dirs.work).map_err(|e| e.to_string())?;
+        if let Some(policies) = &task.policies {
+            let dest = dirs.root.join("policies");
+            std::fs::create_dir(&dest).map_err(|e| e.to_string())?;
+            prepare::materialize("policies", policies, paths.base, &dest, http)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for installed in std::iter::once(tool).chain(opa).chain(infracost) {
+            let link = dirs.bin.join(installed.tool.executable());
+            std::os::unix::fs::symlink(&installed.path, &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
+        if let Some(a) = &task.plan_artifacts {
+            for (src, dest) in [
+                (&a.plan_file, dirs.artifacts.join("plan.tfplan")),
+                (&a.plan_json, dirs.artifacts.join("plan.json")),
+                (&a.lock_file, workdir.join(".terraform.lock.hcl")),
+            ] {
+                if let Some(src) = src {
+                    let src = paths.base.join(src);
+                    std::fs::copy(&src, &dest)
+                        .map_err(|e| format!("plan_artifacts: copying {}: {e}", src.display()))?;
+                }
+            }
+        }
+        let user_cache = env::write_cli_config(task, dirs)
+            .map_err(|e| format!("writing {}: {e}", dirs.cli_config.display()))?;
+        let ca_file = match &settings.http.ca_bundle {
+            None => None,
+            Some(bundle) => {
+                let mut pem =
+                    std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+                pem.extend_from_slice(b"\n");
+                pem.extend_from_slice(&bundle.pem);
+                let path = dirs.root.join("ca-bundle.pem");
+                std::fs::write(&path, pem)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                Some(path)
+            }
+        };
+        let cx = EnvContext {
+            dirs,
+            system_path: &settings.system_path,
+            http: &settings.http,
+            ca_file: ca_file.as_deref(),
+            content_root: &dirs.work,
+        };
+        let mut env = env::build(task, &cx);
+        if user_cache {
+            env.remove("TF_PLUGIN_CACHE_DIR");
+        }
+        self.check_hooks(dirs).await?;
+
+        let iso = &self.runner.isolation;
+        let mut read_exec = vec![settings.binaries_dir.clone()];
+        read_exec.extend(settings.hooks_dir.clone());
+        read_exec.extend(settings.read_paths.iter().cloned());
+        let policy = Policy::for_task(&iso.probes, &iso.config, ids, &dirs.root, &read_exec);
+        if let Some((uid, gid)) = ids {
+            chown_tree(&dirs.root, uid, gid)
+                .map_err(|e| format!("giving {} to uid {uid}: {e}", dirs.root.display()))?;
+        }
+        Ok((workdir, env, policy))
+    }
+
+    /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
+    /// input, reported before anything runs.
+    async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
+        let hooks = &self.task.workspace.hooks;
+        for (phase, line) in [
+            ("pre-init", &hooks.pre_init),
+            ("pre-plan", &hooks.pre_plan),
+            ("post-plan", &hooks.post_plan),
+            ("pre-apply", &hooks.pre_apply),
+            ("post-apply", &hooks.post_apply),
+        ] {
+            let Some(line) = line else { continue };
+            let spec = crate::sandbox::helper::HelperSpec {
+                program: "/bin/sh".into(),
+                args: vec!["-n".into(), "-c".into(), line.clone()],
+                env: vec![("PATH".into(), env::SYSTEM_PATH.into())],
+                cwd: dirs.root.clone(),
+                stdout_file: None,
+                policy: Policy::process_only(&dirs.root),
+            };
+            let mut stage = self
+                .runner
+                .launcher
+                .spawn(&spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = stage.take_output().expect("output is taken once");
+            let mut text = String::new();
+            let (_, exit) = tokio::join!(
+                tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text),
+                stage.wait()
+            );
+            if !exit.map_err(|e| e.to_string())?.success() {
+                return Err(format!(
+                    "workspace.hooks.{}: not valid shell: {}",
+                    phase.replace('-', "_"),
+                    text.trim().replace("/bin/sh: ", "")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn record_layers(&mut self, p: &Prepared, layers: Vec<crate::sandbox::policy::LayerReport>) {
+        if self.isolation.is_none() && !layers.is_empty() {
+            let iso = &self.runner.isolation;
+            let warning = match crate::sandbox::probe::decide(iso.verdict, iso.config.min_isolation)
+            {
+                crate::sandbox::probe::Decision::Warn(m) => Some(m),
+                _ => None,
+            };
+            self.isolation = Some(Isolation {
+                verdict: iso.verdict.to_string(),
+                uid: p.uid.as_ref().map(|u| u.uid()),
+                layers,
+                warning,
+            });
+        }
+    }
+
+    /// Runs one tool or hook step and records it.
+    async fn step(&mut self, cx: &StepContext<'_>, p: &Prepared, cmd: Command<'_>) -> StepStatus {
+        let (record, layers) = step::run(cx, cmd, self.log).await;
+        self.record_layers(p, layers);
+        let status = record.status;
+        self.steps.push(record);
+        status
+    }
+
+    fn env_with(&self, p: &Prepared, exit_code: Option<i32>) -> env::Env {
+        let mut env = p.env.clone();
+        for (k, v) in &self.hook_env {
+            env.insert(k.clone(), v.clone());
+        }
+        if let Some(code) = exit_code {
+            env.insert("SCALR_TERRAFORM_EXIT_CODE".into(), code.to_string());
+        }
+        env
+    }
+
+    /// Runs the hooks of a phase: agent-level first, then the workspace's.
+    async fn hooks(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+        phase: &str,
+        exit_code: Option<i32>,
+    ) -> Flow {
+        let workspace = match phase {
+            "pre-init" => &self.task.workspace.hooks.pre_init,
+            "pre-plan" => &self.task.workspace.hooks.pre_plan,
+            "post-plan" => &self.task.workspace.hooks.post_plan,
+            "pre-apply" => &self.task.workspace.hooks.pre_apply,
+            _ => &self.task.workspace.hooks.post_apply,
+        };
+        let agent = self
+            .runner
+            .settings
+            .hooks_dir
+            .as_ref()
+            .map(|d| d.join(phase))
+            .filter(|f| f.is_file());
+        let timeout = Duration::from_secs(
+            self.task
+                .workspace
+                .hook_timeout
+                .unwrap_or(DEFAULT_HOOK_TIMEOUT),
+        );
+        let mut lines: Vec<(String, String)> = Vec::new();
+        if let Some(file) = agent {
+            use std::os::unix::fs::PermissionsExt;
+            let executable =
+                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+            let line = if executable {
+                shell_quote(&file)
+            } else {
+                format!(". {}", shell_quote(&file))
+            };
+            lines.push((format!("agent {phase} hook"), line));
+        }
+        if let Some(line) = workspace {
+            lines.push((format!("{phase} hook"), line.clone()));
+        }
+        for (name, line) in lines {
+            let env = self.env_with(p, exit_code);
+            let header = format!("Running {name}...");
+            let status = self
+                .step(
+                    cx,
+                    p,
+                    Command {
+                        name: &name,
+                        header: &header,
+                        program: Path::new("/bin/sh"),
+                        args: vec!["-c".into(), line],
+                        cwd: &p.workdir,
+                        env: &env,
+                        timeout,
+                        stdout_file: None,
+                    },
+                )
+                .await;
+            self.read_agent_env(&p.dirs);
+            if status != StepStatus::Succeeded && phase.starts_with("pre-") {
+                self.errors
+                    .push(format!("{name} failed ({})", describe(self.steps.last())));
+                return Err(status_of(status));
+            }
+            if status != StepStatus::Succeeded {
+                self.errors
+                    .push(format!("{name} failed ({})", describe(self.steps.last())));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_agent_env(&mut self, dirs: &TaskDirs) {
+        let Ok(text) = std::fs::read_to_string(&dirs.agent_env) else {
+            return;
+        };
+        let (vars, bad, read) = env::parse_agent_env(&text, self.agent_env_lines);
+        self.agent_env_lines = read;
+        for (line, reason) in bad {
+            self.log.line(&format!(
+                "Warning: SCALR_AGENT_ENV line {line} ignored: {reason}"
+            ));
+        }
+        for (k, v) in vars {
+            self.hook_env.retain(|(name, _)| *name != k);
+            self.hook_env.push((k, v));
+        }
+    }
+
+    async fn tool(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+        name: &str,
+        header: &str,
+        args: Vec<String>,
+        stdout_file: Option<PathBuf>,
+    ) -> StepStatus {
+        let env = self.env_with(p, None);
+        let timeout = Duration::from_secs(
+            self.task
+                .workspace
+                .operation_timeout
+                .unwrap_or(DEFAULT_OPERATION_TIMEOUT),
+        );
+        let program = p.tool.path.clone();
+        self.step(
+            cx,
+            p,
+            Command {
+                name,
+                header,
+                program: &program,
+                args,
+                cwd: &p.workdir,
+                env: &env,
+                timeout,
+                stdout_file,
+            },
+        )
+        .await
+    }
+
+    async fn init(&mut self, cx: &StepContext<'_>, p: &Prepared) -> Flow {
+        self.hooks(cx, p, "pre-init", None).await?;
+        let status = self
+            .tool(
+                cx,
+                p,
+                "init",
+                "Initializing...",
+                vec!["init".into(), "-input=false".into()],
+                None,
+            )
+            .await;
+        ok_or_stop(self, status, "init")
+    }
+
+    pub(super) async fn plan(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+    ) -> Result<TaskStatus, String> {
+        if let Err(s) = self.init(cx, p).await {
+            return Ok(s);
+        }
+        if let Err(s) = self.hooks(cx, p, "pre-plan", None).await {
+            return Ok(s);
+        }
+        let plan_file = p.dirs.artifacts.join("plan.tfplan");
+        let mut args = vec![
+            "plan".into(),
+            "-input=false".into(),
+            "-detailed-exitcode".into(),
+            format!("-out={}", plan_file.display()),
+        ];
+        match self.task.run.mode {
+            RunMode::Refresh => args.push("-refresh-only".into()),
+            RunMode::SkipRefresh => args.push("-refresh=false".into()),
+            RunMode::Apply | RunMode::Dry => {}
+        }
+        if self.task.run.is_destroy {
+            args.push("-destroy".into());
+        }
+        args.extend(self.task.run.targets.iter().map(|t| format!("-target={t}")));
+        args.extend(
+            self.task
+                .workspace
+                .var_files
+                .iter()
+                .map(|f| format!("-var-file={f}")),
+        );
+        let mut status = self.tool(cx, p, "plan", "Planning...", args, None).await;
+        // -detailed-exitcode: 0 no changes, 2 changes, anything else an error.
+        let code = self.steps.last().and_then(|s| s.exit_code);
+        if status == StepStatus::Failed && code == Some(2) {
+            status = StepStatus::Succeeded;
+            if let Some(s) = self.steps.last_mut() {
+                s.status = StepStatus::Succeeded;
+            }
+        }
+        let planned = status == StepStatus::Succeeded;
+        if planned {
+            self.artifacts.has_changes = Some(code == Some(2));
+            let json = p.dirs.artifacts.join("plan.json");
+            let show = self
+                .tool(
+                    cx,
+                    p,
+                    "show",
+                    "Rendering the plan as JSON...",
+                    vec![
+                        "show".into(),
+                        "-json".into(),
+                        plan_file.display().to_string(),
+                    ],
+                    Some(json),
+                )
+                .await;
+            if show != StepStatus::Succeeded {
+                status = show;
+            }
+        } else {
+            self.errors.push(format!(
+                "plan failed ({})",
+                describe(self.steps.iter().rev().find(|s| s.name == "plan"))
+            ));
+        }
+        let hook_code = if planned { 0 } else { code.unwrap_or(1) };
+        let _ = self.hooks(cx, p, "post-plan", Some(hook_code)).await;
+        if status != StepStatus::Succeeded {
+            return Ok(status_of(status));
+        }
+        if let (Some(cost), Some(infracost)) = (&self.task.cost_estimation, &p.infracost) {
+            let estimate = super::checks::cost_estimate(self, cx, p, cost, &infracost.path).await?;
+            self.cost = Some(estimate);
+        }
+        Ok(
+            if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
+                TaskStatus::Failed
+            } else {
+                TaskStatus::Succeeded
+            },
+        )
+    }
+
+    pub(super) async fn apply(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+    ) -> Result<TaskStatus, String> {
+        if let Err(s) = self.init(cx, p).await {
+            return Ok(s);
+        }
+        if let Err(s) = self.hooks(cx, p, "pre-apply", None).await {
+            return Ok(s);
+        }
+        let plan_file = p.dirs.artifacts.join("plan.tfplan");
+        let status = self
+            .tool(
+                cx,
+                p,
+                "apply",
+                "Applying...",
+                vec![
+                    "apply".into(),
+                    "-input=false".into(),
+                    plan_file.display().to_string(),
+                ],
+                None,
+            )
+            .await;
+        let code = self.steps.last().and_then(|s| s.exit_code).unwrap_or(1);
+        if status != StepStatus::Succeeded {
+            self.errors
+                .push(format!("apply failed ({})", describe(self.steps.last())));
+        }
+        let _ = self.hooks(cx, p, "post-apply", Some(code)).await;
+        Ok(
+            if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
+                status_of(status).max_failed()
+            } else {
+                TaskStatus::Succeeded
+            },
+        )
+    }
+
+    pub(super) async fn policy_check(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+    ) -> Result<TaskStatus, String> {
+        let check = super::checks::policy_check(self, cx, p).await?;
+        let failed = check.status == "hard_failed";
+        let path = p.dirs.artifacts.join("policy-check.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&check).unwrap_or_default())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        self.artifacts.policy_check = Some("policy-check.json".into());
+        self.policy_check = Some(check);
+        Ok(if failed {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Succeeded
+        })
+    }
+
+    /// Copies the artifacts to the output directory.
+    pub(super) fn collect(&mut self, p: &Prepared, out: &Path) {
+        let copy = |name: &str, src: PathBuf| -> Option<String> {
+            if !src.is_file() {
+                return None;
+            }
+            std::fs::copy(&src, out.join(name))
+                .ok()
+                .map(|_| name.to_string())
+        };
+        if self.task.action == Action::Plan {
+            self.artifacts.plan_file = copy("plan.tfplan", p.dirs.artifacts.join("plan.tfplan"));
+            self.artifacts.plan_json = copy("plan.json", p.dirs.artifacts.join("plan.json"));
+            self.artifacts.cost_estimate = copy(
+                "cost-estimate.json",
+                p.dirs.artifacts.join("cost-estimate.json"),
+            );
+        }
+        if self.task.action != Action::PolicyCheck {
+            self.artifacts.lock_file =
+                copy("terraform.lock.hcl", p.workdir.join(".terraform.lock.hcl"));
+        }
+        if self.artifacts.policy_check.is_some() {
+            self.artifacts.policy_check = copy(
+                "policy-check.json",
+                p.dirs.artifacts.join("policy-check.json"),
+            );
+        }
+    }
+}
+
+trait MaxFailed {
+    fn max_failed(self) -> TaskStatus;
+}
+impl MaxFailed for TaskStatus {
+    fn max_failed(self) -> TaskStatus {
+        if self == TaskStatus::Succeeded {
+            TaskStatus::Failed
+        } else {
+            self
+        }
+    }
+}
+
+fn ok_or_stop(run: &mut Run<'_>, status: StepStatus, name: &str) -> Flow {
+    if status == StepStatus::Succeeded {
+        return Ok(());
+    }
+    run.errors
+        .push(format!("{name} failed ({})", describe(run.steps.last())));
+    Err(status_of(status))
+}
+
+fn status_of(status: StepStatus) -> TaskStatus {
+    match status {
+        StepStatus::Succeeded => TaskStatus::Succeeded,
+        StepStatus::Failed | StepStatus::TimedOut => TaskStatus::Failed,
+        StepStatus::Canceled => TaskStatus::Canceled,
+        StepStatus::Errored => TaskStatus::Errored,
+    }
+}
+
+fn describe(step: Option<&super::result::StepRecord>) -> String {
+    match step {
+        None => "not run".into(),
+        Some(s) => match (s.status, s.exit_code, s.signal) {
+            (StepStatus::TimedOut, ..) => "timed out".into(),
+            (StepStatus::Canceled, ..) => "cancelled".into(),
+            (StepStatus::Errored, ..) => "could not be started".into(),
+            (_, Some(c), _) => format!("exit code {c}"),
+            (_, _, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "unknown".into(),
+        },
+    }
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}

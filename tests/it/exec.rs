@@ -1,0 +1,418 @@
+//! `scalr-agent exec`: real Terraform 1.0.3 plan and apply through the runner and the sandbox,
+//! hooks, environment, masking, tree kill, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::harness::Harness;
+use crate::support::releases::{self, Signing};
+use crate::support::terraform;
+
+const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
+const MAIN_TF: &str = include_str!("../../examples/hello/main.tf");
+
+/// A mirror with the real Terraform 1.0.3 and a workspace directory with `main.tf`.
+pub struct Exec {
+    pub h: Harness,
+    pub dir: PathBuf,
+}
+
+impl Exec {
+    pub async fn new() -> Exec {
+        Exec::with(&[]).await
+    }
+
+    pub async fn with(extra: &[(&str, &str)]) -> Exec {
+        let h = Harness::with(extra).await;
+        let zip = std::fs::read(terraform::real_terraform_zip()).unwrap();
+        releases::publish_terraform(
+            &h.mirror,
+            "1.0.3",
+            &[("linux_amd64", zip)],
+            Signing::With(&h.key, ".sig"),
+        );
+        // The tasks' own uids must be able to reach files the tests give them.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = h.dir.path().join("workspace");
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        std::fs::write(dir.join("config/main.tf"), MAIN_TF).unwrap();
+        Exec { h, dir }
+    }
+
+    /// A plan task of the hello configuration; tests adjust it.
+    pub fn task(&self, id: &str) -> Value {
+        json!({
+            "id": id,
+            "action": "plan",
+            "run": {"id": "run-42", "mode": "apply", "source": "cli"},
+            "workspace": {"id": "ws-1", "name": "hello", "iac_platform": "terraform", "iac_version": "1.0.3"},
+            "environment": {"id": "env-1", "name": "test"},
+            "control_plane": {"hostname": "scalr.example.test", "run_token": "run-token-0123456789"},
+            "configuration": {"directory": "config"},
+            "variables": [
+                {"key": "greeting", "value": "Hello", "category": "terraform"},
+                {"key": "replicas", "value": "21", "category": "terraform"},
+                {"key": "tags", "value": "{ owner = \"team-a\" }", "category": "terraform", "hcl": true},
+            ],
+        })
+    }
+
+    /// Runs `exec` with the harness's variables plus `extra`; returns the output and result.
+    pub async fn run(&self, task: &Value, extra: &[(&str, &str)]) -> (Output, Value, PathBuf) {
+        let id = task["id"].as_str().unwrap_or("bad");
+        let file = self.dir.join(format!("{id}.json"));
+        std::fs::write(&file, serde_json::to_vec_pretty(task).unwrap()).unwrap();
+        let out = self.dir.join(format!("{id}.out"));
+        let output = tokio::process::Command::new(BIN)
+            .args([
+                "exec",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(self.h.vars.iter().cloned())
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .output()
+            .await
+            .unwrap();
+        let result = std::fs::read(out.join("result.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(Value::Null);
+        (output, result, out)
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn step_names(result: &Value) -> Vec<String> {
+    result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn plan_then_apply_with_real_terraform() {
+    let e = Exec::new().await;
+    let (out, result, dir) = e.run(&e.task("plan-1"), &[]).await;
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", text(&out.stderr));
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    assert_eq!(step_names(&result), ["init", "plan", "show"]);
+    assert_eq!(result["artifacts"]["has_changes"], true);
+    assert!(
+        log.contains("Initializing...") && log.contains("Planning..."),
+        "{log}"
+    );
+    let plan: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let outputs = &plan["planned_values"]["outputs"];
+    assert_eq!(
+        outputs["message"]["value"], "Hello from run run-42",
+        "{plan:#}"
+    );
+    assert_eq!(outputs["double"]["value"], 42);
+    assert_eq!(outputs["owner"]["value"], "team-a");
+    assert_eq!(std::fs::read_to_string(dir.join("task.log")).unwrap(), log);
+
+    let mut apply = e.task("apply-1");
+    apply["action"] = json!("apply");
+    apply["plan_artifacts"] = json!({"plan_file": dir.join("plan.tfplan")});
+    let (out, result, _) = e.run(&apply, &[]).await;
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(step_names(&result), ["init", "apply"]);
+    assert!(
+        log.contains("Apply complete!") && log.contains("message = \"Hello from run run-42\""),
+        "{log}"
+    );
+
+    // A dry run never applies.
+    apply["id"] = json!("apply-dry");
+    apply["run"]["mode"] = json!("dry");
+    let (out, result, _) = e.run(&apply, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(result["status"], "errored");
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("run mode `dry` never applies"),
+        "{result:#}"
+    );
+    assert!(result["steps"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hooks_order_exit_codes_and_agent_env() {
+    let e = Exec::new().await;
+    let hooks_dir = e.dir.join("agent-hooks");
+    std::fs::create_dir_all(&hooks_dir).unwrap();
+    std::fs::write(
+        hooks_dir.join("pre-plan"),
+        "#!/bin/sh\necho \"agent pre-plan sees FROM_HOOK=$FROM_HOOK\"\n",
+    )
+    .unwrap();
+    let mut task = e.task("hooks-1");
+    // Without `replicas` the plan fails (no input allowed): post-plan must still run.
+    task["variables"].as_array_mut().unwrap().remove(1);
+    task["workspace"]["hooks"] = json!({
+        "pre_init": "echo pre-init ran; echo FROM_HOOK=hello >> \"$SCALR_AGENT_ENV\"; echo 'not a valid line' >> \"$SCALR_AGENT_ENV\"",
+        "pre_plan": "echo \"workspace pre-plan sees FROM_HOOK=$FROM_HOOK exit=${SCALR_TERRAFORM_EXIT_CODE:-unset}\"",
+        "post_plan": "echo \"post-plan exit=$SCALR_TERRAFORM_EXIT_CODE\"",
+    });
+    let (out, result, _) = e
+        .run(
+            &task,
+            &[("SCALR_AGENT_HOOKS_DIR", hooks_dir.to_str().unwrap())],
+        )
+        .await;
+    let log = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(result["status"], "failed");
+    assert_eq!(
+        step_names(&result),
+        [
+            "pre-init hook",
+            "init",
+            "agent pre-plan hook",
+            "pre-plan hook",
+            "plan",
+            "post-plan hook"
+        ]
+    );
+    let pos = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("{s:?} not in log:\n{log}"))
+    };
+    assert!(pos("pre-init ran") < pos("agent pre-plan sees FROM_HOOK=hello"));
+    assert!(pos("agent pre-plan sees") < pos("workspace pre-plan sees FROM_HOOK=hello exit=unset"));
+    assert!(pos("No value for required variable") < pos("post-plan exit=1"));
+    assert!(
+        log.contains("SCALR_AGENT_ENV line 2 ignored: expected KEY=VALUE"),
+        "{log}"
+    );
+
+    // A failing pre hook stops the task before its operation; no post hook runs.
+    let mut task = e.task("hooks-2");
+    task["workspace"]["hooks"] =
+        json!({"pre_plan": "echo failing; exit 7", "post_plan": "echo post-plan ran"});
+    let (out, result, _) = e.run(&task, &[]).await;
+    assert_eq!(step_names(&result), ["init", "pre-plan hook"]);
+    assert_eq!(result["steps"][1]["exit_code"], 7);
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("pre-plan hook failed (exit code 7)"),
+        "{result:#}"
+    );
+    assert!(!text(&out.stdout).contains("post-plan ran"));
+}
+
+#[tokio::test]
+async fn secrets_are_masked_and_the_agent_environment_never_reaches_children() {
+    let e = Exec::new().await;
+    let mut task = e.task("mask-1");
+    task["variables"].as_array_mut().unwrap().push(json!({"key": "DB_PASSWORD", "value": "split-secret-value-42", "category": "shell", "sensitive": true}));
+    task["workspace"]["hooks"] = json!({
+        "pre_init": "printf 'password: split-secr'; sleep 0.4; printf 'et-value-42 done\\n'; echo \"token $SCALR_TOKEN\"; env | sort",
+    });
+    let (out, result, dir) = e
+        .run(
+            &task,
+            &[
+                ("SCALR_AGENT_CANARY", "canary-agent-value"),
+                ("AWS_SECRET_ACCESS_KEY", "canary-aws-value"),
+                ("SCALR_AGENT_TOKEN", "canary-pool-token"),
+            ],
+        )
+        .await;
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("password: *** done"), "{log}");
+    assert!(log.contains("token ***"), "{log}");
+    for leaked in [
+        "split-secret-value-42",
+        "run-token-0123456789",
+        "canary-agent-value",
+        "canary-aws-value",
+        "canary-pool-token",
+    ] {
+        assert!(!log.contains(leaked), "{leaked} leaked:\n{log}");
+        assert!(
+            !std::fs::read_to_string(dir.join("result.json"))
+                .unwrap()
+                .contains(leaked)
+        );
+    }
+    // The run variables are there, also as Terraform variables.
+    for expected in [
+        "SCALR_RUN_ID=run-42",
+        "TF_VAR_SCALR_RUN_ID=run-42",
+        "SCALR_WORKSPACE_NAME=hello",
+        "TF_IN_AUTOMATION=1",
+        "TF_TOKEN_scalr_example_test=***",
+        "DB_PASSWORD=***",
+    ] {
+        assert!(log.contains(expected), "{expected} missing:\n{log}");
+    }
+    assert_eq!(result["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn terraform_rc_is_used_by_terraform_and_merged_with_credentials() {
+    let e = Exec::new().await;
+    // A filesystem mirror holding a provider for a registry that does not exist: only the CLI
+    // configuration can make `init` find it.
+    let mirror = e.dir.join("providers");
+    let pdir = mirror.join("example.test/acme/hello/1.0.0/linux_amd64");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(
+        pdir.join("terraform-provider-hello_v1.0.0"),
+        "#!/bin/sh\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::write(e.dir.join("config/versions.tf"), "terraform {\n  required_providers {\n    hello = { source = \"example.test/acme/hello\" }\n  }\n}\n").unwrap();
+    let rc = format!(
+        "provider_installation {{\n  filesystem_mirror {{\n    path = \"{}\"\n    include = [\"example.test/*/*\"]\n  }}\n}}\n",
+        mirror.display()
+    );
+    let mut task = e.task("rc-1");
+    task["variables"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "SCALR_TERRAFORM_RC", "value": rc, "category": "shell"}));
+    task["workspace"]["hooks"] = json!({"pre_init": "cat \"$TF_CLI_CONFIG_FILE\"; echo \"rc var: ${SCALR_TERRAFORM_RC:-absent}\""});
+    // Landlock hides everything outside the task unless the operator lists it.
+    let (out, _result, _) = e
+        .run(
+            &task,
+            &[("SCALR_AGENT_TASK_READ_PATHS", mirror.to_str().unwrap())],
+        )
+        .await;
+    let log = text(&out.stdout);
+    assert!(
+        log.contains("Installing example.test/acme/hello v1.0.0"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Installed example.test/acme/hello v1.0.0 (unauthenticated)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("filesystem_mirror") && log.contains("credentials \"scalr.example.test\""),
+        "{log}"
+    );
+    assert!(log.contains("token = \"***\""), "{log}");
+    assert!(log.contains("rc var: absent"), "{log}");
+}
+
+#[tokio::test]
+async fn a_hook_timeout_kills_every_process_it_started() {
+    let e = Exec::new().await;
+    let marker = format!("77{}", std::process::id() % 100000);
+    let mut task = e.task("timeout-1");
+    task["workspace"]["hook_timeout"] = json!(1);
+    task["workspace"]["hooks"] = json!({
+        "pre_init": format!("trap '' INT; sleep {marker}1 & setsid sh -c 'sleep {marker}2 & sleep {marker}3' & (setsid sleep {marker}4 &); sleep {marker}5"),
+    });
+    let (out, result, _) = e.run(&task, &[("SCALR_AGENT_CANCEL_GRACE", "500ms")]).await;
+    let log = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(result["steps"][0]["status"], "timed_out", "{result:#}");
+    assert!(
+        log.contains("pre-init hook timed out after 1s; interrupting it")
+            && log.contains("did not stop within 500ms; killing it"),
+        "{log}"
+    );
+    assert!(
+        crate::stage::processes_with(&marker).is_empty(),
+        "{:?}",
+        crate::stage::processes_with(&marker)
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_reported_clearly() {
+    let e = Exec::new().await;
+    // Unknown and missing fields, with their paths.
+    let mut task = e.task("bad-1");
+    task["colour"] = json!("blue");
+    task["workspace"]["hookz"] = json!({});
+    task.as_object_mut().unwrap().remove("environment");
+    let (out, _, _) = e.run(&task, &[]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("colour: unknown field"), "{err}");
+    assert!(err.contains("environment: missing field"), "{err}");
+    assert!(
+        err.contains("workspace.hookz: unknown field `hookz`"),
+        "{err}"
+    );
+
+    // A working directory escaping the configuration.
+    let mut task = e.task("bad-2");
+    task["workspace"]["working_directory"] = json!("../..");
+    let (_, result, _) = e.run(&task, &[]).await;
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("workspace.working_directory \"../..\": must not contain `..`"),
+        "{result:#}"
+    );
+
+    // An archive with a `../` entry.
+    let archive = releases::tar_gz(&[releases::Entry::File("../evil.tf", b"x")]);
+    std::fs::write(e.dir.join("config.tar.gz"), &archive).unwrap();
+    let mut task = e.task("bad-3");
+    task["configuration"] =
+        json!({"archive": {"path": "config.tar.gz", "sha256": releases::sha256_hex(&archive)}});
+    let (_, result, _) = e.run(&task, &[]).await;
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unsafe entry \"../evil.tf\" in the archive: contains `..`"),
+        "{result:#}"
+    );
+
+    // An unknown tool version.
+    let mut task = e.task("bad-4");
+    task["workspace"]["iac_version"] = json!("9.8.7");
+    let (_, result, _) = e.run(&task, &[]).await;
+    assert_eq!(result["status"], "errored");
+    assert!(
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("terraform 9.8.7 does not exist"),
+        "{result:#}"
+    );
+
+    // A hook line that is not valid shell.
+    let mut task = e.task("bad-5");
+    task["workspace"]["hooks"] = json!({"post_plan": "echo (unbalanced"});
+    let (_, result, _) = e.run(&task, &[]).await;
+    let msg = result["errors"][0].as_str().unwrap();
+    assert!(
+        msg.starts_with("workspace.hooks.post_plan: not valid shell"),
+        "{result:#}"
+    );
+    assert!(result["steps"].as_array().unwrap().is_empty());
+}
+
+#[allow(dead_code)]
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
