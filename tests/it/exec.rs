@@ -416,3 +416,81 @@ async fn bad_input_is_reported_clearly() {
 fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+#[tokio::test]
+async fn cost_estimate_and_policy_check_through_stand_in_tools() {
+    use crate::support::standins;
+    let e = Exec::new().await;
+    releases::publish_opa(&e.h.mirror, "0.68.0", "amd64", standins::OPA.as_bytes());
+    let tarball = releases::tar_gz(&[releases::Entry::File(
+        "infracost-linux-amd64",
+        standins::INFRACOST.as_bytes(),
+    )]);
+    releases::publish_infracost(&e.h.mirror, "0.10.39", "amd64", &tarball);
+
+    let mut plan = e.task("cost-1");
+    plan["tools"] = json!({"infracost": "0.10.39"});
+    plan["cost_estimation"] = json!({"api_key": "ico-secret-key-123"});
+    let (out, result, dir) = e.run(&plan, &[]).await;
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        step_names(&result),
+        ["init", "plan", "show", "cost estimate"]
+    );
+    assert_eq!(
+        result["cost_estimate"],
+        json!({"currency": "USD", "prior_monthly_cost": "0", "proposed_monthly_cost": "30", "delta_monthly_cost": "30"})
+    );
+    assert_eq!(result["artifacts"]["cost_estimate"], "cost-estimate.json");
+    assert!(
+        log.contains("Cost estimate: 30 USD per month (was 0, change 30)"),
+        "{log}"
+    );
+
+    let policies = e.dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("scalr-policy.hcl"), "version = \"v1\"\npolicy \"greeting\" {\n  enabled = true\n  enforcement_level = \"soft-mandatory\"\n}\npolicy \"budget\" {\n  enforcement_level = \"hard-mandatory\"\n}\npolicy \"disabled\" {\n  enabled = false\n}\n").unwrap();
+    std::fs::write(policies.join("greeting.rego"), "package terraform.greeting\n\n# stand-in: deny if input contains Hello from run => greetings must be formal\ndeny[msg] {\n  contains(input.tfplan.planned_values.outputs.message.value, \"Hello\")\n  msg := \"greetings must be formal\"\n}\n").unwrap();
+    std::fs::write(policies.join("budget.rego"), "package terraform.budget\n\n# stand-in: deny if input contains \"proposed_monthly_cost\":\"9999\" => over budget\ndeny[msg] {\n  to_number(input.tfrun.cost_estimate.proposed_monthly_cost) > 1000\n  msg := \"over budget\"\n}\n").unwrap();
+    let mut check = e.task("policy-1");
+    check["action"] = json!("policy-check");
+    check["tools"] = json!({"opa": "0.68.0"});
+    check["policies"] = json!({"directory": "policies"});
+    check["plan_artifacts"] = json!({"plan_json": dir.join("plan.json"), "cost_estimate": dir.join("cost-estimate.json")});
+    let (out, result, check_dir) = e.run(&check, &[]).await;
+    let log = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a soft failure does not fail the task: {log}"
+    );
+    assert_eq!(
+        result["policy_check"]["status"], "soft_failed",
+        "{result:#}"
+    );
+    assert_eq!(
+        result["policy_check"]["policies"][0],
+        json!({"name": "greeting", "enforcement_level": "soft-mandatory", "passed": false, "messages": ["greetings must be formal"]})
+    );
+    assert_eq!(result["policy_check"]["policies"][1]["passed"], true);
+    assert_eq!(
+        result["policy_check"]["policies"].as_array().unwrap().len(),
+        2,
+        "disabled policies are skipped"
+    );
+    let input: Value =
+        serde_json::from_slice(&std::fs::read(check_dir.join("policy-check.json")).unwrap())
+            .unwrap();
+    assert_eq!(input["status"], "soft_failed");
+
+    // The same policy at hard-mandatory fails the task.
+    std::fs::write(
+        policies.join("scalr-policy.hcl"),
+        "policy \"greeting\" {\n  enforcement_level = \"hard-mandatory\"\n}\n",
+    )
+    .unwrap();
+    check["id"] = json!("policy-2");
+    let (out, result, _) = e.run(&check, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(result["policy_check"]["status"], "hard_failed");
+}

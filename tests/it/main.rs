@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod exec;
 mod harness;
+mod isolation;
 mod sandbox;
 mod software;
 mod stage;

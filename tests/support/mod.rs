@@ -5,4 +5,5 @@
 pub mod keys;
 pub mod mirror;
 pub mod releases;
+pub mod standins;
 pub mod terraform;
