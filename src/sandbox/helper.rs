@@ -254,8 +254,50 @@ fn reap_into(main: Pid, main_status: &mut Option<WaitStatus>) {
     }
 }
 
-/// Live (non-zombie) descendants of `root`, from `/proc/<pid>/stat`.
+/// Live (non-zombie) descendants of `root`. Walks `/proc/<pid>/task/<tid>/children` from
+/// `root` down (cheap: only the tree is read); as a subreaper, every orphaned descendant is a
+/// child of `root`, so nothing escapes the walk. Falls back to scanning every `/proc/<pid>/stat`
+/// on kernels without the `children` files.
 pub fn descendants(root: i32) -> Vec<i32> {
+    let children = |pid: i32| -> Option<Vec<i32>> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
+        }
+        Some(out)
+    };
+    if std::path::Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
+        let mut found = Vec::new();
+        let mut queue = vec![root];
+        while let Some(p) = queue.pop() {
+            for c in children(p).unwrap_or_default() {
+                if !found.contains(&c) {
+                    found.push(c);
+                    queue.push(c);
+                }
+            }
+        }
+        found.retain(|p| !is_zombie(*p));
+        return found;
+    }
+    descendants_by_scan(root)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn descendants_by_scan(root: i32) -> Vec<i32> {
     let mut parent_of = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
