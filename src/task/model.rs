@@ -297,6 +297,7 @@ impl Task {
                     problems.push(format!("{section}: missing field"))
                 }
                 None => {}
+                Some(serde_json::Value::Null) if OPTIONAL.contains(section) => {}
                 Some(v) => {
                     if let Err(e) = check_section(section, v) {
                         problems.push(e);
@@ -432,5 +433,78 @@ fn describe_suffix(e: &serde_path_to_error::Error<serde_json::Error>) -> String 
         format!("{path}: {}", e.inner())
     } else {
         format!(".{path}: {}", e.inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc_example() -> String {
+        let doc = include_str!("../../docs/task-spec.md");
+        let start = doc.find("```json\n").expect("the spec has a JSON example") + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        doc[start..end].to_string()
+    }
+
+    #[test]
+    fn the_documented_example_and_the_shipped_example_parse() {
+        let task = Task::parse(doc_example().as_bytes()).unwrap();
+        assert_eq!(task.action, Action::Plan);
+        assert_eq!(task.workspace.iac_platform, IacPlatform::Opentofu);
+        assert_eq!(task.variables.len(), 5);
+        assert!(
+            !format!("{task:?}").contains("<secret>"),
+            "sensitive values stay out of Debug"
+        );
+        let example = Task::parse(include_bytes!("../../examples/hello/plan.json")).unwrap();
+        assert_eq!(example.id, "task-hello-plan");
+    }
+
+    #[test]
+    fn problems_in_several_sections_are_reported_together() {
+        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        v["run"]["mode"] = "sometimes".into();
+        v["workspace"]["iac_version"] = "latest".into();
+        v["variables"][1]["category"] = "env".into();
+        v.as_object_mut().unwrap().remove("control_plane");
+        let err = Task::parse(v.to_string().as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 4, "{text}");
+        assert!(
+            text.contains("run.mode: unknown variant `sometimes`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("workspace.iac_version: invalid version \"latest\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("variables[1].category: unknown variant `env`"),
+            "{text}"
+        );
+        assert!(text.contains("control_plane: missing field"), "{text}");
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        v["action"] = "apply".into();
+        v["configuration"] = serde_json::json!({"archive": {"sha256": "abc"}});
+        let text = Task::parse(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("plan_artifacts.plan_file: required for an apply task"),
+            "{text}"
+        );
+        assert!(
+            text.contains("configuration.archive: exactly one of `path` and `url` is required"),
+            "{text}"
+        );
+        assert!(
+            text.contains("configuration.archive.sha256: expected 64 hex digits"),
+            "{text}"
+        );
     }
 }
