@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod logging;
 #[allow(unsafe_code)]
