@@ -13,4 +13,5 @@ pub mod logging;
 pub mod sandbox;
 pub mod secret;
 pub mod software;
+pub mod spool;
 pub mod task;
