@@ -37,6 +37,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Join the agent pool and run tasks until stopped (SIGTERM/SIGINT; a second one exits at once).
+    Run {
+        /// Run each stage as a sandboxed child process (the only driver; accepted for compatibility).
+        #[arg(long)]
+        local: bool,
+    },
     /// Tests and diagnostics: apply a sandbox policy (JSON on stdin), then exec ARGV.
     #[command(name = "__sandbox-selftest", hide = true)]
     SandboxSelftest {
@@ -93,7 +99,11 @@ pub fn main() -> ExitCode {
     if let Command::SandboxSelftest { argv } = &cli.command {
         return ExitCode::from(crate::sandbox::selftest::run(argv));
     }
-    let config = match Config::from_process_env(Needs::Local) {
+    let needs = match cli.command {
+        Command::Run { .. } => Needs::ControlPlane,
+        _ => Needs::Local,
+    };
+    let config = match Config::from_process_env(needs) {
         Ok(c) => c,
         Err(e) => {
             eprint!("scalr-agent: {e}");
@@ -148,6 +158,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Doctor { .. } => unreachable!("handled before the runtime starts"),
+        Command::Run { local: _ } => return run_agent(config).await,
         Command::Software(SoftwareCommand::Install {
             tool,
             version,
@@ -219,6 +230,36 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `run`: the daemon, with signals turned into its shutdown token. A second signal exits at
+/// once (code 130); what was not delivered stays in the spool for the next start.
+async fn run_agent(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let executor = std::sync::Arc::new(crate::agent::PlaceholderExecutor);
+    let daemon = crate::agent::run(config, executor, shutdown.clone());
+    tokio::pin!(daemon);
+    let mut signals = 0;
+    loop {
+        tokio::select! {
+            r = &mut daemon => return Ok(r?),
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        signals += 1;
+        if signals == 1 {
+            tracing::info!("stop signal received; stopping (a second signal exits at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!(
+                "second stop signal: exiting now; undelivered reports stay in the spool"
+            );
+            std::process::exit(130);
+        }
+    }
 }
 
 /// `doctor`: probes, prints the report, exits 1 when tasks would be refused.

@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
