@@ -167,7 +167,7 @@ impl ControlClient {
             .with_session(|token| {
                 let mut r = self.json(Method::POST, "tasks/acquire", token, body.clone());
                 r.timeout = Some(poll + POLL_SLACK);
-                r.limit = super::task_api::MAX_TASK_BYTES;
+                r.limit = super::task_api::MAX_ACQUIRE_BYTES;
                 r
             })
             .await?;

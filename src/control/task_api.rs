@@ -13,8 +13,9 @@ use super::{ControlClient, ControlError};
 use crate::http::Answer;
 use crate::secret::Secret;
 
-/// Largest task document accepted from `/tasks/acquire`.
-pub const MAX_TASK_BYTES: u64 = 1 << 20;
+/// Largest `/tasks/acquire` answer read; the task document inside is limited to 1 MiB by the
+/// daemon, which fails an oversized task by its id (so the envelope may be larger).
+pub const MAX_ACQUIRE_BYTES: u64 = 8 << 20;
 /// Largest input (configuration archive, plan artifact) downloaded.
 pub const MAX_INPUT_BYTES: u64 = 2 << 30;
 

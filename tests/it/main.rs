@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod control;
 mod harness;
 mod sandbox;
 mod software;
