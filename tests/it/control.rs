@@ -206,10 +206,11 @@ async fn graceful_and_forced_cancellation_reach_the_executor() {
     cp.signal("hard", "force-cancel");
     let f = cp.wait_finished("hard", Duration::from_secs(5)).await;
     assert_eq!(f["status"], "canceled");
-    let seen = exec.seen.lock().unwrap();
-    assert_eq!(seen.canceled, ["soft", "hard"]);
-    assert_eq!(seen.killed, ["hard"]);
-    drop(seen);
+    {
+        let seen = exec.seen.lock().unwrap();
+        assert_eq!(seen.canceled, ["soft", "hard"]);
+        assert_eq!(seen.killed, ["hard"]);
+    }
     a.stop().await.unwrap();
 }
 
