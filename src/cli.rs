@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Join the agent pool and run tasks until stopped (SIGTERM/SIGINT; a second one exits at once).
+    Run {
+        /// Run each stage as a sandboxed child process (the only driver; accepted for compatibility).
+        #[arg(long)]
+        local: bool,
+    },
     /// Tests and diagnostics: apply a sandbox policy (JSON on stdin), then exec ARGV.
     #[command(name = "__sandbox-selftest", hide = true)]
     SandboxSelftest {
@@ -102,7 +108,11 @@ pub fn main() -> ExitCode {
     if let Command::SandboxSelftest { argv } = &cli.command {
         return ExitCode::from(crate::sandbox::selftest::run(argv));
     }
-    let config = match Config::from_process_env(Needs::Local) {
+    let needs = match cli.command {
+        Command::Run { .. } => Needs::ControlPlane,
+        _ => Needs::Local,
+    };
+    let config = match Config::from_process_env(needs) {
         Ok(c) => c,
         Err(e) => {
             eprint!("scalr-agent: {e}");
@@ -160,6 +170,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Doctor { .. } | Command::Exec { .. } => unreachable!("handled earlier"),
+        Command::Run { local: _ } => {
+            run_agent(config).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Software(SoftwareCommand::Install {
             tool,
             version,
@@ -231,6 +245,39 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the daemon, with signals turned into its shutdown token. A second signal exits at
+/// once (code 130); what was not delivered stays in the spool for the next start.
+async fn run_agent(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let launcher = crate::sandbox::stage::Launcher::current()?;
+    let executor = std::sync::Arc::new(crate::agent::runner_executor::RunnerExecutor::new(
+        crate::exec::runner(&config, launcher),
+    ));
+    let daemon = crate::agent::run(config, executor, shutdown.clone());
+    tokio::pin!(daemon);
+    let mut signals = 0;
+    loop {
+        tokio::select! {
+            r = &mut daemon => return Ok(r?),
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        signals += 1;
+        if signals == 1 {
+            tracing::info!("stop signal received; stopping (a second signal exits at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!(
+                "second stop signal: exiting now; undelivered reports stay in the spool"
+            );
+            std::process::exit(130);
+        }
+    }
 }
 
 /// `doctor`: probes, prints the report, exits 1 when tasks would be refused.

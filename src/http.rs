@@ -58,6 +58,16 @@ pub enum HttpError {
     },
     #[error("building the HTTP client: {0}")]
     Client(String),
+    /// A [`Request`] (any method) that failed after retries.
+    #[error("{method} {url}: {reason} (after {attempts} attempt(s))")]
+    Request {
+        method: String,
+        url: String,
+        reason: String,
+        /// The last status, when the server answered.
+        status: Option<StatusCode>,
+        attempts: u32,
+    },
 }
 
 impl HttpError {
@@ -65,6 +75,7 @@ impl HttpError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             HttpError::Status { status, .. } => Some(*status),
+            HttpError::Request { status, .. } => *status,
             _ => None,
         }
     }
@@ -401,6 +412,177 @@ pub fn redact_str(s: &str) -> String {
             None => s.to_string(),
         },
     }
+}
+
+/// A request of any method, for APIs (the control-plane protocol). Cloned for each attempt.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: reqwest::Method,
+    pub url: Url,
+    /// Extra headers (e.g. `Authorization`); a sensitive value must be marked so by the caller.
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<bytes::Bytes>,
+    /// Whole-request timeout of one attempt (long polls set it above the server's hold time).
+    pub timeout: Option<Duration>,
+    /// Largest response body kept in memory.
+    pub limit: u64,
+    /// Overrides the client's retry count for this request (0: one attempt only).
+    pub max_retries: Option<u32>,
+    /// Stream a successful (2xx) body into this file instead of memory (`limit` still applies).
+    pub save_to: Option<PathBuf>,
+}
+
+impl Request {
+    /// A request with no body, no extra headers, a 1 MiB response limit and default retries.
+    pub fn new(method: reqwest::Method, url: Url) -> Request {
+        Request {
+            method,
+            url,
+            headers: reqwest::header::HeaderMap::new(),
+            body: None,
+            timeout: None,
+            limit: 1 << 20,
+            max_retries: None,
+            save_to: None,
+        }
+    }
+}
+
+/// A response that is not worth retrying: any 1xx-4xx except 408 and 429, with its body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    /// Empty when the body was saved to a file.
+    pub body: bytes::Bytes,
+}
+
+impl HttpClient {
+    /// Sends `req`, retrying connection errors, timeouts, truncated bodies, 408, 429 and 5xx
+    /// with the same jittered backoff and `Retry-After` rule as GETs. Any other status is an
+    /// answer for the caller to interpret, with its body (up to `req.limit`). Only idempotent
+    /// requests may be sent this way: a retry repeats the request as it was.
+    pub async fn send(&self, req: &Request) -> Result<Answer, HttpError> {
+        let shown = redact(&req.url);
+        let max_retries = req.max_retries.unwrap_or(self.max_retries);
+        let fail = |reason: String, status: Option<StatusCode>, attempts: u32| HttpError::Request {
+            method: req.method.to_string(),
+            url: shown.clone(),
+            reason,
+            status,
+            attempts,
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut b = self
+                .inner
+                .request(req.method.clone(), req.url.clone())
+                .headers(req.headers.clone());
+            if let Some(body) = &req.body {
+                b = b.body(body.clone());
+            }
+            if let Some(t) = req.timeout {
+                b = b.timeout(t);
+            }
+            let (reason, status, retry_after) = match b.send().await {
+                Err(e) => (chain(&e).replace(&shown, ""), None, None),
+                Ok(resp) => {
+                    let status = resp.status();
+                    if is_retryable(status) {
+                        (
+                            format!("the server answered {status}"),
+                            Some(status),
+                            retry_after(&resp),
+                        )
+                    } else {
+                        match read_answer(resp, req).await {
+                            Ok(answer) => return Ok(answer),
+                            Err(AnswerError::TooLarge) => {
+                                return Err(fail(
+                                    format!("the body is larger than the {}-byte limit", req.limit),
+                                    Some(status),
+                                    attempt,
+                                ));
+                            }
+                            Err(AnswerError::Write(e)) => {
+                                return Err(fail(
+                                    format!("writing the body: {e}"),
+                                    Some(status),
+                                    attempt,
+                                ));
+                            }
+                            Err(AnswerError::Read(reason)) => (reason, Some(status), None),
+                        }
+                    }
+                }
+            };
+            if attempt > max_retries {
+                return Err(fail(reason, status, attempt));
+            }
+            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
+            tracing::debug!(method = %req.method, url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %reason, "request failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+enum AnswerError {
+    TooLarge,
+    Read(String),
+    Write(std::io::Error),
+}
+
+async fn read_answer(resp: reqwest::Response, req: &Request) -> Result<Answer, AnswerError> {
+    use tokio::io::AsyncWriteExt;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    if resp.content_length().is_some_and(|n| n > req.limit) {
+        return Err(AnswerError::TooLarge);
+    }
+    let mut file = match (&req.save_to, status.is_success()) {
+        (Some(path), true) => Some(
+            tokio::fs::File::create(path)
+                .await
+                .map_err(AnswerError::Write)?,
+        ),
+        _ => None,
+    };
+    let mut body = Vec::new();
+    let mut received = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| AnswerError::Read(chain(&e)))?;
+        received += chunk.len() as u64;
+        if received > req.limit {
+            return Err(AnswerError::TooLarge);
+        }
+        match &mut file {
+            Some(f) => f.write_all(&chunk).await.map_err(AnswerError::Write)?,
+            None => body.extend_from_slice(&chunk),
+        }
+    }
+    if let Some(mut f) = file {
+        f.flush().await.map_err(AnswerError::Write)?;
+        f.sync_all().await.map_err(AnswerError::Write)?;
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body: body.into(),
+    })
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        src = s.source();
+    }
+    reason
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod exec;
 pub mod http;
 pub mod logging;
@@ -13,4 +15,5 @@ pub mod logging;
 pub mod sandbox;
 pub mod secret;
 pub mod software;
+pub mod spool;
 pub mod task;

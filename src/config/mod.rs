@@ -9,6 +9,7 @@
 //! `variables` lists every name (the README's table is checked against it); `parse` turns raw
 //! strings into typed values.
 
+mod agent;
 mod parse;
 mod sandbox;
 mod variables;
@@ -25,6 +26,7 @@ use crate::secret::Secret;
 use crate::software::catalog::Tool;
 use crate::software::verify::TrustedKey;
 
+pub use agent::{AgentConfig, StopAction};
 use parse::{Parser, Raw};
 pub use parse::{parse_bool, parse_duration};
 pub use sandbox::{DEFAULT_UID_RANGE, RlimitConfig, RuntimeHints, SandboxConfig, TestDeny};
@@ -45,6 +47,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub sandbox: SandboxConfig,
     pub runner: RunnerConfig,
+    /// Settings of `scalr-agent run`.
+    pub agent: AgentConfig,
     /// `SCALR_AGENT_*` variables that are set but unknown (likely typos); logged as warnings.
     pub unknown_variables: Vec<String>,
 }

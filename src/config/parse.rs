@@ -66,6 +66,20 @@ pub(super) struct Raw {
     pub(super) k_service: Option<String>,
     pub(super) container_app_name: Option<String>,
     pub(super) kubernetes_service_host: Option<String>,
+    pub(super) scalr_agent_concurrency: Option<String>,
+    pub(super) scalr_agent_single: Option<String>,
+    pub(super) scalr_single: Option<String>,
+    pub(super) scalr_agent_single_wait_timeout: Option<String>,
+    pub(super) scalr_agent_driver: Option<String>,
+    pub(super) scalr_driver: Option<String>,
+    pub(super) scalr_agent_worker_on_stop_action: Option<String>,
+    pub(super) scalr_agent_worker_drain_timeout: Option<String>,
+    pub(super) scalr_agent_worker_grace_shutdown_timeout: Option<String>,
+    pub(super) scalr_agent_worker_report_timeout: Option<String>,
+    pub(super) scalr_agent_disconnect_on_stop: Option<String>,
+    pub(super) scalr_agent_state_persistence_enabled: Option<String>,
+    pub(super) scalr_agent_health_addr: Option<String>,
+    pub(super) scalr_agent_spool_limit_mb: Option<String>,
 }
 
 pub(super) struct Parser<'a> {
@@ -79,6 +93,7 @@ impl Parser<'_> {
         let control_plane = self.control_plane(&raw, needs);
         let sandbox = self.sandbox(&raw);
         let runner = self.runner(&raw);
+        let agent = super::agent::parse(self, &raw);
         let name = match nonempty(raw.scalr_agent_name.clone()) {
             Some(n) => {
                 if n.len() > 128 || n.chars().any(|c| c.is_control()) {
@@ -133,6 +148,7 @@ impl Parser<'_> {
             http,
             sandbox,
             runner,
+            agent,
             unknown_variables: Vec::new(),
         }
     }
@@ -457,7 +473,11 @@ impl Parser<'_> {
         }
     }
 
-    fn duration(&mut self, name: &'static str, value: &Option<String>) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        name: &'static str,
+        value: &Option<String>,
+    ) -> Option<Duration> {
         let v = nonempty(value.clone())?;
         match parse_duration(&v) {
             Some(d) => Some(d),
@@ -472,7 +492,18 @@ impl Parser<'_> {
         }
     }
 
-    fn pick_bool(
+    pub(super) fn bool_of(&mut self, name: &'static str, value: &Option<String>) -> Option<bool> {
+        let v = nonempty(value.clone())?;
+        match parse_bool(&v) {
+            Some(b) => Some(b),
+            None => {
+                self.bad(name, &v, "`true` or `false` (also 1/0, yes/no, on/off)");
+                None
+            }
+        }
+    }
+
+    pub(super) fn pick_bool(
         &mut self,
         modern: (&'static str, Option<String>),
         legacy: (&'static str, Option<String>),

@@ -4,6 +4,8 @@
 mod support;
 
 mod cli;
+mod control;
+mod daemon;
 mod exec;
 mod harness;
 mod isolation;

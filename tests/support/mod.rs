@@ -2,6 +2,8 @@
 //! the real Terraform 1.0.3 binary. Used by the `it` test binary and the benchmarks.
 #![allow(dead_code)]
 
+pub mod control_plane;
+pub mod executor;
 pub mod keys;
 pub mod mirror;
 pub mod releases;

@@ -1,0 +1,198 @@
+//! Readiness and Prometheus metrics: counters the daemon updates, and an optional minimal
+//! HTTP/1.1 listener (`SCALR_AGENT_HEALTH_ADDR`) serving `/healthz`, `/readyz` and `/metrics`.
+//!
+//! The listener is deliberately tiny (one request per connection, `GET` only, 8 KiB request
+//! head): it serves probes and scrapers on a private port, not the internet.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A heartbeat older than this makes the agent not ready (the server's offline threshold).
+const READY_WINDOW: Duration = Duration::from_secs(30);
+
+/// The daemon's counters. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    slots_total: u64,
+    slots_in_use: AtomicU64,
+    heartbeat_failures: AtomicU64,
+    upload_failures: AtomicU64,
+    /// Milliseconds since `started` of the last successful heartbeat (0: none yet).
+    last_heartbeat_ms: AtomicU64,
+    registered: AtomicU64,
+    /// (action, status) -> (count, total seconds).
+    tasks: Mutex<BTreeMap<(String, String), (u64, f64)>>,
+}
+
+impl Metrics {
+    pub fn new(slots: u32) -> Metrics {
+        Metrics {
+            started: Instant::now(),
+            slots_total: slots.into(),
+            slots_in_use: AtomicU64::new(0),
+            heartbeat_failures: AtomicU64::new(0),
+            upload_failures: AtomicU64::new(0),
+            last_heartbeat_ms: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
+            tasks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn set_registered(&self, yes: bool) {
+        self.registered.store(yes.into(), Ordering::Relaxed);
+        if yes {
+            self.heartbeat_ok();
+        }
+    }
+
+    pub fn heartbeat_ok(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_heartbeat_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    pub fn heartbeat_failure(&self) {
+        self.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upload_failure(&self) {
+        self.upload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_slots_in_use(&self, n: usize) {
+        self.slots_in_use.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn task_done(&self, action: &str, status: &str, took: Duration) {
+        let mut t = self.tasks.lock().unwrap();
+        let e = t.entry((action.into(), status.into())).or_default();
+        e.0 += 1;
+        e.1 += took.as_secs_f64();
+    }
+
+    /// Registered, and the last heartbeat is recent.
+    pub fn ready(&self) -> bool {
+        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
+        self.registered.load(Ordering::Relaxed) == 1
+            && last > 0
+            && self.started.elapsed().as_millis() as u64 - last < READY_WINDOW.as_millis() as u64
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        gauge(
+            "scalr_agent_slots",
+            "Task slots.",
+            "gauge",
+            self.slots_total,
+        );
+        gauge(
+            "scalr_agent_slots_in_use",
+            "Task slots in use.",
+            "gauge",
+            self.slots_in_use.load(Ordering::Relaxed),
+        );
+        gauge(
+            "scalr_agent_heartbeat_failures_total",
+            "Heartbeats that failed.",
+            "counter",
+            self.heartbeat_failures.load(Ordering::Relaxed),
+        );
+        gauge(
+            "scalr_agent_upload_failures_total",
+            "Log, artifact and status uploads that failed (and were retried).",
+            "counter",
+            self.upload_failures.load(Ordering::Relaxed),
+        );
+        gauge(
+            "scalr_agent_ready",
+            "1 when registered with a recent heartbeat.",
+            "gauge",
+            self.ready().into(),
+        );
+        out.push_str("# HELP scalr_agent_tasks_total Tasks finished, by action and status.\n# TYPE scalr_agent_tasks_total counter\n");
+        let tasks = self.tasks.lock().unwrap();
+        for ((action, status), (n, _)) in tasks.iter() {
+            let _ = writeln!(
+                out,
+                "scalr_agent_tasks_total{{action=\"{action}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP scalr_agent_task_duration_seconds Task durations.\n# TYPE scalr_agent_task_duration_seconds summary\n");
+        for ((action, status), (n, secs)) in tasks.iter() {
+            let labels = format!("action=\"{action}\",status=\"{status}\"");
+            let _ = writeln!(
+                out,
+                "scalr_agent_task_duration_seconds_sum{{{labels}}} {secs:.3}\nscalr_agent_task_duration_seconds_count{{{labels}}} {n}"
+            );
+        }
+        out
+    }
+}
+
+/// Serves probes and metrics on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((mut conn, _)) = accepted else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        // One short-lived request per connection, bounded by a timeout.
+        conns.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut head = vec![0u8; 8192];
+                let mut n = 0;
+                while n < head.len() {
+                    let r = conn.read(&mut head[n..]).await?;
+                    if r == 0 {
+                        break;
+                    }
+                    n += r;
+                    if head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let line = String::from_utf8_lossy(&head[..n]);
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body, ctype) = match path {
+                    "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                    "/readyz" if metrics.ready() => ("200 OK", "ready\n".into(), "text/plain"),
+                    "/readyz" => ("503 Service Unavailable", "not ready\n".into(), "text/plain"),
+                    "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),
+                    _ => ("404 Not Found", "not found\n".into(), "text/plain"),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(resp.as_bytes()).await?;
+                conn.shutdown().await
+            })
+            .await;
+        });
+    }
+}

@@ -1,0 +1,437 @@
+//! The daemon behind `scalr-agent run`: it joins the pool, takes tasks into its slots, runs
+//! them through an [`Executor`], and reports them without losing anything.
+//!
+//! [`run`] registers (retrying outages; a rejected pool token, a name conflict or an unknown
+//! protocol stop it), delivers whatever a previous process left in the spool (a task that was
+//! running then is finished as errored, "agent restarted"), then runs three things until the
+//! shutdown token fires: the heartbeat, the acquire loop (a long poll, only while a slot is
+//! free) and the tasks (see `task`). Every spawned future lives in one `JoinSet`, so dropping
+//! `run` stops everything.
+//!
+//! On shutdown it stops taking tasks and applies `SCALR_AGENT_WORKER_ON_STOP_ACTION`: drain
+//! (wait up to the drain timeout), then graceful cancel, then kill after the grace timeout;
+//! grace-shutdown starts at the graceful cancel, force-shutdown at the kill. It then keeps the
+//! report timeout to deliver logs and final statuses, deregisters when configured, and
+//! returns. What is still undelivered stays in the spool for the next start.
+
+mod deliver;
+pub mod executor;
+pub mod health;
+pub mod runner_executor;
+mod state;
+mod task;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StopAction};
+use crate::control::wire::{AgentStatus, FinalStatus, Finish, Heartbeat, RegisterRequest};
+use crate::control::{ControlClient, ControlError, TaskApi};
+use crate::http::{HttpClient, HttpError};
+use crate::spool::{Spool, SpoolError};
+
+pub use executor::{Executor, Job, JobOutcome, PlaceholderExecutor};
+pub use health::Metrics;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("`run` needs SCALR_URL and SCALR_AGENT_TOKEN")]
+    NoControlPlane,
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen on SCALR_AGENT_HEALTH_ADDR {addr}: {source}")]
+    Health {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the daemon's parts share.
+pub(crate) struct Ctx {
+    client: Arc<ControlClient>,
+    executor: Arc<dyn Executor>,
+    spool: Spool,
+    tasks_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    running: Mutex<HashMap<String, task::Controls>>,
+    running_count: watch::Sender<usize>,
+}
+
+impl Ctx {
+    fn add_running(&self, id: &str, c: task::Controls) {
+        let mut r = self.running.lock().unwrap();
+        r.insert(id.into(), c);
+        self.running_count.send_replace(r.len());
+        self.metrics.set_slots_in_use(r.len());
+    }
+
+    fn remove_running(&self, id: &str) {
+        let mut r = self.running.lock().unwrap();
+        r.remove(id);
+        self.running_count.send_replace(r.len());
+        self.metrics.set_slots_in_use(r.len());
+    }
+
+    fn each_running(&self, f: impl Fn(&task::Controls)) {
+        self.running.lock().unwrap().values().for_each(f);
+    }
+}
+
+/// Runs the daemon until `shutdown` fires (or, in single mode, until its one task is
+/// reported). Returns an error only for what stops the agent: a rejected pool token, a name
+/// conflict, a protocol mismatch, an unusable data directory.
+pub async fn run(
+    config: Config,
+    executor: Arc<dyn Executor>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
+    run_with_metrics(config, executor, shutdown, metrics).await
+}
+
+/// [`run`], with metrics the caller keeps (tests and embedders read them); build them with
+/// `Metrics::new(concurrency)`.
+pub async fn run_with_metrics(
+    config: Config,
+    executor: Arc<dyn Executor>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<(), AgentError> {
+    let cp = config
+        .control_plane
+        .clone()
+        .ok_or(AgentError::NoControlPlane)?;
+    let settings = config.agent.clone();
+    let slots = settings.concurrency.get();
+    let http = HttpClient::new(&config.http)?;
+    let previous = settings
+        .state_persistence
+        .then(|| state::load(&config.data_dir))
+        .flatten()
+        .filter(|s| s.name == config.name);
+    let client = Arc::new(ControlClient::new(
+        http,
+        &cp.url,
+        cp.token.clone(),
+        registration(&config, executor.as_ref(), previous.map(|s| s.agent_id)),
+    ));
+    let spool = Spool::open(config.data_dir.join("spool"), settings.spool_limit_bytes)?;
+    let (running_count, mut running_rx) = watch::channel(0usize);
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        executor,
+        spool: spool.clone(),
+        tasks_dir: config.data_dir.join("tasks"),
+        metrics: metrics.clone(),
+        running: Mutex::new(HashMap::new()),
+        running_count,
+    });
+    let mut work = JoinSet::new();
+    let background = CancellationToken::new();
+    if let Some(addr) = settings.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Health { addr, source })?;
+        work.spawn(health::serve(listener, metrics.clone(), background.clone()));
+    }
+    recover(&ctx, &mut work)?;
+
+    let session = tokio::select! {
+        s = register(&client) => s?,
+        _ = shutdown.cancelled() => {
+            return finish_delivery(&mut work, &background, settings.report_timeout).await;
+        }
+    };
+    metrics.set_registered(true);
+    if settings.state_persistence {
+        let s = state::State {
+            agent_id: session.agent_id.clone(),
+            name: config.name.clone(),
+        };
+        if let Err(e) = state::save(&config.data_dir, &s) {
+            tracing::warn!(error = %e, "cannot write the state file");
+        }
+    }
+    tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots, single = settings.single, "ready to receive tasks");
+
+    let stop = shutdown.child_token();
+    let fatal: Arc<Mutex<Option<ControlError>>> = Arc::default();
+    let draining = CancellationToken::new();
+    work.spawn(heartbeat(
+        ctx.clone(),
+        slots,
+        draining.clone(),
+        fatal.clone(),
+        stop.clone(),
+        background.clone(),
+    ));
+
+    // The acquire loop, in this future: it owns the task set.
+    let sem = Arc::new(Semaphore::new(slots as usize));
+    let mut tasks = JoinSet::new();
+    let single_deadline = tokio::time::Instant::now() + settings.single_wait;
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let acquired = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(single_deadline), if settings.single => {
+                tracing::warn!(waited = ?settings.single_wait, "single mode: no task arrived; exiting");
+                break;
+            }
+            a = client.acquire(sem.available_permits() as u32 + 1) => a,
+        };
+        match acquired {
+            Ok(Some(a)) => {
+                tracing::info!(task = %a.task_id, "task acquired");
+                tasks.spawn(task::run(ctx.clone(), a, permit));
+                if settings.single {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.is_fatal() => {
+                *fatal.lock().unwrap() = Some(e);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "task acquisition failed; trying again");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    draining.cancel();
+
+    // Stop the tasks per the stop action (single mode just lets its task finish).
+    let all_done = |rx: &mut watch::Receiver<usize>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|n| *n == 0).await;
+        }
+    };
+    let stopping = shutdown.is_cancelled() || fatal.lock().unwrap().is_some();
+    if stopping {
+        let action = if fatal.lock().unwrap().is_some() {
+            StopAction::GraceShutdown
+        } else {
+            settings.on_stop
+        };
+        tracing::info!(?action, running = *running_rx.borrow(), "stopping");
+        let mut phase = action;
+        if phase == StopAction::Drain
+            && tokio::time::timeout(settings.drain_timeout, all_done(&mut running_rx))
+                .await
+                .is_err()
+        {
+            tracing::warn!("drain timeout: cancelling the running tasks");
+            phase = StopAction::GraceShutdown;
+        }
+        if phase == StopAction::GraceShutdown {
+            ctx.each_running(|c| c.cancel.cancel());
+            if tokio::time::timeout(settings.grace_timeout, all_done(&mut running_rx))
+                .await
+                .is_err()
+            {
+                tracing::warn!("grace timeout: killing the running tasks");
+                phase = StopAction::ForceShutdown;
+            }
+        }
+        if phase == StopAction::ForceShutdown {
+            ctx.each_running(|c| {
+                c.cancel.cancel();
+                c.kill.cancel();
+            });
+        }
+        // Executors must return soon after a kill; bound it anyway.
+        let _ = tokio::time::timeout(settings.report_timeout, all_done(&mut running_rx)).await;
+        let reported = tokio::time::timeout(settings.report_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if reported.is_err() {
+            tracing::warn!(
+                "report timeout: undelivered reports stay in the spool for the next start"
+            );
+        }
+    } else {
+        // Single mode: the task runs to its end and is delivered.
+        tokio::select! {
+            _ = async { while tasks.join_next().await.is_some() {} } => {}
+            _ = shutdown.cancelled() => {
+                ctx.each_running(|c| c.cancel.cancel());
+                let _ = tokio::time::timeout(settings.grace_timeout + settings.report_timeout, async {
+                    while tasks.join_next().await.is_some() {}
+                }).await;
+            }
+        }
+    }
+    tasks.shutdown().await;
+    let result = finish_delivery(&mut work, &background, settings.report_timeout).await;
+    if settings.disconnect_on_stop || settings.single {
+        match client.deregister().await {
+            Ok(()) => {
+                tracing::info!("deregistered");
+                state::remove(&config.data_dir);
+            }
+            Err(e) => tracing::warn!(error = %e, "deregistration failed"),
+        }
+    }
+    metrics.set_registered(false);
+    match fatal.lock().unwrap().take() {
+        Some(e) => Err(e.into()),
+        None => result,
+    }
+}
+
+/// Gives recovered deliveries until `timeout`, then stops the background work.
+async fn finish_delivery(
+    work: &mut JoinSet<()>,
+    background: &CancellationToken,
+    timeout: Duration,
+) -> Result<(), AgentError> {
+    background.cancel();
+    let _ =
+        tokio::time::timeout(timeout, async { while work.join_next().await.is_some() {} }).await;
+    work.shutdown().await;
+    Ok(())
+}
+
+/// Registers, retrying outages with backoff; fatal refusals end the agent.
+async fn register(client: &ControlClient) -> Result<crate::control::Session, ControlError> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match client.register().await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "registration failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Finds what a previous process left in the spool and delivers it in the background: a
+/// task without a final status was running when that process died.
+fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
+    for spooled in ctx.spool.pending()? {
+        if spooled.final_report()?.is_none() {
+            tracing::warn!(task = %spooled.task_id(), "the agent restarted while this task ran; reporting it errored");
+            if let Ok(mut w) = spooled.writer() {
+                use std::io::Write;
+                let _ = writeln!(
+                    w,
+                    "\n[scalr-agent] the agent restarted while this task was running"
+                );
+            }
+            spooled.write_final(&Finish {
+                status: FinalStatus::Errored,
+                result: serde_json::Value::Null,
+                error: Some("agent restarted".into()),
+                log_size: spooled.log_len(),
+            })?;
+        }
+        let api = TaskApi::new(
+            ctx.client.clone(),
+            spooled.task_id().into(),
+            spooled.token().clone(),
+        );
+        let metrics = ctx.metrics.clone();
+        work.spawn(async move { deliver::deliver(&api, &spooled, &metrics).await });
+    }
+    Ok(())
+}
+
+/// Beats every interval until stopped; a fatal answer stops the agent.
+async fn heartbeat(
+    ctx: Arc<Ctx>,
+    slots: u32,
+    draining: CancellationToken,
+    fatal: Arc<Mutex<Option<ControlError>>>,
+    stop: CancellationToken,
+    background: CancellationToken,
+) {
+    loop {
+        let interval = ctx
+            .client
+            .session()
+            .map_or(Duration::from_secs(10), |s| s.heartbeat_interval);
+        tokio::select! {
+            _ = background.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
+        let beat = Heartbeat {
+            status: if draining.is_cancelled() {
+                AgentStatus::Draining
+            } else if running.is_empty() {
+                AgentStatus::Idle
+            } else {
+                AgentStatus::Busy
+            },
+            free_slots: slots.saturating_sub(running.len() as u32),
+            running,
+        };
+        let result = tokio::select! {
+            _ = background.cancelled() => return,
+            r = ctx.client.heartbeat(&beat) => r,
+        };
+        match result {
+            Ok(()) => ctx.metrics.heartbeat_ok(),
+            Err(e) if e.is_fatal() => {
+                tracing::error!(error = %e, "heartbeat refused; stopping");
+                ctx.metrics.heartbeat_failure();
+                *fatal.lock().unwrap() = Some(e);
+                stop.cancel();
+            }
+            Err(e) => {
+                ctx.metrics.heartbeat_failure();
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+}
+
+/// What the agent says about itself at registration.
+fn registration(
+    config: &Config,
+    executor: &dyn Executor,
+    previous: Option<String>,
+) -> RegisterRequest {
+    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
+    let runtime = serde_json::to_value(runtime)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "vm".into());
+    RegisterRequest {
+        name: config.name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        os: std::env::consts::OS.into(),
+        cpu_platform: crate::software::catalog::Platform::host()
+            .map_or("unsupported", |p| p.name())
+            .into(),
+        driver: "local".into(),
+        runtime,
+        concurrency: config.agent.concurrency.get(),
+        isolation: executor.isolation(),
+        previous_agent_id: previous,
+    }
+}

@@ -1,0 +1,272 @@
+//! One task's life on this agent: acknowledge, spool, inputs, execute (with cancellation
+//! relayed and the log shipped as it grows), then record the final status and deliver it.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use super::deliver::{deliver, ship_log};
+use super::executor::{Job, JobOutcome};
+use crate::control::wire::{Acquired, Finish, Signal};
+use crate::control::{ControlError, TaskApi};
+use crate::secret::Secret;
+use crate::spool::TaskSpool;
+use crate::task::model::Task;
+
+/// Largest task document accepted.
+const MAX_TASK_BYTES: usize = 1 << 20;
+
+/// The controls of a running task, for shutdown.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    pub cancel: CancellationToken,
+    pub kill: CancellationToken,
+}
+
+/// Runs one acquired task to its delivered final status. The slot (`permit`) is released as
+/// soon as the executor returns; delivery may go on after it.
+pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit) {
+    let api = TaskApi::new(
+        ctx.client.clone(),
+        acquired.task_id.clone(),
+        Secret::new(acquired.task_token.clone()),
+    );
+    let id = acquired.task_id.clone();
+    if let Err(e) = api.ack().await {
+        tracing::warn!(task = %id, error = %e, "task not acknowledged; not running it");
+        return;
+    }
+    let spool = match ctx.spool.create(&id, api.token()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(task = %id, error = %e, "cannot spool the task; reporting it errored");
+            let finish = Finish {
+                status: super::executor::FinalStatus::Errored,
+                result: serde_json::Value::Null,
+                error: Some(format!("the agent cannot spool the task: {e}")),
+                log_size: 0,
+            };
+            if let Err(e) = api.finish(&finish).await {
+                tracing::error!(task = %id, error = %e, "cannot report the task");
+            }
+            return;
+        }
+    };
+    let controls = Controls {
+        cancel: CancellationToken::new(),
+        kill: CancellationToken::new(),
+    };
+    ctx.add_running(&id, controls.clone());
+    let started = Instant::now();
+    let done = CancellationToken::new();
+    let watcher = watch_signals(&ctx, &api, &controls, &done);
+    let shipper = async {
+        // Errors that end the task for this agent stop the execution too.
+        if let Err(e) = ship_log(&api, &spool, &ctx.metrics).await {
+            tracing::warn!(task = %id, error = %e, "log shipping stopped");
+            if !e.is_retryable() {
+                controls.kill.cancel();
+            }
+        }
+    };
+    let execution = async {
+        let (action, outcome) = execute(&ctx, &acquired, &spool, &controls).await;
+        let outcome = keep_artifacts(&spool, outcome);
+        let finish = Finish {
+            status: outcome.status,
+            result: outcome.result,
+            error: outcome.error,
+            log_size: spool.log_len(),
+        };
+        if let Err(e) = spool.write_final(&finish) {
+            tracing::error!(task = %id, error = %e, "cannot record the final status in the spool");
+        }
+        spool.close_log();
+        ctx.remove_running(&id);
+        ctx.metrics
+            .task_done(&action, finish.status.as_str(), started.elapsed());
+        tracing::info!(task = %id, action = %action, status = finish.status.as_str(), "task ended");
+        done.cancel();
+        drop(permit);
+    };
+    tokio::join!(watcher, shipper, execution);
+    deliver(&api, &spool, &ctx.metrics).await;
+}
+
+/// Parses the task, fetches its inputs and runs the executor. Returns the action (for
+/// metrics) and the outcome.
+async fn execute(
+    ctx: &Ctx,
+    acquired: &Acquired,
+    spool: &TaskSpool,
+    controls: &Controls,
+) -> (String, JobOutcome) {
+    let mut log = match spool.writer() {
+        Ok(w) => w,
+        Err(e) => return ("unknown".into(), JobOutcome::errored(e.to_string())),
+    };
+    let task = match parse_task(acquired) {
+        Ok(t) => t,
+        Err(reason) => {
+            let _ = writeln!(log, "[scalr-agent] {reason}");
+            tracing::warn!(task = %acquired.task_id, %reason, "task refused");
+            return ("unknown".into(), JobOutcome::errored(reason));
+        }
+    };
+    let action = task.action.to_string();
+    let inputs_dir = ctx
+        .tasks_dir
+        .join(spool_dir_name(&acquired.task_id))
+        .join("inputs");
+    let api = TaskApi::new(
+        ctx.client.clone(),
+        acquired.task_id.clone(),
+        spool.token().clone(),
+    );
+    let fetched = tokio::select! {
+        r = fetch_inputs(&api, &task, &inputs_dir) => r,
+        _ = controls.cancel.cancelled() => Err("canceled before it started".to_string()),
+    };
+    if let Err(reason) = fetched {
+        let _ = writeln!(log, "[scalr-agent] {reason}");
+        let _ = std::fs::remove_dir_all(inputs_dir.parent().unwrap_or(&inputs_dir));
+        let mut o = JobOutcome::errored(reason);
+        if controls.cancel.is_cancelled() {
+            o.status = super::executor::FinalStatus::Canceled;
+        }
+        return (action, o);
+    }
+    let job = Job {
+        task,
+        inputs_dir: inputs_dir.clone(),
+        log: Box::new(log),
+        cancel: controls.cancel.clone(),
+        kill: controls.kill.clone(),
+    };
+    let outcome = ctx.executor.execute(job).await;
+    (action, outcome)
+}
+
+/// The task document, strictly parsed. `task` may be the object or a string holding its JSON.
+fn parse_task(acquired: &Acquired) -> Result<Task, String> {
+    let bytes = match &acquired.task {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        v => serde_json::to_vec(v).expect("a JSON value serializes"),
+    };
+    if bytes.len() > MAX_TASK_BYTES {
+        return Err(format!(
+            "the task document is {} bytes, larger than the {MAX_TASK_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    let task = Task::parse(&bytes).map_err(|e| format!("the control plane sent an {e}"))?;
+    if task.id != acquired.task_id {
+        return Err(format!(
+            "the task document's id {:?} differs from the task id {:?}",
+            task.id, acquired.task_id
+        ));
+    }
+    Ok(task)
+}
+
+async fn fetch_inputs(api: &TaskApi, task: &Task, dir: &std::path::Path) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut names = vec!["configuration"];
+    if let Some(p) = &task.plan_artifacts {
+        for (present, name) in [
+            (p.plan_file.is_some(), "plan-file"),
+            (p.plan_json.is_some(), "plan-json"),
+            (p.lock_file.is_some(), "lock-file"),
+        ] {
+            if present {
+                names.push(name);
+            }
+        }
+    }
+    for name in names {
+        let file = if name == "configuration" {
+            "configuration.tar.gz"
+        } else {
+            name
+        };
+        api.get_input(name, &dir.join(file))
+            .await
+            .map_err(|e| format!("cannot download the task's {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Copies the outcome's artifacts into the spool (the executor's files go away).
+fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
+    for (name, path) in std::mem::take(&mut outcome.artifacts) {
+        if let Err(e) = spool.store_artifact(&name, &path) {
+            tracing::error!(task = %spool.task_id(), artifact = %name, error = %e, "artifact not kept");
+            let note = format!("artifact {name} not uploaded: {e}");
+            outcome.error = Some(match outcome.error.take() {
+                Some(prev) => format!("{prev}; {note}"),
+                None => note,
+            });
+        }
+    }
+    outcome
+}
+
+/// Relays cancellation signals from the control plane until the task is done.
+async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &CancellationToken) {
+    let hold = ctx
+        .client
+        .session()
+        .map_or(std::time::Duration::from_secs(25), |s| s.poll_timeout);
+    loop {
+        let signal = tokio::select! {
+            _ = done.cancelled() => return,
+            s = api.signal(hold) => s,
+        };
+        match signal {
+            Ok(None) => {}
+            Ok(Some(Signal::Cancel)) => {
+                if !controls.cancel.is_cancelled() {
+                    tracing::info!(task = %api.task_id(), "cancel requested");
+                }
+                controls.cancel.cancel();
+            }
+            Ok(Some(Signal::ForceCancel)) => {
+                tracing::info!(task = %api.task_id(), "forced cancel requested");
+                controls.cancel.cancel();
+                controls.kill.cancel();
+            }
+            Err(e @ ControlError::TaskGone { .. }) => {
+                tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
+                controls.cancel.cancel();
+                controls.kill.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(task = %api.task_id(), error = %e, "signal poll failed");
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn spool_dir_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
+}

@@ -1,0 +1,187 @@
+//! Settings of the daemon (`scalr-agent run`): slots, single mode, shutdown, state, health
+//! listener and spool bound.
+//!
+//! Shutdown defaults fit the common stop windows: drain 60 s + grace 30 s + report 10 s =
+//! 100 s, inside Fargate's 120 s `stopTimeout`. On Cloud Run (`K_SERVICE` set), whose window
+//! is 10 s, the defaults become drain 0 s + grace 4 s + report 4 s. Explicit values win.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::parse::{Parser, Raw, nonempty};
+
+/// Settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `SCALR_AGENT_CONCURRENCY`: task slots.
+    pub concurrency: NonZeroU32,
+    /// `SCALR_AGENT_SINGLE`: one task, then deregister and exit.
+    pub single: bool,
+    /// `SCALR_AGENT_SINGLE_WAIT_TIMEOUT`: how long single mode waits for its task.
+    pub single_wait: Duration,
+    pub on_stop: StopAction,
+    pub drain_timeout: Duration,
+    pub grace_timeout: Duration,
+    /// `SCALR_AGENT_WORKER_REPORT_TIMEOUT`: time kept after the tasks stopped to report them.
+    pub report_timeout: Duration,
+    pub disconnect_on_stop: bool,
+    pub state_persistence: bool,
+    /// `SCALR_AGENT_HEALTH_ADDR`: readiness and metrics listener.
+    pub health_addr: Option<SocketAddr>,
+    pub spool_limit_bytes: u64,
+}
+
+/// `SCALR_AGENT_WORKER_ON_STOP_ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAction {
+    /// Take no new task; let running ones finish until the drain timeout, then grace-shutdown.
+    Drain,
+    /// SIGTERM the tools now, SIGKILL after the grace timeout.
+    GraceShutdown,
+    /// SIGKILL the tools now.
+    ForceShutdown,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            concurrency: NonZeroU32::MIN,
+            single: false,
+            single_wait: Duration::from_secs(120),
+            on_stop: StopAction::Drain,
+            drain_timeout: Duration::from_secs(60),
+            grace_timeout: Duration::from_secs(30),
+            report_timeout: Duration::from_secs(10),
+            disconnect_on_stop: true,
+            state_persistence: true,
+            health_addr: None,
+            spool_limit_bytes: 1024 << 20,
+        }
+    }
+}
+
+pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
+    let d = AgentConfig::default();
+    let cloud_run = nonempty(raw.k_service.clone()).is_some();
+    let concurrency = p
+        .number(
+            "SCALR_AGENT_CONCURRENCY",
+            &raw.scalr_agent_concurrency,
+            1,
+            16,
+        )
+        .and_then(|n| NonZeroU32::new(n as u32))
+        .unwrap_or(d.concurrency);
+    let single = p
+        .pick_bool(
+            ("SCALR_AGENT_SINGLE", raw.scalr_agent_single.clone()),
+            ("SCALR_SINGLE", raw.scalr_single.clone()),
+        )
+        .unwrap_or(false);
+    if let Some((name, v)) = [
+        ("SCALR_AGENT_DRIVER", raw.scalr_agent_driver.clone()),
+        ("SCALR_DRIVER", raw.scalr_driver.clone()),
+    ]
+    .into_iter()
+    .find_map(|(n, v)| nonempty(v).map(|v| (n, v)))
+        && !v.trim().eq_ignore_ascii_case("local")
+    {
+        p.bad(name, &v, "`local` (the only driver of this agent)");
+    }
+    let on_stop = match nonempty(raw.scalr_agent_worker_on_stop_action.clone()) {
+        None => d.on_stop,
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "drain" => StopAction::Drain,
+            "grace-shutdown" => StopAction::GraceShutdown,
+            "force-shutdown" => StopAction::ForceShutdown,
+            _ => {
+                p.bad(
+                    "SCALR_AGENT_WORKER_ON_STOP_ACTION",
+                    &v,
+                    "`drain`, `grace-shutdown` or `force-shutdown`",
+                );
+                d.on_stop
+            }
+        },
+    };
+    let (drain_default, grace_default, report_default) = if cloud_run {
+        (
+            Duration::ZERO,
+            Duration::from_secs(4),
+            Duration::from_secs(4),
+        )
+    } else {
+        (d.drain_timeout, d.grace_timeout, d.report_timeout)
+    };
+    let mut dur = |name: &'static str, v: &Option<String>, default: Duration| {
+        p.duration(name, v).unwrap_or(default)
+    };
+    let single_wait = dur(
+        "SCALR_AGENT_SINGLE_WAIT_TIMEOUT",
+        &raw.scalr_agent_single_wait_timeout,
+        d.single_wait,
+    );
+    let drain_timeout = dur(
+        "SCALR_AGENT_WORKER_DRAIN_TIMEOUT",
+        &raw.scalr_agent_worker_drain_timeout,
+        drain_default,
+    );
+    let grace_timeout = dur(
+        "SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT",
+        &raw.scalr_agent_worker_grace_shutdown_timeout,
+        grace_default,
+    );
+    let report_timeout = dur(
+        "SCALR_AGENT_WORKER_REPORT_TIMEOUT",
+        &raw.scalr_agent_worker_report_timeout,
+        report_default,
+    );
+    let disconnect_on_stop = p
+        .bool_of(
+            "SCALR_AGENT_DISCONNECT_ON_STOP",
+            &raw.scalr_agent_disconnect_on_stop,
+        )
+        .unwrap_or(d.disconnect_on_stop);
+    let state_persistence = p
+        .bool_of(
+            "SCALR_AGENT_STATE_PERSISTENCE_ENABLED",
+            &raw.scalr_agent_state_persistence_enabled,
+        )
+        .unwrap_or(d.state_persistence);
+    let health_addr = nonempty(raw.scalr_agent_health_addr.clone()).and_then(|v| match v
+        .trim()
+        .parse::<SocketAddr>(
+    ) {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.bad(
+                "SCALR_AGENT_HEALTH_ADDR",
+                &v,
+                "an IP address and port, e.g. `0.0.0.0:9090`",
+            );
+            None
+        }
+    });
+    let spool_mb = p
+        .number(
+            "SCALR_AGENT_SPOOL_LIMIT_MB",
+            &raw.scalr_agent_spool_limit_mb,
+            1,
+            1 << 20,
+        )
+        .unwrap_or(d.spool_limit_bytes >> 20);
+    AgentConfig {
+        concurrency,
+        single,
+        single_wait,
+        on_stop,
+        drain_timeout,
+        grace_timeout,
+        report_timeout,
+        disconnect_on_stop,
+        state_persistence,
+        health_addr,
+        spool_limit_bytes: spool_mb << 20,
+    }
+}

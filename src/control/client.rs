@@ -1,0 +1,302 @@
+//! The agent-level calls: register, heartbeat, acquire, deregister.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::wire::{
+    AcquireRequest, Acquired, ErrorBody, Heartbeat, RegisterRequest, RegisterResponse,
+};
+use super::{API_PREFIX, ControlError, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use crate::http::{Answer, HttpClient, Request};
+use crate::secret::Secret;
+
+/// Timeout of one ordinary request attempt.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to the server's hold time to time out a long poll.
+pub(super) const POLL_SLACK: Duration = Duration::from_secs(10);
+/// The heartbeat interval never exceeds this, whatever the server says.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The session the control plane gave at registration.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub agent_id: String,
+    pub token: Secret,
+    pub heartbeat_interval: Duration,
+    pub poll_timeout: Duration,
+    /// Counts registrations, so concurrent 401s re-register only once.
+    generation: u64,
+}
+
+/// The client of protocol v1. Shared by the daemon's tasks behind an `Arc`.
+#[derive(Debug)]
+pub struct ControlClient {
+    pub(super) http: HttpClient,
+    pub(super) base: Url,
+    pool_token: Secret,
+    registration: Mutex<RegisterRequest>,
+    session: Mutex<Option<Session>>,
+    reregister: tokio::sync::Mutex<()>,
+}
+
+impl ControlClient {
+    /// A client for the control plane at `scalr_url` (the protocol lives under
+    /// `api/agent/v1/`). `registration` is what the agent says about itself.
+    pub fn new(
+        http: HttpClient,
+        scalr_url: &Url,
+        pool_token: Secret,
+        registration: RegisterRequest,
+    ) -> ControlClient {
+        let mut base = scalr_url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let base = base
+            .join(API_PREFIX)
+            .expect("a constant relative path joins");
+        ControlClient {
+            http,
+            base,
+            pool_token,
+            registration: Mutex::new(registration),
+            session: Mutex::new(None),
+            reregister: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current session, if registered.
+    pub fn session(&self) -> Option<Session> {
+        self.session.lock().unwrap().clone()
+    }
+
+    /// Adopts a session saved before a restart (the state file); a 401 will replace it.
+    pub fn resume(&self, agent_id: String, token: Secret) {
+        self.registration.lock().unwrap().previous_agent_id = Some(agent_id.clone());
+        *self.session.lock().unwrap() = Some(Session {
+            agent_id,
+            token,
+            heartbeat_interval: MAX_HEARTBEAT,
+            poll_timeout: Duration::from_secs(25),
+            generation: 0,
+        });
+    }
+
+    /// `POST /register` with the pool token. Retries nothing beyond the HTTP client's rules.
+    pub async fn register(&self) -> Result<Session, ControlError> {
+        let body = serde_json::to_vec(&*self.registration.lock().unwrap())
+            .expect("the registration serializes");
+        let req = self.json(Method::POST, "register", &self.pool_token, body);
+        let answer = self.send(&req).await?;
+        let url = crate::http::redact(&req.url);
+        match answer.status {
+            StatusCode::OK | StatusCode::CREATED => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(ControlError::PoolTokenRejected);
+            }
+            StatusCode::CONFLICT => {
+                let name = self.registration.lock().unwrap().name.clone();
+                return Err(ControlError::NameConflict {
+                    name,
+                    message: error_message(&answer),
+                });
+            }
+            StatusCode::NOT_FOUND | StatusCode::UPGRADE_REQUIRED | StatusCode::GONE => {
+                return Err(ControlError::UnsupportedProtocol {
+                    url,
+                    version: PROTOCOL_VERSION,
+                    detail: format!("{}: {}", answer.status, error_message(&answer)),
+                });
+            }
+            other => return Err(unexpected("register", other, &answer)),
+        }
+        let r: RegisterResponse = parse("register", &answer)?;
+        if r.agent_id.is_empty() || r.session_token.is_empty() {
+            return Err(ControlError::Malformed {
+                what: "register".into(),
+                reason: "empty agent_id or session_token".into(),
+            });
+        }
+        let mut slot = self.session.lock().unwrap();
+        let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
+        let session = Session {
+            agent_id: r.agent_id.clone(),
+            token: Secret::new(r.session_token),
+            heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms.max(100))
+                .min(MAX_HEARTBEAT),
+            poll_timeout: Duration::from_millis(r.poll_timeout_ms.clamp(100, 60_000)),
+            generation,
+        };
+        *slot = Some(session.clone());
+        self.registration.lock().unwrap().previous_agent_id = Some(r.agent_id);
+        Ok(session)
+    }
+
+    /// `POST /heartbeat`. One attempt: the next beat is the retry.
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), ControlError> {
+        let body = serde_json::to_vec(beat).expect("serializes");
+        let answer = self
+            .with_session(|token| {
+                let mut r = self.json(Method::POST, "heartbeat", token, body.clone());
+                r.max_retries = Some(0);
+                r
+            })
+            .await?;
+        match answer.status {
+            s if s.is_success() => Ok(()),
+            s => Err(unexpected("heartbeat", s, &answer)),
+        }
+    }
+
+    /// `POST /tasks/acquire`: a long poll held by the server until a task is available or
+    /// its poll timeout passes (`Ok(None)`).
+    pub async fn acquire(&self, free_slots: u32) -> Result<Option<Acquired>, ControlError> {
+        let poll = self
+            .session()
+            .map_or(Duration::from_secs(25), |s| s.poll_timeout);
+        let body = serde_json::to_vec(&AcquireRequest {
+            free_slots,
+            wait_ms: poll.as_millis() as u64,
+        })
+        .expect("serializes");
+        let answer = self
+            .with_session(|token| {
+                let mut r = self.json(Method::POST, "tasks/acquire", token, body.clone());
+                r.timeout = Some(poll + POLL_SLACK);
+                r.limit = super::task_api::MAX_ACQUIRE_BYTES;
+                r
+            })
+            .await?;
+        match answer.status {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::OK => parse("acquire", &answer).map(Some),
+            s => Err(unexpected("acquire", s, &answer)),
+        }
+    }
+
+    /// `POST /deregister`. A 401 or 404 means the session is already gone: fine.
+    pub async fn deregister(&self) -> Result<(), ControlError> {
+        let Some(session) = self.session() else {
+            return Ok(());
+        };
+        let mut req = self.json(Method::POST, "deregister", &session.token, b"{}".to_vec());
+        req.max_retries = Some(2);
+        let answer = self.send(&req).await?;
+        match answer.status {
+            s if s.is_success() || s == StatusCode::UNAUTHORIZED || s == StatusCode::NOT_FOUND => {
+                *self.session.lock().unwrap() = None;
+                Ok(())
+            }
+            s => Err(unexpected("deregister", s, &answer)),
+        }
+    }
+
+    /// Sends a session call; on 401 registers again once (unless another call already did)
+    /// and repeats it.
+    async fn with_session(
+        &self,
+        build: impl Fn(&Secret) -> Request,
+    ) -> Result<Answer, ControlError> {
+        let session = match self.session() {
+            Some(s) => s,
+            None => self.register_once(0).await?,
+        };
+        let answer = self.send(&build(&session.token)).await?;
+        if answer.status != StatusCode::UNAUTHORIZED {
+            return Ok(answer);
+        }
+        tracing::warn!("the control plane rejected the session (401); registering again");
+        let fresh = self.register_once(session.generation).await?;
+        let answer = self.send(&build(&fresh.token)).await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Err(ControlError::SessionRejected);
+        }
+        Ok(answer)
+    }
+
+    /// Registers unless the session already moved past `seen` (another task re-registered).
+    async fn register_once(&self, seen: u64) -> Result<Session, ControlError> {
+        let _guard = self.reregister.lock().await;
+        if let Some(s) = self.session()
+            && s.generation > seen
+        {
+            return Ok(s);
+        }
+        self.register().await
+    }
+
+    pub(super) fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &Secret,
+        body: Vec<u8>,
+    ) -> Request {
+        let mut r = self.request(method, path, token);
+        r.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.body = Some(body.into());
+        r
+    }
+
+    pub(super) fn request(&self, method: Method, path: &str, token: &Secret) -> Request {
+        let url = self
+            .base
+            .join(path)
+            .expect("paths are built from safe parts");
+        let mut r = Request::new(method, url);
+        r.headers = auth_headers(token);
+        r.timeout = Some(REQUEST_TIMEOUT);
+        r
+    }
+
+    pub(super) async fn send(&self, req: &Request) -> Result<Answer, ControlError> {
+        self.http.send(req).await.map_err(ControlError::Unreachable)
+    }
+}
+
+fn auth_headers(token: &Secret) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    v.set_sensitive(true);
+    h.insert(AUTHORIZATION, v);
+    h.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    h
+}
+
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    answer: &Answer,
+) -> Result<T, ControlError> {
+    serde_json::from_slice(&answer.body).map_err(|e| ControlError::Malformed {
+        what: what.into(),
+        reason: e.to_string(),
+    })
+}
+
+pub(super) fn error_message(answer: &Answer) -> String {
+    let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let text = if body.message.is_empty() {
+        body.error
+    } else {
+        body.message
+    };
+    if text.is_empty() {
+        String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned()
+    } else {
+        text
+    }
+}
+
+pub(super) fn unexpected(what: &str, status: StatusCode, answer: &Answer) -> ControlError {
+    ControlError::Unexpected {
+        what: what.into(),
+        status,
+        message: error_message(answer),
+    }
+}

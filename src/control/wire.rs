@@ -1,0 +1,150 @@
+//! The JSON bodies of protocol v1, exactly as `docs/protocol.md` shows them.
+//!
+//! Requests are `Serialize`, answers `Deserialize`. Answers ignore unknown fields (a newer
+//! server may add some); a missing field is a malformed answer.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /register`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub version: String,
+    pub os: String,
+    /// `linux_amd64` or `linux_arm64`.
+    pub cpu_platform: String,
+    /// Always `local`.
+    pub driver: String,
+    /// `fargate`, `cloud-run`, `container-apps`, `kubernetes`, `docker` or `vm`.
+    pub runtime: String,
+    pub concurrency: u32,
+    /// The isolation verdict and layers, as the sandbox reports them (opaque to the protocol).
+    pub isolation: serde_json::Value,
+    /// The id this agent had before a restart, so the server may let it take its name back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_agent_id: Option<String>,
+}
+
+/// The answer to `POST /register`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegisterResponse {
+    pub agent_id: String,
+    pub session_token: String,
+    pub heartbeat_interval_ms: u64,
+    /// How long the server holds a long poll (`/tasks/acquire`, `/tasks/{id}/signal`).
+    #[serde(default = "default_poll_ms")]
+    pub poll_timeout_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    25_000
+}
+
+/// What the agent is doing, in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Idle,
+    Busy,
+    Draining,
+}
+
+/// `POST /heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub status: AgentStatus,
+    pub running: Vec<String>,
+    pub free_slots: u32,
+}
+
+/// `POST /tasks/acquire`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    pub free_slots: u32,
+    pub wait_ms: u64,
+}
+
+/// The answer to `POST /tasks/acquire` (status 200). `task` is kept raw: the agent parses it
+/// with the task model's strict parser, so a bad task fails that task, not the agent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Acquired {
+    pub task_id: String,
+    pub task_token: String,
+    pub task: serde_json::Value,
+}
+
+/// A cancellation pushed by `GET /tasks/{id}/signal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// SIGINT to the tool, then SIGKILL after a grace period.
+    Cancel,
+    /// SIGKILL to the whole process tree now.
+    ForceCancel,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignalResponse {
+    pub signal: Signal,
+}
+
+/// The answer to `PUT /tasks/{id}/log?offset=N` (200) and its 409 (gap).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LogCommitted {
+    pub committed: u64,
+}
+
+/// Status of a step (`POST /tasks/{id}/steps`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: String,
+    /// `running`, `succeeded`, `failed` or `skipped`.
+    pub status: String,
+}
+
+/// The final status of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalStatus {
+    /// The stage ran and succeeded.
+    Succeeded,
+    /// The stage ran and the tool reported failure (e.g. a plan error).
+    Failed,
+    /// The agent could not run the stage (bad task, download failure, agent restart).
+    Errored,
+    /// Stopped by a cancellation or a shutdown.
+    Canceled,
+}
+
+impl FinalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Succeeded => "succeeded",
+            FinalStatus::Failed => "failed",
+            FinalStatus::Errored => "errored",
+            FinalStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// `POST /tasks/{id}/finish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    pub status: FinalStatus,
+    pub result: serde_json::Value,
+    pub error: Option<String>,
+    /// Total log bytes; the server checks it has them all committed.
+    pub log_size: u64,
+}
+
+/// Error bodies: `{"error": "...", "message": "..."}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub message: String,
+    /// On a 409 from `PUT /log`: the committed offset.
+    #[serde(default)]
+    pub committed: Option<u64>,
+}

@@ -1,0 +1,533 @@
+//! The daemon against the fake control plane, with the fake executor: registration,
+//! heartbeats, logs despite faults, exactly-once finish, cancellation, single mode, slots,
+//! crash recovery, several agents, malformed answers, drain and 401s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scalr_agent::agent::{self, AgentError};
+use scalr_agent::config::{Config, Needs};
+use scalr_agent::control::ControlError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::control_plane::{ControlPlane, Fault, task_doc};
+use crate::support::executor::{FakeExecutor, Script};
+
+const LONG: Duration = Duration::from_secs(20);
+
+struct Agent {
+    handle: JoinHandle<Result<(), AgentError>>,
+    shutdown: CancellationToken,
+}
+
+fn config(cp: &ControlPlane, data: &std::path::Path, name: &str, extra: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> = vec![
+        ("SCALR_URL".into(), cp.url.to_string()),
+        ("SCALR_AGENT_TOKEN".into(), "pool-token".into()),
+        ("SCALR_AGENT_NAME".into(), name.into()),
+        ("SCALR_AGENT_DATA_DIR".into(), data.display().to_string()),
+        ("SCALR_AGENT_HTTP_BACKOFF".into(), "10ms".into()),
+        ("SCALR_AGENT_HTTP_MAX_RETRIES".into(), "3".into()),
+        ("SCALR_AGENT_WORKER_REPORT_TIMEOUT".into(), "5s".into()),
+    ];
+    for (k, v) in extra {
+        vars.retain(|(n, _)| n != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    Config::from_vars(vars, Needs::ControlPlane).unwrap()
+}
+
+fn start(
+    cp: &ControlPlane,
+    data: &std::path::Path,
+    name: &str,
+    exec: &FakeExecutor,
+    extra: &[(&str, &str)],
+) -> Agent {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(agent::run(
+        config(cp, data, name, extra),
+        Arc::new(exec.clone()),
+        shutdown.clone(),
+    ));
+    Agent { handle, shutdown }
+}
+
+impl Agent {
+    async fn stop(self) -> Result<(), AgentError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(LONG, self.handle)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn registers_heartbeats_and_runs_a_task_once() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    cp.enqueue("t1");
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_AGENT_CONCURRENCY", "2")],
+    );
+    let finish = cp.wait_finished("t1", LONG).await;
+    assert_eq!(finish["status"], "succeeded");
+    let t = cp.task("t1");
+    assert_eq!(t.log, FakeExecutor::expected_log(&Script::default()));
+    assert_eq!(t.finish_calls, 1);
+    assert_eq!(
+        exec.seen.lock().unwrap().inputs["t1"],
+        ["configuration.tar.gz"]
+    );
+    cp.wait_for("two heartbeats", LONG, |i| i.heartbeats.len() >= 2)
+        .await;
+    {
+        let i = cp.lock();
+        let r = &i.registrations[0];
+        assert_eq!(r["name"], "agent-a");
+        assert_eq!(r["driver"], "local");
+        assert_eq!(r["concurrency"], 2);
+        assert!(matches!(
+            r["cpu_platform"].as_str(),
+            Some("linux_amd64" | "linux_arm64")
+        ));
+        let last = i.heartbeats.last().unwrap();
+        assert_eq!(last["status"], "idle");
+        assert_eq!(last["free_slots"], 2);
+    }
+    a.stop().await.unwrap();
+    assert_eq!(cp.lock().deregistrations, 1);
+}
+
+#[tokio::test]
+async fn log_arrives_byte_for_byte_and_finish_once_despite_faults() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    let chunks: Vec<Vec<u8>> = (0..40u32)
+        .map(|n| {
+            (0..(n * 997 % 70_000 + 1))
+                .map(|i| (i * 31 + n) as u8)
+                .collect()
+        })
+        .collect();
+    let script = Script {
+        chunks,
+        pause: Duration::from_millis(5),
+        ..Script::default()
+    };
+    exec.script("t1", script.clone());
+    cp.fail_next(
+        "log",
+        [
+            Fault::Status(503),
+            Fault::DropAfter,
+            Fault::Status(500),
+            Fault::DropAfter,
+            Fault::Delay(Duration::from_millis(300)),
+            Fault::DropAfter,
+        ],
+    );
+    cp.fail_next(
+        "finish",
+        [Fault::Status(502), Fault::DropAfter, Fault::DropAfter],
+    );
+    cp.fail_next("heartbeat", [Fault::Status(503), Fault::Status(503)]);
+    cp.enqueue("t1");
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    let finish = cp.wait_finished("t1", LONG).await;
+    assert_eq!(finish["status"], "succeeded");
+    let t = cp.task("t1");
+    assert!(
+        t.log == FakeExecutor::expected_log(&script),
+        "the log differs"
+    );
+    assert_eq!(t.finishes.len(), 1);
+    cp.wait_for("finish retried after the lost answers", LONG, |i| {
+        i.tasks["t1"].finish_calls >= 3
+    })
+    .await;
+    a.stop().await.unwrap();
+    assert_eq!(cp.task("t1").finishes.len(), 1);
+    assert!(
+        std::fs::read_dir(dir.path().join("spool"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn graceful_and_forced_cancellation_reach_the_executor() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    let slow = Script {
+        work: Duration::from_secs(60),
+        cancel_takes: Duration::from_secs(60),
+        ..Script::default()
+    };
+    exec.script(
+        "soft",
+        Script {
+            cancel_takes: Duration::from_millis(50),
+            ..slow.clone()
+        },
+    );
+    exec.script("hard", slow);
+    cp.enqueue("soft");
+    cp.enqueue("hard");
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_AGENT_CONCURRENCY", "2")],
+    );
+    cp.wait_for("both started", LONG, |_| {
+        exec.seen.lock().unwrap().started.len() == 2
+    })
+    .await;
+    cp.signal("soft", "cancel");
+    let f = cp.wait_finished("soft", Duration::from_secs(5)).await;
+    assert_eq!(f["status"], "canceled");
+    cp.signal("hard", "cancel");
+    cp.wait_for("graceful cancel seen", LONG, |_| {
+        exec.seen.lock().unwrap().canceled.len() == 2
+    })
+    .await;
+    cp.signal("hard", "force-cancel");
+    let f = cp.wait_finished("hard", Duration::from_secs(5)).await;
+    assert_eq!(f["status"], "canceled");
+    {
+        let seen = exec.seen.lock().unwrap();
+        assert_eq!(seen.canceled, ["soft", "hard"]);
+        assert_eq!(seen.killed, ["hard"]);
+    }
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn single_mode_runs_exactly_one_task_then_exits() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    cp.enqueue("t1");
+    cp.enqueue("t2");
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_SINGLE", "true"), ("SCALR_AGENT_CONCURRENCY", "3")],
+    );
+    tokio::time::timeout(LONG, a.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.task("t1").finishes.len(), 1);
+    assert!(cp.task("t2").handed_to.is_empty());
+    assert_eq!(exec.seen.lock().unwrap().started, ["t1"]);
+    assert_eq!(cp.lock().deregistrations, 1);
+
+    // With nothing queued, single mode gives up after its wait bound.
+    let b = start(
+        &cp,
+        dir.path(),
+        "agent-b",
+        &exec,
+        &[
+            ("SCALR_AGENT_SINGLE", "1"),
+            ("SCALR_AGENT_SINGLE_WAIT_TIMEOUT", "300ms"),
+        ],
+    );
+    cp.lock().queue.clear();
+    tokio::time::timeout(LONG, b.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn slots_bound_concurrency() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    *exec.default.lock().unwrap() = Script {
+        work: Duration::from_millis(150),
+        ..Script::default()
+    };
+    for n in 0..7 {
+        cp.enqueue(&format!("t{n}"));
+    }
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_AGENT_CONCURRENCY", "2")],
+    );
+    for n in 0..7 {
+        cp.wait_finished(&format!("t{n}"), LONG).await;
+    }
+    assert_eq!(exec.seen.lock().unwrap().max_concurrent, 2);
+    assert!(
+        cp.lock()
+            .heartbeats
+            .iter()
+            .all(|h| h["free_slots"].as_u64().unwrap() <= 2)
+    );
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_mid_task_is_reported_errored_after_restart_with_the_spooled_log() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            chunks: vec![b"first part\n".to_vec(), b"second part\n".to_vec()],
+            pause: Duration::from_millis(100),
+            work: Duration::from_secs(60),
+            ..Script::default()
+        },
+    );
+    cp.enqueue("t1");
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    cp.wait_for("both chunks written", LONG, |i| {
+        i.tasks["t1"].log.len() >= 11
+    })
+    .await;
+    // From now on the server loses log chunks: the rest is only in the spool.
+    cp.fail_next("log", std::iter::repeat_n(Fault::Status(503), 8));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.handle.abort(); // The process "dies": nothing runs any more, the disk stays.
+    let _ = a.handle.await;
+    assert!(cp.task("t1").finishes.is_empty());
+
+    let b = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    let f = cp.wait_finished("t1", LONG).await;
+    assert_eq!(f["status"], "errored");
+    assert_eq!(f["error"], "agent restarted");
+    let log = String::from_utf8(cp.task("t1").log).unwrap();
+    assert!(log.starts_with("first part\nsecond part\n"), "{log}");
+    assert!(
+        log.contains("the agent restarted while this task was running"),
+        "{log}"
+    );
+    b.stop().await.unwrap();
+    assert!(
+        std::fs::read_dir(dir.path().join("spool"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // The restarted agent took its own name back (state file), not a conflict.
+    let previous = cp.lock().registrations[1]["previous_agent_id"].clone();
+    assert!(
+        previous.as_str().is_some_and(|p| p.starts_with("agt-")),
+        "{previous}"
+    );
+}
+
+#[tokio::test]
+async fn three_agents_run_thirty_tasks_each_exactly_once() {
+    let cp = ControlPlane::start().await;
+    let exec = FakeExecutor::default();
+    for n in 0..30 {
+        cp.enqueue(&format!("t{n}"));
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let agents: Vec<Agent> = dirs
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            start(
+                &cp,
+                d.path(),
+                &format!("agent-{n}"),
+                &exec,
+                &[("SCALR_AGENT_CONCURRENCY", "2")],
+            )
+        })
+        .collect();
+    for n in 0..30 {
+        cp.wait_finished(&format!("t{n}"), LONG).await;
+    }
+    for a in agents {
+        a.stop().await.unwrap();
+    }
+    let mut started = exec.seen.lock().unwrap().started.clone();
+    started.sort();
+    started.dedup();
+    assert_eq!(started.len(), 30);
+    assert_eq!(exec.seen.lock().unwrap().started.len(), 30);
+    let i = cp.lock();
+    for (id, t) in &i.tasks {
+        assert_eq!(t.handed_to.len(), 1, "{id}");
+        assert_eq!(t.finishes.len(), 1, "{id}");
+    }
+    let agents_used: std::collections::HashSet<_> =
+        i.tasks.values().map(|t| t.handed_to[0].clone()).collect();
+    assert!(agents_used.len() >= 2, "{agents_used:?}");
+}
+
+#[tokio::test]
+async fn malformed_answers_fail_that_task_and_the_agent_keeps_serving() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    cp.fail_next(
+        "acquire",
+        [Fault::Raw("{not json".into()), Fault::Raw("[]".into())],
+    );
+    let mut bad = task_doc("bad-action");
+    bad["action"] = "destroy-everything".into();
+    cp.enqueue_doc("bad-action", bad);
+    cp.enqueue_doc("bad-json", serde_json::Value::String("{\"id\": ".into()));
+    let mut big = task_doc("too-big");
+    big["run"]["source"] = "x".repeat(2 << 20).into();
+    cp.enqueue_doc("too-big", big);
+    cp.enqueue("good");
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    let f = cp.wait_finished("bad-action", LONG).await;
+    assert_eq!(f["status"], "errored");
+    assert!(f["error"].as_str().unwrap().contains("action"), "{f}");
+    let f = cp.wait_finished("bad-json", LONG).await;
+    assert!(
+        f["error"].as_str().unwrap().contains("not valid JSON"),
+        "{f}"
+    );
+    let f = cp.wait_finished("too-big", LONG).await;
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the 1048576-byte limit"),
+        "{f}"
+    );
+    assert!(String::from_utf8_lossy(&cp.task("too-big").log).contains("larger than"));
+    assert_eq!(cp.wait_finished("good", LONG).await["status"], "succeeded");
+    assert_eq!(exec.seen.lock().unwrap().started, ["good"]);
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_lets_the_running_task_finish_and_grace_shutdown_cancels() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            work: Duration::from_millis(700),
+            ..Script::default()
+        },
+    );
+    cp.enqueue("t1");
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_AGENT_WORKER_ON_STOP_ACTION", "drain")],
+    );
+    cp.wait_for("started", LONG, |_| {
+        !exec.seen.lock().unwrap().started.is_empty()
+    })
+    .await;
+    cp.enqueue("t2");
+    a.stop().await.unwrap();
+    assert_eq!(cp.task("t1").finishes[0]["status"], "succeeded");
+    assert!(
+        cp.task("t2").handed_to.is_empty(),
+        "a draining agent took a task"
+    );
+    assert!(exec.seen.lock().unwrap().canceled.is_empty());
+
+    exec.script(
+        "t3",
+        Script {
+            work: Duration::from_secs(60),
+            ..Script::default()
+        },
+    );
+    cp.lock().queue.clear();
+    cp.enqueue("t3");
+    let b = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown")],
+    );
+    cp.wait_for("t3 started", LONG, |_| {
+        exec.seen
+            .lock()
+            .unwrap()
+            .started
+            .contains(&"t3".to_string())
+    })
+    .await;
+    b.stop().await.unwrap();
+    assert_eq!(cp.task("t3").finishes[0]["status"], "canceled");
+    assert_eq!(exec.seen.lock().unwrap().canceled, ["t3"]);
+}
+
+#[tokio::test]
+async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    cp.wait_for("registered", LONG, |i| i.registrations.len() == 1)
+        .await;
+    cp.restart();
+    cp.enqueue("t1");
+    assert_eq!(cp.wait_finished("t1", LONG).await["status"], "succeeded");
+    assert!(cp.lock().registrations.len() >= 2);
+    cp.revoke_pool_token();
+    cp.revoke_sessions();
+    let err = tokio::time::timeout(LONG, a.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::Control(ControlError::PoolTokenRejected)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SCALR_AGENT_TOKEN"), "{err}");
+
+    // A name already connected is a conflict, not a takeover.
+    let cp = ControlPlane::start().await;
+    let a = start(
+        &cp,
+        dir.path(),
+        "twin",
+        &exec,
+        &[("SCALR_AGENT_STATE_PERSISTENCE_ENABLED", "false")],
+    );
+    cp.wait_for("registered", LONG, |i| i.registrations.len() == 1)
+        .await;
+    let other = tempfile::tempdir().unwrap();
+    let b = start(&cp, other.path(), "twin", &exec, &[]);
+    let err = tokio::time::timeout(LONG, b.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("already connected"), "{err}");
+    a.stop().await.unwrap();
+}
