@@ -111,18 +111,15 @@ pub async fn run(
     let path = out.join("result.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    log.line(
-        &format!(
-            "Task {} {:?}; result in {}",
-            task.id,
-            result.status,
-            path.display()
-        )
-        .replace("Succeeded", "succeeded")
-        .replace("Failed", "failed")
-        .replace("Errored", "errored")
-        .replace("Canceled", "cancelled"),
-    );
+    let status = serde_json::to_value(result.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    log.line(&format!(
+        "Task {}: {status}; result in {}",
+        task.id,
+        path.display()
+    ));
     Ok(if result.status == TaskStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
