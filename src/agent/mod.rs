@@ -17,6 +17,7 @@
 mod deliver;
 pub mod executor;
 pub mod health;
+pub mod reaper;
 pub mod runner_executor;
 mod state;
 mod task;
@@ -113,6 +114,7 @@ pub async fn run_with_metrics(
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
     let settings = config.agent.clone();
+    reaper::spawn_if_pid1(shutdown.clone());
     let slots = settings.concurrency.get();
     let http = HttpClient::new(&config.http)?;
     let previous = settings

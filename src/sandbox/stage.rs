@@ -16,6 +16,22 @@ use tokio::process::{Child, ChildStderr, ChildStdout};
 use super::helper::{HelperEvent, HelperSpec, SUBCOMMAND};
 use super::policy::LayerReport;
 
+/// Pids of the helpers this process started and has not yet waited for: a PID-1 reaper must
+/// leave their exit statuses to tokio.
+static HELPERS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `pid` is a live stage helper of this process.
+pub fn is_helper(pid: i32) -> bool {
+    HELPERS.lock().map(|h| h.contains(&pid)).unwrap_or(true)
+}
+
+fn forget_helper(pid: u32) {
+    if let Ok(mut h) = HELPERS.lock() {
+        h.remove(&(pid as i32));
+    }
+}
+
 /// Why a stage could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -111,14 +127,24 @@ impl Launcher {
             .spawn()
             .map_err(helper_err)?;
         let helper_pid = child.id().unwrap_or(0);
+        if let Ok(mut h) = HELPERS.lock() {
+            h.insert(helper_pid as i32);
+        }
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let json = serde_json::to_vec(spec).expect("the spec serializes");
         stdin.write_all(&json).await.map_err(helper_err)?;
         drop(stdin);
         let mut events = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let output = child.stderr.take();
-        let first = events.next_line().await.map_err(helper_err)?;
-        match first.as_deref().map(serde_json::from_str::<HelperEvent>) {
+        let first = events.next_line().await.map_err(helper_err);
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                forget_helper(helper_pid);
+                return Err(e);
+            }
+        };
+        let started = match first.as_deref().map(serde_json::from_str::<HelperEvent>) {
             Some(Ok(HelperEvent::Started { pid, layers })) => Ok(Stage {
                 child,
                 events,
@@ -130,6 +156,7 @@ impl Launcher {
             }),
             Some(Ok(HelperEvent::SpawnFailed { error })) => {
                 let _ = child.wait().await;
+                forget_helper(helper_pid);
                 Err(SpawnError::Stage(error))
             }
             Some(Ok(other)) => Err(SpawnError::Protocol(format!(
@@ -142,7 +169,11 @@ impl Launcher {
                     "the helper exited ({status}) without reporting"
                 )))
             }
+        };
+        if started.is_err() {
+            forget_helper(helper_pid);
         }
+        started
     }
 }
 
