@@ -5,13 +5,15 @@
 //! - `prepare`: the task directory, configuration extraction, working directory;
 //! - `env`: the allow-listed environment and the CLI configuration file;
 //! - `step`: one command through the stage helper, with timeout and cancellation;
-//! - `stages`: the steps of plan, apply and policy-check, and hooks;
+//! - `stages`: the steps of plan, apply and policy-check;
+//! - `hooks`: hook syntax checks, running a phase's hooks, `SCALR_AGENT_ENV`;
 //! - `checks`: Infracost and OPA;
 //! - `log`: the masked task log; `result`: `result.json`;
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
 mod checks;
 pub mod env;
+mod hooks;
 pub mod log;
 pub mod model;
 pub mod prepare;

@@ -21,10 +21,10 @@ use crate::sandbox::policy::Policy;
 use crate::software::catalog::{Platform, Tool};
 
 const DEFAULT_OPERATION_TIMEOUT: u64 = 3600;
-const DEFAULT_HOOK_TIMEOUT: u64 = 600;
+pub(super) const DEFAULT_HOOK_TIMEOUT: u64 = 600;
 
 /// A failed step: stop here, with this task status.
-type Flow = Result<(), TaskStatus>;
+pub(super) type Flow = Result<(), TaskStatus>;
 
 impl Run<'_> {
     pub(super) async fn prepare(&mut self, paths: &TaskPaths<'_>) -> Result<Prepared, String> {
@@ -189,49 +189,6 @@ impl Run<'_> {
         Ok((workdir, env, policy))
     }
 
-    /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
-    /// input, reported before anything runs.
-    async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
-        let hooks = &self.task.workspace.hooks;
-        for (phase, line) in [
-            ("pre-init", &hooks.pre_init),
-            ("pre-plan", &hooks.pre_plan),
-            ("post-plan", &hooks.post_plan),
-            ("pre-apply", &hooks.pre_apply),
-            ("post-apply", &hooks.post_apply),
-        ] {
-            let Some(line) = line else { continue };
-            let spec = crate::sandbox::helper::HelperSpec {
-                program: "/bin/sh".into(),
-                args: vec!["-n".into(), "-c".into(), line.clone()],
-                env: vec![("PATH".into(), env::SYSTEM_PATH.into())],
-                cwd: dirs.root.clone(),
-                stdout_file: None,
-                policy: Policy::process_only(&dirs.root),
-            };
-            let mut stage = self
-                .runner
-                .launcher
-                .spawn(&spec)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut out = stage.take_output().expect("output is taken once");
-            let mut text = String::new();
-            let (_, exit) = tokio::join!(
-                tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text),
-                stage.wait()
-            );
-            if !exit.map_err(|e| e.to_string())?.success() {
-                return Err(format!(
-                    "workspace.hooks.{}: not valid shell: {}",
-                    phase.replace('-', "_"),
-                    text.trim().replace("/bin/sh: ", "")
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn record_layers(&mut self, p: &Prepared, layers: Vec<crate::sandbox::policy::LayerReport>) {
         if self.isolation.is_none() && !layers.is_empty() {
             let iso = &self.runner.isolation;
@@ -250,7 +207,12 @@ impl Run<'_> {
     }
 
     /// Runs one tool or hook step and records it.
-    async fn step(&mut self, cx: &StepContext<'_>, p: &Prepared, cmd: Command<'_>) -> StepStatus {
+    pub(super) async fn step(
+        &mut self,
+        cx: &StepContext<'_>,
+        p: &Prepared,
+        cmd: Command<'_>,
+    ) -> StepStatus {
         let (record, layers) = step::run(cx, cmd, self.log).await;
         self.record_layers(p, layers);
         let status = record.status;
@@ -258,7 +220,7 @@ impl Run<'_> {
         status
     }
 
-    fn env_with(&self, p: &Prepared, exit_code: Option<i32>) -> env::Env {
+    pub(super) fn env_with(&self, p: &Prepared, exit_code: Option<i32>) -> env::Env {
         let mut env = p.env.clone();
         for (k, v) in &self.hook_env {
             env.insert(k.clone(), v.clone());
@@ -267,99 +229,6 @@ impl Run<'_> {
             env.insert("SCALR_TERRAFORM_EXIT_CODE".into(), code.to_string());
         }
         env
-    }
-
-    /// Runs the hooks of a phase: agent-level first, then the workspace's.
-    async fn hooks(
-        &mut self,
-        cx: &StepContext<'_>,
-        p: &Prepared,
-        phase: &str,
-        exit_code: Option<i32>,
-    ) -> Flow {
-        let workspace = match phase {
-            "pre-init" => &self.task.workspace.hooks.pre_init,
-            "pre-plan" => &self.task.workspace.hooks.pre_plan,
-            "post-plan" => &self.task.workspace.hooks.post_plan,
-            "pre-apply" => &self.task.workspace.hooks.pre_apply,
-            _ => &self.task.workspace.hooks.post_apply,
-        };
-        let agent = self
-            .runner
-            .settings
-            .hooks_dir
-            .as_ref()
-            .map(|d| d.join(phase))
-            .filter(|f| f.is_file());
-        let timeout = Duration::from_secs(
-            self.task
-                .workspace
-                .hook_timeout
-                .unwrap_or(DEFAULT_HOOK_TIMEOUT),
-        );
-        let mut lines: Vec<(String, String)> = Vec::new();
-        if let Some(file) = agent {
-            use std::os::unix::fs::PermissionsExt;
-            let executable =
-                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-            let line = if executable {
-                shell_quote(&file)
-            } else {
-                format!(". {}", shell_quote(&file))
-            };
-            lines.push((format!("agent {phase} hook"), line));
-        }
-        if let Some(line) = workspace {
-            lines.push((format!("{phase} hook"), line.clone()));
-        }
-        for (name, line) in lines {
-            let env = self.env_with(p, exit_code);
-            let header = format!("Running {name}...");
-            let status = self
-                .step(
-                    cx,
-                    p,
-                    Command {
-                        name: &name,
-                        header: &header,
-                        program: Path::new("/bin/sh"),
-                        args: vec!["-c".into(), line],
-                        cwd: &p.workdir,
-                        env: &env,
-                        timeout,
-                        stdout_file: None,
-                    },
-                )
-                .await;
-            self.read_agent_env(&p.dirs);
-            if status != StepStatus::Succeeded && phase.starts_with("pre-") {
-                self.errors
-                    .push(format!("{name} failed ({})", describe(self.steps.last())));
-                return Err(status_of(status));
-            }
-            if status != StepStatus::Succeeded {
-                self.errors
-                    .push(format!("{name} failed ({})", describe(self.steps.last())));
-            }
-        }
-        Ok(())
-    }
-
-    fn read_agent_env(&mut self, dirs: &TaskDirs) {
-        let Ok(text) = std::fs::read_to_string(&dirs.agent_env) else {
-            return;
-        };
-        let (vars, bad, read) = env::parse_agent_env(&text, self.agent_env_lines);
-        self.agent_env_lines = read;
-        for (line, reason) in bad {
-            self.log.line(&format!(
-                "Warning: SCALR_AGENT_ENV line {line} ignored: {reason}"
-            ));
-        }
-        for (k, v) in vars {
-            self.hook_env.retain(|(name, _)| *name != k);
-            self.hook_env.push((k, v));
-        }
     }
 
     async fn tool(
@@ -612,7 +481,7 @@ fn ok_or_stop(run: &mut Run<'_>, status: StepStatus, name: &str) -> Flow {
     Err(status_of(status))
 }
 
-fn status_of(status: StepStatus) -> TaskStatus {
+pub(super) fn status_of(status: StepStatus) -> TaskStatus {
     match status {
         StepStatus::Succeeded => TaskStatus::Succeeded,
         StepStatus::Failed | StepStatus::TimedOut => TaskStatus::Failed,
@@ -621,7 +490,7 @@ fn status_of(status: StepStatus) -> TaskStatus {
     }
 }
 
-fn describe(step: Option<&super::result::StepRecord>) -> String {
+pub(super) fn describe(step: Option<&super::result::StepRecord>) -> String {
     match step {
         None => "not run".into(),
         Some(s) => match (s.status, s.exit_code, s.signal) {
@@ -633,10 +502,6 @@ fn describe(step: Option<&super::result::StepRecord>) -> String {
             _ => "unknown".into(),
         },
     }
-}
-
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
