@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod control;
+mod crash;
 mod daemon;
 mod exec;
 mod harness;
