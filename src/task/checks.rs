@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::model::CostEstimation;
 use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepStatus};
 use super::runner::{Prepared, Run};
-use super::step::{self, Command, StepContext};
+use super::step::{Command, StepContext};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -46,24 +46,23 @@ pub(super) async fn cost_estimate(
         "--format".into(),
         "json".into(),
     ];
-    let (record, _) = step::run(
-        cx,
-        Command {
-            name: "cost estimate",
-            header: "Estimating cost...",
-            program: infracost,
-            args,
-            cwd: &p.workdir,
-            env: &env,
-            timeout: CHECK_TIMEOUT,
-            stdout_file: Some(out.clone()),
-        },
-        run.log,
-    )
-    .await;
-    let ok = record.status == StepStatus::Succeeded;
-    run.steps.push(record);
-    if !ok {
+    let status = run
+        .step(
+            cx,
+            p,
+            Command {
+                name: "cost estimate",
+                header: "Estimating cost...",
+                program: infracost,
+                args,
+                cwd: &p.workdir,
+                env: &env,
+                timeout: CHECK_TIMEOUT,
+                stdout_file: Some(out.clone()),
+            },
+        )
+        .await;
+    if status != StepStatus::Succeeded {
         return Err("infracost breakdown failed".into());
     }
     let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
@@ -238,24 +237,23 @@ pub(super) async fn policy_check(
             spec.name, spec.enforcement_level
         );
         let env = p.env.clone();
-        let (record, _) = step::run(
-            cx,
-            Command {
-                name: &format!("policy {}", spec.name),
-                header: &header,
-                program: &opa.path,
-                args,
-                cwd: &dir,
-                env: &env,
-                timeout: CHECK_TIMEOUT,
-                stdout_file: Some(out.clone()),
-            },
-            run.log,
-        )
-        .await;
-        let ok = record.status == StepStatus::Succeeded;
-        run.steps.push(record);
-        if !ok {
+        let status = run
+            .step(
+                cx,
+                p,
+                Command {
+                    name: &format!("policy {}", spec.name),
+                    header: &header,
+                    program: &opa.path,
+                    args,
+                    cwd: &dir,
+                    env: &env,
+                    timeout: CHECK_TIMEOUT,
+                    stdout_file: Some(out.clone()),
+                },
+            )
+            .await;
+        if status != StepStatus::Succeeded {
             return Err(format!("opa eval of policy {:?} failed", spec.name));
         }
         let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
