@@ -81,7 +81,7 @@ impl Run<'_> {
                 &tool,
                 opa.as_ref(),
                 infracost.as_ref(),
-                uid.as_ref().map(|u| u.ids()),
+                uid.as_ref(),
             )
             .await;
         match result {
@@ -109,8 +109,9 @@ impl Run<'_> {
         tool: &crate::software::Installed,
         opa: Option<&crate::software::Installed>,
         infracost: Option<&crate::software::Installed>,
-        ids: Option<(u32, u32)>,
+        uid: Option<&crate::sandbox::uid::UidLease>,
     ) -> Result<(PathBuf, env::Env, Policy), String> {
+        let ids = uid.map(|u| u.ids());
         let settings = &self.runner.settings;
         let task = self.task;
         let http = || HttpClient::new(&settings.http);
@@ -182,9 +183,10 @@ impl Run<'_> {
         read_exec.extend(settings.hooks_dir.clone());
         read_exec.extend(settings.read_paths.iter().cloned());
         let policy = Policy::for_task(&iso.probes, &iso.config, ids, &dirs.root, &read_exec);
-        if let Some((uid, gid)) = ids {
-            chown_tree(&dirs.root, uid, gid)
-                .map_err(|e| format!("giving {} to uid {uid}: {e}", dirs.root.display()))?;
+        if let Some(lease) = uid {
+            lease.own_tree(&dirs.root).map_err(|e| {
+                format!("giving {} to uid {}: {e}", dirs.root.display(), lease.uid())
+            })?;
         }
         Ok((workdir, env, policy))
     }
@@ -280,15 +282,18 @@ impl Run<'_> {
         ok_or_stop(self, status, "init")
     }
 
+    /// Pre-init hooks, `init`, then the operation's pre hooks.
+    async fn prologue(&mut self, cx: &StepContext<'_>, p: &Prepared, pre_phase: &str) -> Flow {
+        self.init(cx, p).await?;
+        self.hooks(cx, p, pre_phase, None).await
+    }
+
     pub(super) async fn plan(
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
     ) -> Result<TaskStatus, String> {
-        if let Err(s) = self.init(cx, p).await {
-            return Ok(s);
-        }
-        if let Err(s) = self.hooks(cx, p, "pre-plan", None).await {
+        if let Err(s) = self.prologue(cx, p, "pre-plan").await {
             return Ok(s);
         }
         let plan_file = p.dirs.artifacts.join("plan.tfplan");
@@ -373,10 +378,7 @@ impl Run<'_> {
         cx: &StepContext<'_>,
         p: &Prepared,
     ) -> Result<TaskStatus, String> {
-        if let Err(s) = self.init(cx, p).await {
-            return Ok(s);
-        }
-        if let Err(s) = self.hooks(cx, p, "pre-apply", None).await {
+        if let Err(s) = self.prologue(cx, p, "pre-apply").await {
             return Ok(s);
         }
         let plan_file = p.dirs.artifacts.join("plan.tfplan");
@@ -402,7 +404,10 @@ impl Run<'_> {
         let _ = self.hooks(cx, p, "post-apply", Some(code)).await;
         Ok(
             if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
-                status_of(status).max_failed()
+                match status_of(status) {
+                    TaskStatus::Succeeded => TaskStatus::Failed,
+                    other => other,
+                }
             } else {
                 TaskStatus::Succeeded
             },
@@ -459,19 +464,6 @@ impl Run<'_> {
     }
 }
 
-trait MaxFailed {
-    fn max_failed(self) -> TaskStatus;
-}
-impl MaxFailed for TaskStatus {
-    fn max_failed(self) -> TaskStatus {
-        if self == TaskStatus::Succeeded {
-            TaskStatus::Failed
-        } else {
-            self
-        }
-    }
-}
-
 fn ok_or_stop(run: &mut Run<'_>, status: StepStatus, name: &str) -> Flow {
     if status == StepStatus::Succeeded {
         return Ok(());
@@ -502,17 +494,4 @@ pub(super) fn describe(step: Option<&super::result::StepRecord>) -> String {
             _ => "unknown".into(),
         },
     }
-}
-
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
-        if std::fs::symlink_metadata(&p)?.is_dir() {
-            for e in std::fs::read_dir(&p)? {
-                stack.push(e?.path());
-            }
-        }
-    }
-    Ok(())
 }
