@@ -1,11 +1,12 @@
 //! The agent's own log: plain text or JSON lines on stderr (stdout carries command output).
 //!
-//! JSON lines carry `timestamp`, `level`, `event` (the message), `agent` (its name) and the
-//! event's fields. Secrets never reach here: they travel as [`crate::secret::Secret`], whose
+//! JSON lines carry `timestamp`, `level`, `event` (the message), `agent` (its name), once
+//! registered `agent_id`, `pool_id` and `pool` (see [`set_identity`]), and the event's fields. Secrets never reach here: they travel as [`crate::secret::Secret`], whose
 //! `Debug` is `***`.
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::RwLock;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -37,6 +38,22 @@ pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
             })
             .try_init(),
     };
+}
+
+/// Who the agent is in its pool: set at each registration, carried by every JSON line after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub agent_id: String,
+    pub pool_id: String,
+    pub pool_name: String,
+}
+
+/// One agent per process: the identity is process-wide, like the subscriber.
+static IDENTITY: RwLock<Option<Identity>> = RwLock::new(None);
+
+/// Records the identity the control plane gave (a re-registration may change it).
+pub fn set_identity(identity: Identity) {
+    *IDENTITY.write().unwrap_or_else(|e| e.into_inner()) = Some(identity);
 }
 
 struct JsonLines {
@@ -75,6 +92,11 @@ where
                 .unwrap_or(Value::String(String::new())),
         );
         line.insert("agent".into(), Value::String(self.agent.clone()));
+        if let Some(id) = IDENTITY.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            line.insert("agent_id".into(), Value::String(id.agent_id.clone()));
+            line.insert("pool_id".into(), Value::String(id.pool_id.clone()));
+            line.insert("pool".into(), Value::String(id.pool_name.clone()));
+        }
         for (k, v) in fields.0 {
             line.entry(k).or_insert(v);
         }

@@ -132,6 +132,11 @@ impl ControlClient {
             generation,
         };
         *slot = Some(session.clone());
+        crate::logging::set_identity(crate::logging::Identity {
+            agent_id: r.agent_id.clone(),
+            pool_id: r.pool.id,
+            pool_name: r.pool.name,
+        });
         self.registration.lock().unwrap().previous_agent_id = Some(r.agent_id);
         Ok(session)
     }

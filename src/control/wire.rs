@@ -31,9 +31,18 @@ pub struct RegisterResponse {
     pub agent_id: String,
     pub session_token: String,
     pub heartbeat_interval_ms: u64,
+    /// The pool the pool token belongs to.
+    pub pool: Pool,
     /// How long the server holds a long poll (`/tasks/acquire`, `/tasks/{id}/signal`).
     #[serde(default = "default_poll_ms")]
     pub poll_timeout_ms: u64,
+}
+
+/// A pool, as the registration answer names it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pool {
+    pub id: String,
+    pub name: String,
 }
 
 fn default_poll_ms() -> u64 {

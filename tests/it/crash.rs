@@ -15,7 +15,7 @@ const LONG: Duration = Duration::from_secs(60);
 const TRIVIAL_TOOL: &str = "#!/bin/sh\n[ \"$1\" = show ] && echo '{}'\nexit 0\n";
 
 #[allow(clippy::disallowed_methods)]
-fn start(h: &Harness, cp: &ControlPlane) -> tokio::process::Child {
+fn start(h: &Harness, cp: &ControlPlane, stderr: std::process::Stdio) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .arg("run")
         .env_clear()
@@ -24,8 +24,9 @@ fn start(h: &Harness, cp: &ControlPlane) -> tokio::process::Child {
         .env("SCALR_URL", cp.url.as_str())
         .env("SCALR_AGENT_TOKEN", "pool-token")
         .env("SCALR_AGENT_NAME", "crash-agent")
+        .env("SCALR_AGENT_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap()
@@ -88,7 +89,7 @@ async fn kill_9_mid_task_then_restart_reports_errored_flushes_and_leaves_no_proc
         .inputs
         .insert("configuration".into(), archive);
 
-    let mut first = start(&h, &cp);
+    let mut first = start(&h, &cp, std::process::Stdio::null());
     cp.wait_for("the hook started", LONG, |i| {
         String::from_utf8_lossy(&i.tasks["crash-1"].log).contains("hook-started")
     })
@@ -121,7 +122,7 @@ async fn kill_9_mid_task_then_restart_reports_errored_flushes_and_leaves_no_proc
     }
 
     cp.lock().faults.clear();
-    let mut second = start(&h, &cp);
+    let mut second = start(&h, &cp, std::process::Stdio::piped());
     let f = cp.wait_finished("crash-1", LONG).await;
     let log = String::from_utf8_lossy(&cp.task("crash-1").log).into_owned();
     assert_eq!(f["status"], "errored", "{f:#}\n{log}");
@@ -146,4 +147,34 @@ async fn kill_9_mid_task_then_restart_reports_errored_flushes_and_leaves_no_proc
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+
+    // The agent's own log: JSON lines; from registration on they name the agent and its pool.
+    let mut err = String::new();
+    use tokio::io::AsyncReadExt;
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ready = lines
+        .iter()
+        .position(|l| l["event"] == "ready to receive tasks")
+        .unwrap_or_else(|| panic!("{err}"));
+    for l in &lines[ready..] {
+        assert_eq!(l["agent"], "crash-agent", "{l}");
+        assert_eq!(l["pool"], "test-pool", "{l}");
+        assert_eq!(l["pool_id"], "apool-1", "{l}");
+        assert!(
+            l["agent_id"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("agt-")),
+            "{l}"
+        );
+    }
 }

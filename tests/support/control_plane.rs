@@ -350,7 +350,7 @@ fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
     i.names.insert(name, (id.clone(), Instant::now()));
     respond(
         201,
-        json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms}),
+        json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}}),
     )
 }
 
