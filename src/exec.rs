@@ -105,6 +105,7 @@ pub async fn run(
             },
             &mut log,
             &cancel,
+            None,
         )
         .await;
     watcher.abort();

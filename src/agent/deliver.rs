@@ -104,7 +104,13 @@ async fn deliver_inner(
     retry(api, metrics, || api.finish(&finish)).await
 }
 
-async fn retry<F, Fut>(api: &TaskApi, metrics: &Metrics, mut call: F) -> Result<(), ControlError>
+/// Calls `call` until it succeeds, waiting out retryable failures with backoff (no limit: the
+/// caller bounds it); other errors are returned.
+pub(super) async fn retry<F, Fut>(
+    api: &TaskApi,
+    metrics: &Metrics,
+    mut call: F,
+) -> Result<(), ControlError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), ControlError>>,

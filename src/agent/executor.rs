@@ -2,7 +2,8 @@
 //! [`Executor`] and reports the [`JobOutcome`].
 //!
 //! The daemon owns everything that talks to the control plane (inputs, log shipping,
-//! cancellation signals, artifacts, the final status); the executor owns the child processes.
+//! cancellation signals, step reports, artifacts, the final status); the executor owns the
+//! child processes.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::pin::Pin;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::control::wire::FinalStatus;
+pub use crate::task::events::{StepEvent, StepEvents};
 
 /// One task handed to the executor.
 pub struct Job {
@@ -28,6 +30,10 @@ pub struct Job {
     /// Forced cancel (kill the whole tree now). Always cancelled together with or after
     /// `cancel`.
     pub kill: CancellationToken,
+    /// Where the executor announces each step as it starts and ends (masked text only); the
+    /// daemon reports them to the control plane and records their durations. Sending never
+    /// blocks; the job's result must still carry every step.
+    pub steps: StepEvents,
 }
 
 /// What the executor reports when the job ends (whatever the reason).

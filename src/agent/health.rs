@@ -30,7 +30,12 @@ pub struct Metrics {
     registered: AtomicU64,
     /// (action, status) -> (count, total seconds).
     tasks: Mutex<BTreeMap<(String, String), (u64, f64)>>,
+    steps: Mutex<StepDurations>,
 }
+
+/// (step kind, status) -> (count, total seconds). Kinds and statuses are closed sets, so the
+/// label set stays small.
+type StepDurations = BTreeMap<(&'static str, &'static str), (u64, f64)>;
 
 impl Metrics {
     pub fn new(slots: u32) -> Metrics {
@@ -43,6 +48,7 @@ impl Metrics {
             last_heartbeat_ms: AtomicU64::new(0),
             registered: AtomicU64::new(0),
             tasks: Mutex::new(BTreeMap::new()),
+            steps: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -73,6 +79,14 @@ impl Metrics {
     pub fn task_done(&self, action: &str, status: &str, took: Duration) {
         let mut t = self.tasks.lock().unwrap();
         let e = t.entry((action.into(), status.into())).or_default();
+        e.0 += 1;
+        e.1 += took.as_secs_f64();
+    }
+
+    /// A step ended: `kind` is the step's kind (`init`, `plan`, `hook`, ...), never its name.
+    pub fn step_done(&self, kind: &'static str, status: &'static str, took: Duration) {
+        let mut s = self.steps.lock().unwrap();
+        let e = s.entry((kind, status)).or_default();
         e.0 += 1;
         e.1 += took.as_secs_f64();
     }
@@ -140,6 +154,15 @@ impl Metrics {
                 "scalr_agent_task_duration_seconds_sum{{{labels}}} {secs:.3}\nscalr_agent_task_duration_seconds_count{{{labels}}} {n}"
             );
         }
+        drop(tasks);
+        out.push_str("# HELP scalr_agent_step_duration_seconds Step durations, by step kind and status.\n# TYPE scalr_agent_step_duration_seconds summary\n");
+        for ((kind, status), (n, secs)) in self.steps.lock().unwrap().iter() {
+            let labels = format!("kind=\"{kind}\",status=\"{status}\"");
+            let _ = writeln!(
+                out,
+                "scalr_agent_step_duration_seconds_sum{{{labels}}} {secs:.3}\nscalr_agent_step_duration_seconds_count{{{labels}}} {n}"
+            );
+        }
         out
     }
 }
@@ -194,5 +217,54 @@ pub async fn serve(
             })
             .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of one metric family: from its `# HELP` to the next family.
+    fn family<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        let help = format!("# HELP {name} ");
+        text.lines()
+            .skip_while(|l| !l.starts_with(&help))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.starts_with("# HELP "))
+            .map(|(_, l)| l)
+            .collect()
+    }
+
+    #[test]
+    fn step_durations_are_summed_by_kind_and_status() {
+        let m = Metrics::new(1);
+        m.step_done("plan", "succeeded", Duration::from_millis(1500));
+        m.step_done("plan", "succeeded", Duration::from_millis(500));
+        m.step_done("hook", "failed", Duration::from_millis(250));
+        assert_eq!(
+            family(&m.render(), "scalr_agent_step_duration_seconds"),
+            [
+                "# HELP scalr_agent_step_duration_seconds Step durations, by step kind and status.",
+                "# TYPE scalr_agent_step_duration_seconds summary",
+                r#"scalr_agent_step_duration_seconds_sum{kind="hook",status="failed"} 0.250"#,
+                r#"scalr_agent_step_duration_seconds_count{kind="hook",status="failed"} 1"#,
+                r#"scalr_agent_step_duration_seconds_sum{kind="plan",status="succeeded"} 2.000"#,
+                r#"scalr_agent_step_duration_seconds_count{kind="plan",status="succeeded"} 2"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn without_steps_only_the_family_header_is_rendered() {
+        assert_eq!(
+            family(
+                &Metrics::new(1).render(),
+                "scalr_agent_step_duration_seconds"
+            ),
+            [
+                "# HELP scalr_agent_step_duration_seconds Step durations, by step kind and status.",
+                "# TYPE scalr_agent_step_duration_seconds summary",
+            ]
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod health;
 pub mod reaper;
 pub mod runner_executor;
 mod state;
+mod steps;
 mod task;
 
 use std::collections::HashMap;

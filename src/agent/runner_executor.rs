@@ -66,6 +66,7 @@ impl Executor for RunnerExecutor {
                 log,
                 cancel,
                 kill,
+                steps,
             } = job;
             localize(&mut task, &inputs_dir);
             let out = inputs_dir.join("out");
@@ -86,6 +87,7 @@ impl Executor for RunnerExecutor {
                     },
                     &mut log,
                     &cancel,
+                    Some(steps),
                 )
                 .await;
             let status = match result.status {

@@ -1,5 +1,6 @@
 //! One task's life on this agent: acknowledge, spool, inputs, execute (with cancellation
-//! relayed and the log shipped as it grows), then record the final status and deliver it.
+//! relayed, the log shipped as it grows and step reports sent as steps start and end), then
+//! record the final status and deliver it once the step reports are done.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
 use super::deliver::{deliver, ship_log};
-use super::executor::{Job, JobOutcome};
+use super::executor::{Job, JobOutcome, StepEvents};
+use super::steps::report_steps;
 use crate::control::wire::{Acquired, Finish, Signal};
 use crate::control::{ControlError, TaskApi};
 use crate::secret::Secret;
@@ -63,7 +65,9 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
     ctx.add_running(&id, controls.clone());
     let started = Instant::now();
     let done = CancellationToken::new();
+    let (steps, step_events) = tokio::sync::mpsc::unbounded_channel();
     let watcher = watch_signals(&ctx, &api, &controls, &done);
+    let reporter = report_steps(&api, step_events, &ctx.metrics, &done);
     let shipper = async {
         // Errors that end the task for this agent stop the execution too.
         if let Err(e) = ship_log(&api, &spool, &ctx.metrics).await {
@@ -74,7 +78,7 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
         }
     };
     let execution = async {
-        let (action, outcome) = execute(&ctx, &acquired, &spool, &controls).await;
+        let (action, outcome) = execute(&ctx, &acquired, &spool, &controls, steps).await;
         let outcome = keep_artifacts(&spool, outcome);
         let finish = Finish {
             status: outcome.status,
@@ -93,7 +97,8 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
         done.cancel();
         drop(permit);
     };
-    tokio::join!(watcher, shipper, execution);
+    // The finish goes out only after the step reports: the server sees steps first.
+    tokio::join!(watcher, shipper, execution, reporter);
     deliver(&api, &spool, &ctx.metrics).await;
 }
 
@@ -104,6 +109,7 @@ async fn execute(
     acquired: &Acquired,
     spool: &TaskSpool,
     controls: &Controls,
+    steps: StepEvents,
 ) -> (String, JobOutcome) {
     let mut log = match spool.writer() {
         Ok(w) => w,
@@ -146,6 +152,7 @@ async fn execute(
         log: Box::new(log),
         cancel: controls.cancel.clone(),
         kill: controls.kill.clone(),
+        steps,
     };
     let outcome = ctx.executor.execute(job).await;
     (action, outcome)

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::result::{StepKind, StepStatus};
+
 /// `POST /register`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegisterRequest {
@@ -103,12 +105,48 @@ pub struct LogCommitted {
     pub committed: u64,
 }
 
-/// Status of a step (`POST /tasks/{id}/steps`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One step's state (`POST /tasks/{id}/steps`): sent when the step starts (`running`) and
+/// again when it ends. The fields after `status` are the step's record in `result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
+    /// The step's name (`init`, `plan`, `pre-plan hook`, `policy <name>`, ...), masked.
     pub step: String,
-    /// `running`, `succeeded`, `failed` or `skipped`.
-    pub status: String,
+    pub status: StepState,
+    /// The step's position in the task, from 0; a later report with the same index
+    /// overwrites an earlier one.
+    pub index: u32,
+    pub kind: StepKind,
+    /// The masked command line; `null` while running.
+    pub command: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The signal that ended the step's process, if one did.
+    pub signal: Option<i32>,
+    /// `null` while running.
+    pub duration_ms: Option<u64>,
+}
+
+/// The status in a [`StepReport`]: `running`, then how the step ended (as in `result.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Canceled,
+    Errored,
+}
+
+impl From<StepStatus> for StepState {
+    fn from(s: StepStatus) -> StepState {
+        match s {
+            StepStatus::Succeeded => StepState::Succeeded,
+            StepStatus::Failed => StepState::Failed,
+            StepStatus::TimedOut => StepState::TimedOut,
+            StepStatus::Canceled => StepState::Canceled,
+            StepStatus::Errored => StepState::Errored,
+        }
+    }
 }
 
 /// The final status of a task.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::model::CostEstimation;
-use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepStatus};
+use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepKind, StepStatus};
 use super::runner::{Prepared, Run};
 use super::step::{Command, StepContext};
 
@@ -59,6 +59,7 @@ pub(super) async fn cost_estimate(
                 env: &env,
                 timeout: CHECK_TIMEOUT,
                 stdout_file: Some(out.clone()),
+                kind: StepKind::Cost,
             },
         )
         .await;
@@ -250,6 +251,7 @@ pub(super) async fn policy_check(
                     env: &env,
                     timeout: CHECK_TIMEOUT,
                     stdout_file: Some(out.clone()),
+                    kind: StepKind::Policy,
                 },
             )
             .await;

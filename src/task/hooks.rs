@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::env;
 use super::prepare::TaskDirs;
-use super::result::StepStatus;
+use super::result::{StepKind, StepStatus};
 use super::runner::{Prepared, Run};
 use super::stages::{DEFAULT_HOOK_TIMEOUT, Flow, describe, status_of};
 use super::step::{Command, StepContext};
@@ -116,6 +116,7 @@ impl Run<'_> {
                         env: &env,
                         timeout,
                         stdout_file: None,
+                        kind: StepKind::Hook,
                     },
                 )
                 .await;

@@ -8,11 +8,13 @@
 //! - `stages`: the steps of plan, apply and policy-check;
 //! - `hooks`: hook syntax checks, running a phase's hooks, `SCALR_AGENT_ENV`;
 //! - `checks`: Infracost and OPA;
-//! - `log`: the masked task log; `result`: `result.json`;
+//! - `log`: the masked task log; `result`: `result.json`; `events`: steps announced as they
+//!   happen;
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
 mod checks;
 pub mod env;
+pub mod events;
 mod hooks;
 pub mod log;
 pub mod model;

@@ -1,6 +1,6 @@
 //! The structured outcome of a task (`result.json`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::Action;
 use crate::sandbox::policy::LayerReport;
@@ -31,6 +31,54 @@ pub enum StepStatus {
     Errored,
 }
 
+impl StepStatus {
+    /// The name in `result.json`, step reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::TimedOut => "timed_out",
+            StepStatus::Canceled => "canceled",
+            StepStatus::Errored => "errored",
+        }
+    }
+}
+
+/// What a step is, from a closed set: a label with bounded cardinality for metrics and the
+/// control plane (names may carry policy names; kinds never do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// `init`.
+    Init,
+    /// `plan -detailed-exitcode`: its exit code 2 (the plan has changes) is a success.
+    Plan,
+    /// `show -json` of the saved plan.
+    Show,
+    /// `apply` of the saved plan.
+    Apply,
+    /// An agent or workspace hook.
+    Hook,
+    /// `opa eval` of one policy.
+    Policy,
+    /// `infracost breakdown`.
+    Cost,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Init => "init",
+            StepKind::Plan => "plan",
+            StepKind::Show => "show",
+            StepKind::Apply => "apply",
+            StepKind::Hook => "hook",
+            StepKind::Policy => "policy",
+            StepKind::Cost => "cost",
+        }
+    }
+}
+
 /// One step: a hook or a tool invocation.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
@@ -43,6 +91,7 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// Processes the step left behind, killed when it ended.
     pub leftovers_killed: u32,
+    pub kind: StepKind,
 }
 
 /// Files produced by the task (names relative to the output directory).
@@ -107,4 +156,33 @@ pub struct TaskResult {
     pub policy_check: Option<PolicyCheck>,
     /// What went wrong, masked, most important first.
     pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_are_the_serialized_names() {
+        for kind in [
+            StepKind::Init,
+            StepKind::Plan,
+            StepKind::Show,
+            StepKind::Apply,
+            StepKind::Hook,
+            StepKind::Policy,
+            StepKind::Cost,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for status in [
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::TimedOut,
+            StepStatus::Canceled,
+            StepStatus::Errored,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::env::Env;
+use super::events::{StepEvent, StepEvents};
 use super::log::TaskLog;
 use super::model::{Action, RunMode, Task};
 use super::prepare::TaskDirs;
@@ -103,16 +104,20 @@ pub(super) struct Run<'a> {
     /// Variables added by hooks through `SCALR_AGENT_ENV`, and how many of its lines were read.
     pub hook_env: Vec<(String, String)>,
     pub agent_env_lines: usize,
+    /// Where steps are announced as they start and end (`None`: nobody listens).
+    pub step_events: Option<StepEvents>,
 }
 
 impl Runner {
     /// Runs the task and returns its result (also written to `<out>/result.json` by the caller).
+    /// Each step is announced to `step_events` when it starts and when it ends.
     pub async fn run(
         &self,
         task: &Task,
         paths: TaskPaths<'_>,
         log: &mut TaskLog,
         cancel: &Cancel,
+        step_events: Option<StepEvents>,
     ) -> TaskResult {
         let started = Instant::now();
         let started_at = SystemTime::now();
@@ -128,6 +133,7 @@ impl Runner {
             policy_check: None,
             hook_env: Vec::new(),
             agent_env_lines: 0,
+            step_events,
         };
         let status = match run.execute(&paths, cancel).await {
             Ok(status) => status,
@@ -175,6 +181,13 @@ pub(super) struct Prepared {
 }
 
 impl Run<'_> {
+    /// Tells the listener, if any, about a step. Never blocks; a listener gone is ignored.
+    pub(super) fn announce(&self, event: StepEvent) {
+        if let Some(events) = &self.step_events {
+            let _ = events.send(event);
+        }
+    }
+
     async fn execute(
         &mut self,
         paths: &TaskPaths<'_>,

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::env::{self, EnvContext};
+use super::events::StepEvent;
 use super::model::{Action, IacPlatform, RunMode};
 use super::prepare::{self, TaskDirs};
-use super::result::{Isolation, StepStatus, TaskStatus};
+use super::result::{Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run, TaskPaths};
 use super::step::{self, Command, StepContext};
 use crate::http::HttpClient;
@@ -208,16 +209,38 @@ impl Run<'_> {
         }
     }
 
-    /// Runs one tool or hook step and records it.
+    /// Runs one tool or hook step and records it: the one place steps are recorded. It
+    /// announces the start, runs the step, settles its status, then announces the end with the
+    /// record that `result.json` keeps.
     pub(super) async fn step(
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
         cmd: Command<'_>,
     ) -> StepStatus {
-        let (record, layers) = step::run(cx, cmd, self.log).await;
+        let index = self.steps.len();
+        let kind = cmd.kind;
+        let name = self.log.masker().mask(cmd.name);
+        self.announce(StepEvent::Started {
+            index,
+            kind,
+            name: name.clone(),
+        });
+        let (mut record, layers) = step::run(cx, cmd, self.log).await;
         self.record_layers(p, layers);
+        record.name = name;
+        // `plan -detailed-exitcode`: 0 no changes, 2 changes, anything else an error.
+        if kind == StepKind::Plan
+            && record.status == StepStatus::Failed
+            && record.exit_code == Some(2)
+        {
+            record.status = StepStatus::Succeeded;
+        }
         let status = record.status;
+        self.announce(StepEvent::Finished {
+            index,
+            record: record.clone(),
+        });
         self.steps.push(record);
         status
     }
@@ -237,7 +260,7 @@ impl Run<'_> {
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
-        name: &str,
+        kind: StepKind,
         header: &str,
         args: Vec<String>,
         stdout_file: Option<PathBuf>,
@@ -254,7 +277,7 @@ impl Run<'_> {
             cx,
             p,
             Command {
-                name,
+                name: kind.as_str(),
                 header,
                 program: &program,
                 args,
@@ -262,6 +285,7 @@ impl Run<'_> {
                 env: &env,
                 timeout,
                 stdout_file,
+                kind,
             },
         )
         .await
@@ -273,7 +297,7 @@ impl Run<'_> {
             .tool(
                 cx,
                 p,
-                "init",
+                StepKind::Init,
                 "Initializing...",
                 vec!["init".into(), "-input=false".into()],
                 None,
@@ -319,15 +343,11 @@ impl Run<'_> {
                 .iter()
                 .map(|f| format!("-var-file={f}")),
         );
-        let mut status = self.tool(cx, p, "plan", "Planning...", args, None).await;
-        // -detailed-exitcode: 0 no changes, 2 changes, anything else an error.
+        // The recorder counts exit code 2 (changes) as a success.
+        let mut status = self
+            .tool(cx, p, StepKind::Plan, "Planning...", args, None)
+            .await;
         let code = self.steps.last().and_then(|s| s.exit_code);
-        if status == StepStatus::Failed && code == Some(2) {
-            status = StepStatus::Succeeded;
-            if let Some(s) = self.steps.last_mut() {
-                s.status = StepStatus::Succeeded;
-            }
-        }
         let planned = status == StepStatus::Succeeded;
         if planned {
             self.artifacts.has_changes = Some(code == Some(2));
@@ -336,7 +356,7 @@ impl Run<'_> {
                 .tool(
                     cx,
                     p,
-                    "show",
+                    StepKind::Show,
                     "Rendering the plan as JSON...",
                     vec![
                         "show".into(),
@@ -386,7 +406,7 @@ impl Run<'_> {
             .tool(
                 cx,
                 p,
-                "apply",
+                StepKind::Apply,
                 "Applying...",
                 vec![
                     "apply".into(),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::env::Env;
 use super::log::TaskLog;
-use super::result::{StepRecord, StepStatus};
+use super::result::{StepKind, StepRecord, StepStatus};
 use crate::sandbox::helper::HelperSpec;
 use crate::sandbox::policy::{LayerReport, Policy};
 use crate::sandbox::stage::{Launcher, StageSignal};
@@ -36,6 +36,7 @@ pub struct Command<'a> {
     pub env: &'a Env,
     pub timeout: Duration,
     pub stdout_file: Option<PathBuf>,
+    pub kind: StepKind,
 }
 
 /// Runs a step to completion; never returns early while any of its processes live. Also
@@ -56,6 +57,7 @@ pub async fn run(
         signal,
         duration_ms: started.elapsed().as_millis() as u64,
         leftovers_killed,
+        kind: cmd.kind,
     };
     if cx.cancel.is_cancelled() || cx.kill.is_cancelled() {
         return (record(StepStatus::Canceled, None, None, 0), Vec::new());

@@ -531,3 +531,70 @@ async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
     assert!(err.to_string().contains("already connected"), "{err}");
     a.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn step_reports_arrive_in_order_before_the_finish_despite_faults() {
+    use scalr_agent::task::result::{StepKind, StepStatus};
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            steps: vec![
+                ("init", StepKind::Init, StepStatus::Succeeded),
+                ("plan", StepKind::Plan, StepStatus::Failed),
+            ],
+            status: agent::executor::FinalStatus::Failed,
+            ..Script::default()
+        },
+    );
+    // Outages are retried (by the HTTP client, then by the reporter); a refusal skips that
+    // one report: the first report meets five 503s, then a 422.
+    cp.fail_next(
+        "steps",
+        [
+            Fault::Status(503),
+            Fault::Status(503),
+            Fault::Status(503),
+            Fault::Status(503),
+            Fault::Status(503),
+            Fault::Status(422),
+        ],
+    );
+    cp.enqueue("t1");
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    let finish = cp.wait_finished("t1", LONG).await;
+    assert_eq!(finish["status"], "failed");
+    let t = cp.task("t1");
+    let seen: Vec<(&str, &str, u64)> = t
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+                s["index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("init", "succeeded", 0),
+            ("plan", "running", 1),
+            ("plan", "failed", 1)
+        ],
+        "{:#?}",
+        t.steps
+    );
+    assert_eq!(t.steps[2]["kind"], "plan");
+    assert_eq!(t.steps[2]["exit_code"], 1);
+    assert_eq!(t.steps[2]["command"], "fake plan");
+    assert_eq!(
+        t.steps_at_finish,
+        Some(3),
+        "every step report came before the finish"
+    );
+    a.stop().await.unwrap();
+}

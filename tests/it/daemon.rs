@@ -1,9 +1,11 @@
 //! `run` with the real task runner: a plan on one agent and its apply on another, with the real
-//! Terraform 1.0.3, through the fake control plane.
+//! Terraform 1.0.3, through the fake control plane; the plan's steps reach the control plane
+//! as they happen and the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use scalr_agent::agent::Metrics;
 use scalr_agent::agent::runner_executor::RunnerExecutor;
 use scalr_agent::config::{Config, Needs};
 use scalr_agent::sandbox::stage::Launcher;
@@ -24,6 +26,7 @@ fn agent(
 ) -> (
     tokio::task::JoinHandle<Result<(), scalr_agent::agent::AgentError>>,
     CancellationToken,
+    Arc<Metrics>,
 ) {
     let mut vars = e.h.vars.clone();
     vars.retain(|(k, _)| k != "SCALR_AGENT_DATA_DIR");
@@ -42,9 +45,16 @@ fn agent(
         Launcher::new(BIN),
     )));
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
     (
-        tokio::spawn(scalr_agent::agent::run(config, executor, shutdown.clone())),
+        tokio::spawn(scalr_agent::agent::run_with_metrics(
+            config,
+            executor,
+            shutdown.clone(),
+            metrics.clone(),
+        )),
         shutdown,
+        metrics,
     )
 }
 
@@ -57,6 +67,8 @@ async fn plan_on_one_agent_and_apply_on_another() {
         include_bytes!("../../examples/hello/main.tf"),
     )]);
     let mut doc = e.task("d-plan");
+    // A hook whose command line holds a secret: its step report shows it masked.
+    doc["workspace"]["hooks"] = json!({"pre_plan": "echo run-token-0123456789 > /dev/null"});
     doc["configuration"] = json!({"archive": {"url": format!("{}inputs/configuration", cp.url), "sha256": releases::sha256_hex(&archive)}});
     cp.enqueue_doc("d-plan", doc.clone());
     cp.lock()
@@ -66,7 +78,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         .inputs
         .insert("configuration".into(), archive.clone());
 
-    let (a, stop_a) = agent(&cp, &e, "agent-a");
+    let (a, stop_a, metrics) = agent(&cp, &e, "agent-a");
     let finish = cp.wait_finished("d-plan", LONG).await;
     assert_eq!(
         finish["status"],
@@ -86,6 +98,16 @@ async fn plan_on_one_agent_and_apply_on_another() {
         .expect("the plan file was uploaded")
         .clone();
     assert!(plan.artifacts.contains_key("plan-json"));
+    assert_plan_steps(&plan);
+    let text = metrics.render();
+    for kind in ["init", "hook", "plan", "show"] {
+        assert!(
+            text.contains(&format!(
+                "scalr_agent_step_duration_seconds_count{{kind=\"{kind}\",status=\"succeeded\"}} 1"
+            )),
+            "{text}"
+        );
+    }
     stop_a.cancel();
     a.await.unwrap().unwrap();
 
@@ -100,7 +122,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         t.inputs.insert("configuration".into(), archive);
         t.inputs.insert("plan-file".into(), plan_file);
     }
-    let (b, stop_b) = agent(&cp, &e, "agent-b");
+    let (b, stop_b, _) = agent(&cp, &e, "agent-b");
     let finish = cp.wait_finished("d-apply", LONG).await;
     let log = String::from_utf8_lossy(&cp.task("d-apply").log).into_owned();
     assert_eq!(finish["status"], "succeeded", "{finish:#}\n{log}");
@@ -115,4 +137,73 @@ async fn plan_on_one_agent_and_apply_on_another() {
     );
     stop_b.cancel();
     b.await.unwrap().unwrap();
+}
+
+/// The plan's steps reached the control plane in order, each started then finished, with
+/// masked commands, before the finish.
+fn assert_plan_steps(plan: &crate::support::control_plane::TaskRec) {
+    let seen: Vec<(u64, &str, &str, &str)> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s["index"].as_u64().unwrap(),
+                s["step"].as_str().unwrap(),
+                s["kind"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, "init", "init", "running"),
+            (0, "init", "init", "succeeded"),
+            (1, "pre-plan hook", "hook", "running"),
+            (1, "pre-plan hook", "hook", "succeeded"),
+            (2, "plan", "plan", "running"),
+            (2, "plan", "plan", "succeeded"),
+            (3, "show", "show", "running"),
+            (3, "show", "show", "succeeded"),
+        ],
+        "{:#?}",
+        plan.steps
+    );
+    let (started, finished): (Vec<_>, Vec<_>) =
+        plan.steps.iter().partition(|s| s["status"] == "running");
+    for s in &started {
+        assert!(
+            s["exit_code"].is_null() && s["duration_ms"].is_null(),
+            "{s}"
+        );
+    }
+    // `plan -detailed-exitcode` exits 2 when there are changes: a success.
+    let codes: Vec<_> = finished.iter().map(|s| s["exit_code"].clone()).collect();
+    assert_eq!(codes, [json!(0), json!(0), json!(2), json!(0)]);
+    for s in &finished {
+        assert!(s["duration_ms"].is_u64(), "{s}");
+    }
+    assert!(
+        finished[0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("terraform init"),
+        "{}",
+        finished[0]
+    );
+    assert_eq!(
+        finished[1]["command"], "sh -c echo *** > /dev/null",
+        "the hook's command is masked"
+    );
+    let all = serde_json::to_string(&plan.steps).unwrap();
+    assert!(!all.contains("run-token-0123456789"), "{all}");
+    // The fake refuses every task call after the finish, and counted the reports before it.
+    assert_eq!(plan.steps_at_finish, Some(plan.steps.len()));
+    // The final result carries the same steps.
+    let result_steps = plan.finishes[0]["result"]["steps"].as_array().unwrap();
+    let names: Vec<_> = result_steps
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["init", "pre-plan hook", "plan", "show"]);
 }

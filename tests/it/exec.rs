@@ -109,6 +109,13 @@ async fn plan_then_apply_with_real_terraform() {
     assert_eq!(result["status"], "succeeded", "{result:#}");
     assert_eq!(step_names(&result), ["init", "plan", "show"]);
     assert_eq!(result["artifacts"]["has_changes"], true);
+    // The plan exits 2 (changes): a succeeded step of kind `plan`.
+    let plan = &result["steps"][1];
+    assert_eq!(
+        (&plan["kind"], &plan["status"], &plan["exit_code"]),
+        (&json!("plan"), &json!("succeeded"), &json!(2)),
+        "{plan:#}"
+    );
     assert!(
         log.contains("Initializing...") && log.contains("Planning..."),
         "{log}"

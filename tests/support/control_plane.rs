@@ -1,7 +1,8 @@
 //! A fake control plane on 127.0.0.1 implementing `docs/protocol.md` (v1) in memory: a task
-//! queue with leases and acknowledgements, long polls, idempotent log offsets, exactly-once
-//! finish, and fault injection (statuses, answers lost after the work was done, delays, token
-//! revocation, a restart that forgets sessions). It counts everything it receives.
+//! queue with leases and acknowledgements, long polls, idempotent log offsets, step reports
+//! (checked and kept in order), exactly-once finish, and fault injection (statuses, answers
+//! lost after the work was done, delays, token revocation, a restart that forgets sessions).
+//! It counts everything it receives.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,7 +45,10 @@ pub struct TaskRec {
     pub signal: Option<&'static str>,
     pub artifacts: HashMap<String, Vec<u8>>,
     pub inputs: HashMap<String, Vec<u8>>,
+    /// Every step report accepted, in the order received (a repeat would appear twice).
     pub steps: Vec<Value>,
+    /// How many step reports had arrived when the first finish was accepted.
+    pub steps_at_finish: Option<usize>,
 }
 
 #[derive(Default)]
@@ -462,7 +466,21 @@ async fn task_call(
             empty(204)
         }
         ("POST", ["steps"]) => {
-            t.steps.push(serde_json::from_slice(&body).unwrap());
+            let report: Value = serde_json::from_slice(&body).unwrap();
+            let well_formed = report["step"].is_string()
+                && report["index"].is_u64()
+                && report["kind"].is_string()
+                && matches!(
+                    report["status"].as_str(),
+                    Some("running" | "succeeded" | "failed" | "timed_out" | "canceled" | "errored")
+                );
+            if !well_formed {
+                return respond(
+                    400,
+                    json!({"error": "bad_step", "message": report.to_string()}),
+                );
+            }
+            t.steps.push(report);
             empty(204)
         }
         ("POST", ["finish"]) => {
@@ -482,6 +500,7 @@ async fn task_call(
                 );
             }
             t.finishes.push(f);
+            t.steps_at_finish = Some(t.steps.len());
             empty(200)
         }
         _ => empty(404),

@@ -1,5 +1,6 @@
-//! A fake executor for daemon tests: per task id, it writes scripted log bytes in chunks,
-//! sleeps, honours cancel and kill, and returns a scripted status. It records what it saw.
+//! A fake executor for daemon tests: per task id, it announces scripted steps, writes
+//! scripted log bytes in chunks, sleeps, honours cancel and kill, and returns a scripted
+//! status. It records what it saw.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use scalr_agent::agent::executor::{Executor, FinalStatus, Job, JobOutcome};
+use scalr_agent::agent::executor::{Executor, FinalStatus, Job, JobOutcome, StepEvent};
+use scalr_agent::task::result::{StepKind, StepRecord, StepStatus};
 
 /// What the fake does for one task.
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct Script {
     pub status: FinalStatus,
     /// Time a graceful cancel takes before the job returns `Canceled`.
     pub cancel_takes: Duration,
+    /// Steps announced (started, then finished) before the log, in order.
+    pub steps: Vec<(&'static str, StepKind, StepStatus)>,
 }
 
 impl Default for Script {
@@ -32,6 +36,7 @@ impl Default for Script {
             work: Duration::from_millis(20),
             status: FinalStatus::Succeeded,
             cancel_takes: Duration::from_millis(10),
+            steps: Vec::new(),
         }
     }
 }
@@ -89,6 +94,26 @@ impl Executor for FakeExecutor {
                     .collect();
                 files.sort();
                 s.inputs.insert(id.clone(), files);
+            }
+            for (index, &(name, kind, status)) in script.steps.iter().enumerate() {
+                let _ = job.steps.send(StepEvent::Started {
+                    index,
+                    kind,
+                    name: name.into(),
+                });
+                let _ = job.steps.send(StepEvent::Finished {
+                    index,
+                    record: StepRecord {
+                        name: name.into(),
+                        command: format!("fake {name}"),
+                        status,
+                        exit_code: Some(i32::from(status != StepStatus::Succeeded)),
+                        signal: None,
+                        duration_ms: 5,
+                        leftovers_killed: 0,
+                        kind,
+                    },
+                });
             }
             let body = async {
                 for (n, chunk) in script.chunks.iter().enumerate() {
