@@ -22,6 +22,8 @@ pub struct Script {
     pub status: FinalStatus,
     /// Time a graceful cancel takes before the job returns `Canceled`.
     pub cancel_takes: Duration,
+    /// Artifacts the job reports (name, file), for the daemon to upload.
+    pub artifacts: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Default for Script {
@@ -32,6 +34,7 @@ impl Default for Script {
             work: Duration::from_millis(20),
             status: FinalStatus::Succeeded,
             cancel_takes: Duration::from_millis(10),
+            artifacts: Vec::new(),
         }
     }
 }
@@ -118,7 +121,7 @@ impl Executor for FakeExecutor {
             JobOutcome {
                 status,
                 result: serde_json::json!({"task": id}),
-                artifacts: Vec::new(),
+                artifacts: script.artifacts.clone(),
                 error: None,
             }
         })
