@@ -8,6 +8,8 @@
 //! targets expire).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -58,6 +60,14 @@ pub enum HttpError {
     },
     #[error("building the HTTP client: {0}")]
     Client(String),
+    /// The file to send as a request body ([`Request::body_file`]) could not be opened.
+    #[error("{method} {url}: reading the body from {path}: {source}")]
+    ReadBody {
+        method: String,
+        url: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A [`Request`] (any method) that failed after retries.
     #[error("{method} {url}: {reason} (after {attempts} attempt(s))")]
     Request {
@@ -87,6 +97,9 @@ pub struct HttpClient {
     inner: reqwest::Client,
     max_retries: u32,
     initial_backoff: Duration,
+    /// Where this handle adds the size of every response body chunk it reads (see
+    /// [`HttpClient::counting`]).
+    received: Option<Arc<AtomicU64>>,
 }
 
 /// The result of a download to a file.
@@ -136,7 +149,25 @@ impl HttpClient {
             inner,
             max_retries: config.max_retries,
             initial_backoff: config.initial_backoff,
+            received: None,
         })
+    }
+
+    /// A handle on the same connection pool that adds the size of every response body chunk
+    /// it reads to `counter`, on every attempt (bytes of an attempt that failed and was
+    /// retried count too): the traffic its requests caused. The software cache counts its
+    /// downloads this way.
+    pub fn counting(&self, counter: Arc<AtomicU64>) -> HttpClient {
+        HttpClient {
+            received: Some(counter),
+            ..self.clone()
+        }
+    }
+
+    fn count(&self, bytes: usize) {
+        if let Some(c) = &self.received {
+            c.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     /// GETs a small document into memory (checksum files, signatures), at most `limit` bytes.
@@ -155,6 +186,7 @@ impl HttpClient {
                     let chunk = chunk.map_err(|e| {
                         transport(&shown, &e, attempts, body.len() as u64, expected)
                     })?;
+                    self.count(chunk.len());
                     if body.len() as u64 + chunk.len() as u64 > limit {
                         return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
                     }
@@ -210,6 +242,7 @@ impl HttpClient {
                 while let Some(chunk) = stream.next().await {
                     match chunk {
                         Ok(chunk) => {
+                            self.count(chunk.len());
                             received += chunk.len() as u64;
                             if received > limit {
                                 failure = Some(Attempt::Fatal(HttpError::TooLarge {
@@ -430,6 +463,10 @@ pub struct Request {
     pub max_retries: Option<u32>,
     /// Stream a successful (2xx) body into this file instead of memory (`limit` still applies).
     pub save_to: Option<PathBuf>,
+    /// Send this file as the body instead of `body`: streamed from disk (memory stays bounded
+    /// whatever its size), reopened from its start on every attempt, with `Content-Length`
+    /// set to its size so the server can refuse an oversized upload before it arrives.
+    pub body_file: Option<PathBuf>,
 }
 
 impl Request {
@@ -444,6 +481,7 @@ impl Request {
             limit: 1 << 20,
             max_retries: None,
             save_to: None,
+            body_file: None,
         }
     }
 }
@@ -479,7 +517,17 @@ impl HttpClient {
                 .inner
                 .request(req.method.clone(), req.url.clone())
                 .headers(req.headers.clone());
-            if let Some(body) = &req.body {
+            if let Some(path) = &req.body_file {
+                let (body, len) = file_body(path)
+                    .await
+                    .map_err(|source| HttpError::ReadBody {
+                        method: req.method.to_string(),
+                        url: shown.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                b = b.header(reqwest::header::CONTENT_LENGTH, len).body(body);
+            } else if let Some(body) = &req.body {
                 b = b.body(body.clone());
             }
             if let Some(t) = req.timeout {
@@ -496,7 +544,7 @@ impl HttpClient {
                             retry_after(&resp),
                         )
                     } else {
-                        match read_answer(resp, req).await {
+                        match read_answer(resp, req, self).await {
                             Ok(answer) => return Ok(answer),
                             Err(AnswerError::TooLarge) => {
                                 return Err(fail(
@@ -533,7 +581,20 @@ enum AnswerError {
     Write(std::io::Error),
 }
 
-async fn read_answer(resp: reqwest::Response, req: &Request) -> Result<Answer, AnswerError> {
+/// A file as a streamed request body (read in 64 KiB chunks as the connection takes them),
+/// with its size.
+async fn file_body(path: &Path) -> std::io::Result<(reqwest::Body, u64)> {
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    Ok((reqwest::Body::wrap_stream(stream), len))
+}
+
+async fn read_answer(
+    resp: reqwest::Response,
+    req: &Request,
+    client: &HttpClient,
+) -> Result<Answer, AnswerError> {
     use tokio::io::AsyncWriteExt;
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -553,6 +614,7 @@ async fn read_answer(resp: reqwest::Response, req: &Request) -> Result<Answer, A
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| AnswerError::Read(chain(&e)))?;
+        client.count(chunk.len());
         received += chunk.len() as u64;
         if received > req.limit {
             return Err(AnswerError::TooLarge);

@@ -68,6 +68,12 @@ pub trait Executor: Send + Sync + 'static {
     fn isolation(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// The counters of the software cache this executor installs tools through, for
+    /// `/metrics`; `None` when it has none.
+    fn software_cache_stats(&self) -> Option<std::sync::Arc<crate::software::CacheStats>> {
+        None
+    }
 }
 
 /// Stands in for the task runner in builds without it: fails every task with a clear reason.

@@ -2,17 +2,27 @@
 //! HTTP/1.1 listener (`SCALR_AGENT_HEALTH_ADDR`) serving `/healthz`, `/readyz` and `/metrics`.
 //!
 //! The listener is deliberately tiny (one request per connection, `GET` only, 8 KiB request
-//! head): it serves probes and scrapers on a private port, not the internet.
+//! head): it serves probes and scrapers on a private port, not the internet. Any other method
+//! is answered `405`, any other path `404`.
+//!
+//! `/readyz` is `200` while the agent is registered, its last heartbeat is recent and it still
+//! takes tasks; `503` before the registration, when heartbeats have failed for longer than the
+//! server's offline threshold, and from the moment the agent starts stopping (drain included).
+//! `/metrics` includes the software cache's counters when the executor has a cache
+//! ([`Metrics::track_software_cache`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::software::{CacheStats, ToolStats};
 
 /// A heartbeat older than this makes the agent not ready (the server's offline threshold).
 const READY_WINDOW: Duration = Duration::from_secs(30);
@@ -31,6 +41,12 @@ pub struct Metrics {
     /// (action, status) -> (count, total seconds).
     tasks: Mutex<BTreeMap<(String, String), (u64, f64)>>,
     steps: Mutex<StepDurations>,
+    /// Set once the agent stops taking tasks: not ready any more.
+    draining: AtomicBool,
+    /// The software cache whose counters `/metrics` shows.
+    software: OnceLock<Arc<CacheStats>>,
+    /// Where the listener is bound (the real port when `SCALR_AGENT_HEALTH_ADDR` asked for 0).
+    health_addr: OnceLock<SocketAddr>,
 }
 
 /// (step kind, status) -> (count, total seconds). Kinds and statuses are closed sets, so the
@@ -49,7 +65,31 @@ impl Metrics {
             registered: AtomicU64::new(0),
             tasks: Mutex::new(BTreeMap::new()),
             steps: Mutex::new(BTreeMap::new()),
+            draining: AtomicBool::new(false),
+            software: OnceLock::new(),
+            health_addr: OnceLock::new(),
         }
+    }
+
+    /// Shows this software cache's counters at `/metrics` (the first cache given wins).
+    pub fn track_software_cache(&self, stats: Arc<CacheStats>) {
+        let _ = self.software.set(stats);
+    }
+
+    /// The agent stopped taking tasks (stopping, draining, or single mode's one task taken):
+    /// `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The address the health listener is bound to, once it is (with the real port when the
+    /// configuration asked for port 0).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr.get().copied()
+    }
+
+    pub(super) fn set_health_addr(&self, addr: SocketAddr) {
+        let _ = self.health_addr.set(addr);
     }
 
     pub fn set_registered(&self, yes: bool) {
@@ -91,12 +131,15 @@ impl Metrics {
         e.1 += took.as_secs_f64();
     }
 
-    /// Registered, and the last heartbeat is recent.
+    /// Registered, the last heartbeat is recent, and still taking tasks.
     pub fn ready(&self) -> bool {
         let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
         self.registered.load(Ordering::Relaxed) == 1
+            && !self.draining.load(Ordering::Relaxed)
             && last > 0
-            && self.started.elapsed().as_millis() as u64 - last < READY_WINDOW.as_millis() as u64
+            // Saturating: a heartbeat in the first millisecond is stored as 1 ms.
+            && (self.started.elapsed().as_millis() as u64).saturating_sub(last)
+                < READY_WINDOW.as_millis() as u64
     }
 
     /// Prometheus text exposition format.
@@ -163,16 +206,52 @@ impl Metrics {
                 "scalr_agent_step_duration_seconds_sum{{{labels}}} {secs:.3}\nscalr_agent_step_duration_seconds_count{{{labels}}} {n}"
             );
         }
+        self.render_software_cache(&mut out);
         out
+    }
+
+    /// The software cache's counters, one series per tool (see `software::stats` for what
+    /// each counts).
+    fn render_software_cache(&self, out: &mut String) {
+        let Some(stats) = self.software.get() else {
+            return;
+        };
+        let tools = stats.snapshot();
+        /// Name, help text, and the counter it shows.
+        type Family = (&'static str, &'static str, fn(&ToolStats) -> u64);
+        let families: [Family; 4] = [
+            (
+                "scalr_agent_software_cache_hits_total",
+                "Tool installs answered from the software cache, including after waiting for a concurrent install of the same tool.",
+                |t| t.hits,
+            ),
+            (
+                "scalr_agent_software_cache_misses_total",
+                "Tool installs that downloaded, verified and installed the tool.",
+                |t| t.misses,
+            ),
+            (
+                "scalr_agent_software_cache_failures_total",
+                "Tool installs that failed.",
+                |t| t.failures,
+            ),
+            (
+                "scalr_agent_software_cache_downloaded_bytes_total",
+                "Bytes received over HTTP by tool installs: artifacts, checksum files and signatures, retried attempts included.",
+                |t| t.downloaded_bytes,
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for t in &tools {
+                let _ = writeln!(out, "{name}{{tool=\"{}\"}} {}", t.tool.name(), value(t));
+            }
+        }
     }
 }
 
 /// Serves probes and metrics on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -200,16 +279,26 @@ pub async fn serve(
                     }
                 }
                 let line = String::from_utf8_lossy(&head[..n]);
-                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let mut words = line.split_whitespace();
+                let method = words.next().unwrap_or("");
+                let target = words.next().unwrap_or("/");
+                let path = target.split_once('?').map_or(target, |(p, _)| p);
+                let get = method == "GET";
                 let (status, body, ctype) = match path {
+                    _ if !get => (
+                        "405 Method Not Allowed",
+                        "method not allowed\n".to_string(),
+                        "text/plain",
+                    ),
                     "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
                     "/readyz" if metrics.ready() => ("200 OK", "ready\n".into(), "text/plain"),
                     "/readyz" => ("503 Service Unavailable", "not ready\n".into(), "text/plain"),
                     "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),
                     _ => ("404 Not Found", "not found\n".into(), "text/plain"),
                 };
+                let allow = if get { "" } else { "Allow: GET\r\n" };
                 let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\n{allow}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 conn.write_all(resp.as_bytes()).await?;
@@ -266,5 +355,33 @@ mod tests {
                 "# TYPE scalr_agent_step_duration_seconds summary",
             ]
         );
+    }
+
+    #[test]
+    fn ready_needs_registration_and_ends_with_draining() {
+        let m = Metrics::new(2);
+        assert!(!m.ready());
+        m.set_registered(true);
+        assert!(m.ready());
+        m.set_draining();
+        assert!(!m.ready());
+    }
+
+    #[test]
+    fn software_cache_counters_appear_once_tracked() {
+        let m = Metrics::new(1);
+        assert!(!m.render().contains("software_cache"));
+        m.track_software_cache(Arc::default());
+        let text = m.render();
+        for tool in crate::software::catalog::Tool::ALL {
+            for family in ["hits", "misses", "failures", "downloaded_bytes"] {
+                let series = format!(
+                    "scalr_agent_software_cache_{family}_total{{tool=\"{}\"}} 0\n",
+                    tool.name()
+                );
+                assert!(text.contains(&series), "{series} missing from:\n{text}");
+            }
+        }
+        assert!(text.contains("# TYPE scalr_agent_software_cache_misses_total counter\n"));
     }
 }

@@ -142,10 +142,18 @@ pub async fn run_with_metrics(
     });
     let mut work = JoinSet::new();
     let background = CancellationToken::new();
+    if let Some(stats) = ctx.executor.software_cache_stats() {
+        metrics.track_software_cache(stats);
+    }
     if let Some(addr) = settings.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| AgentError::Health { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| AgentError::Health { addr, source })?;
+        metrics.set_health_addr(bound);
+        tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
         work.spawn(health::serve(listener, metrics.clone(), background.clone()));
     }
     recover(&ctx, &mut work)?;
@@ -221,6 +229,7 @@ pub async fn run_with_metrics(
         }
     }
     draining.cancel();
+    metrics.set_draining();
 
     // Stop the tasks per the stop action (single mode just lets its task finish).
     let all_done = |rx: &mut watch::Receiver<usize>| {

@@ -120,4 +120,8 @@ impl Executor for RunnerExecutor {
         let iso = &self.runner.isolation;
         serde_json::json!({ "verdict": iso.verdict, "probes": iso.probes })
     }
+
+    fn software_cache_stats(&self) -> Option<Arc<crate::software::CacheStats>> {
+        Some(self.runner.cache.stats().clone())
+    }
 }

@@ -280,7 +280,7 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_HEALTH_ADDR",
         &[],
         "",
-        "Address of an HTTP listener serving `/healthz`, `/readyz` (registered, heartbeat recent) and `/metrics` (Prometheus text), e.g. `0.0.0.0:9090`; off when unset.",
+        "Address of an HTTP listener serving `/healthz`, `/readyz` (registered, heartbeat recent, not stopping) and `/metrics` (Prometheus text: tasks, slots, heartbeats, uploads, software cache hits, misses and bytes downloaded), e.g. `0.0.0.0:9090`; port `0` picks a free port (logged at start); off when unset.",
     ),
     var(
         "SCALR_AGENT_SPOOL_LIMIT_MB",

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use super::client::{POLL_SLACK, error_message, parse, unexpected};
+use super::client::{POLL_SLACK, REQUEST_TIMEOUT, error_message, parse, unexpected};
 use super::wire::{ErrorBody, Finish, LogCommitted, Signal, SignalResponse, StepReport};
 use super::{ControlClient, ControlError};
-use crate::http::Answer;
+use crate::http::{Answer, HttpError};
 use crate::secret::Secret;
 
 /// Largest `/tasks/acquire` answer read; the task document inside is limited to 1 MiB by the
@@ -18,6 +19,9 @@ use crate::secret::Secret;
 pub const MAX_ACQUIRE_BYTES: u64 = 8 << 20;
 /// Largest input (configuration archive, plan artifact) downloaded.
 pub const MAX_INPUT_BYTES: u64 = 2 << 30;
+/// Slowest upload rate (bytes per second) an artifact upload is given time for before its
+/// attempt times out: 256 KiB/s, so a 500 MB plan file has about 33 minutes.
+pub const MIN_UPLOAD_RATE: u64 = 256 << 10;
 
 /// The task API for one task: its id and its token.
 #[derive(Debug, Clone)]
@@ -106,13 +110,18 @@ impl TaskApi {
     }
 
     /// `PUT /tasks/{id}/artifacts/{name}`: uploads a file (replacing any earlier upload).
+    /// The file is streamed from disk with its `Content-Length`, never read into memory (plan
+    /// files can be hundreds of MB); a retried attempt reopens it from the start. One attempt
+    /// may take the usual 30 s plus one second per [`MIN_UPLOAD_RATE`] bytes.
     pub async fn put_artifact(&self, name: &str, file: &Path) -> Result<(), ControlError> {
-        let bytes = tokio::fs::read(file)
+        let unreadable = |e: &dyn std::fmt::Display| ControlError::Malformed {
+            what: format!("artifact {name}"),
+            reason: format!("cannot read {}: {e}", file.display()),
+        };
+        let size = tokio::fs::metadata(file)
             .await
-            .map_err(|e| ControlError::Malformed {
-                what: format!("artifact {name}"),
-                reason: format!("cannot read {}: {e}", file.display()),
-            })?;
+            .map_err(|e| unreadable(&e))?
+            .len();
         let mut req = self.client.request(
             Method::PUT,
             &self.path(&format!("artifacts/{}", encode(name))),
@@ -122,8 +131,14 @@ impl TaskApi {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        req.body = Some(bytes.into());
-        let answer = self.client.send(&req).await?;
+        req.body_file = Some(file.to_path_buf());
+        req.timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_RATE));
+        let answer = match self.client.send(&req).await {
+            Err(ControlError::Unreachable(e @ HttpError::ReadBody { .. })) => {
+                return Err(unreadable(&e));
+            }
+            r => r?,
+        };
         match answer.status {
             s if s.is_success() => Ok(()),
             s => Err(self.refusal("artifact upload", s, &answer)),

@@ -7,16 +7,18 @@
 //! one expected executable, fsync, and rename the complete directory into place. A cache hit is
 //! a manifest read plus a `stat`. One install per entry runs at a time across processes (an OS
 //! file lock, re-checked after it is taken); tasks hold a shared lease so eviction never removes
-//! a binary in use.
+//! a binary in use. Every install is counted (hits, misses, failures, bytes downloaded) in the
+//! cache's [`CacheStats`], which the daemon renders at `/metrics`.
 
 pub mod catalog;
 pub mod extract;
+pub mod stats;
 pub mod store;
 pub mod verify;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use reqwest::StatusCode;
@@ -25,6 +27,7 @@ use url::Url;
 use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, redact};
 use catalog::{Platform, Release, Tool, Version};
+pub use stats::{CacheStats, ToolStats};
 use store::{Key, Layout, Manifest, Verification};
 
 /// Largest checksum or signature file accepted.
@@ -142,6 +145,7 @@ pub struct SoftwareCache {
     config: SoftwareConfig,
     http_config: HttpConfig,
     http: OnceLock<HttpClient>,
+    stats: Arc<CacheStats>,
 }
 
 impl SoftwareCache {
@@ -153,7 +157,14 @@ impl SoftwareCache {
             config,
             http_config,
             http: OnceLock::new(),
+            stats: Arc::default(),
         }
+    }
+
+    /// This cache's counters (see [`stats`] for what counts as a hit, a miss and a downloaded
+    /// byte). Shared: the daemon keeps a clone to render them.
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        &self.stats
     }
 
     /// Uses an already built client (the agent's one client) instead of building one.
@@ -176,8 +187,26 @@ impl SoftwareCache {
 
     /// Returns the verified executable of `tool` `version` for `platform`, installing it first
     /// if needed. Concurrent calls for the same entry, in this process or others sharing the
-    /// cache, download it once; the others wait on the install lock and reuse it.
+    /// cache, download it once; the others wait on the install lock and reuse it. Counts the
+    /// call in [`SoftwareCache::stats`]: a miss when this call downloaded, a hit otherwise
+    /// (also after waiting for a concurrent install), a failure when it returns an error.
     pub async fn install(
+        &self,
+        tool: Tool,
+        version: &Version,
+        platform: Platform,
+    ) -> Result<Installed, SoftwareError> {
+        let result = self.resolve(tool, version, platform).await;
+        match &result {
+            Ok(i) if i.downloaded => self.stats.miss(tool),
+            Ok(_) => self.stats.hit(tool),
+            Err(_) => self.stats.failure(tool),
+        }
+        result
+    }
+
+    /// The lookup or install behind [`SoftwareCache::install`], not counted yet.
+    async fn resolve(
         &self,
         tool: Tool,
         version: &Version,
@@ -302,7 +331,8 @@ impl SoftwareCache {
             self.config.mirror.as_ref(),
         );
         let release = catalog::release(key.tool, &key.version, key.platform, &base);
-        let client = self.client()?;
+        // A handle on the shared client that counts the bytes this install receives.
+        let client = &self.client()?.counting(self.stats.downloaded(key.tool));
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, url = %redact(&release.artifact_url), "installing");
 
         let checksums_text = self.fetch_checksums(client, &release).await?;

@@ -21,7 +21,12 @@ struct Agent {
     shutdown: CancellationToken,
 }
 
-fn config(cp: &ControlPlane, data: &std::path::Path, name: &str, extra: &[(&str, &str)]) -> Config {
+pub(crate) fn config(
+    cp: &ControlPlane,
+    data: &std::path::Path,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Config {
     let mut vars: Vec<(String, String)> = vec![
         ("SCALR_URL".into(), cp.url.to_string()),
         ("SCALR_AGENT_TOKEN".into(), "pool-token".into()),
@@ -596,5 +601,49 @@ async fn step_reports_arrive_in_order_before_the_finish_despite_faults() {
         Some(3),
         "every step report came before the finish"
     );
+    a.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    // 50 MiB where every 8-byte word holds its own offset: a lost, repeated or reordered
+    // piece cannot go unnoticed.
+    const SIZE: u64 = 50 << 20;
+    let plan: Vec<u8> = (0..SIZE / 8).flat_map(|i| (i * 8).to_le_bytes()).collect();
+    let plan_path = dir.path().join("plan.tfplan");
+    std::fs::write(&plan_path, &plan).unwrap();
+    exec.script(
+        "t1",
+        Script {
+            artifacts: vec![("plan-file".into(), plan_path)],
+            ..Script::default()
+        },
+    );
+    // The first upload is cut off after 8 MiB, the second is answered 503.
+    cp.fail_next("artifacts", [Fault::CutUpload(8 << 20), Fault::Status(503)]);
+    cp.enqueue("t1");
+    let a = start(&cp, &dir.path().join("data"), "agent-a", &exec, &[]);
+    let finish = cp.wait_finished("t1", Duration::from_secs(60)).await;
+    assert_eq!(finish["status"], "succeeded");
+    let got = cp.task("t1").artifacts.remove("plan-file").unwrap();
+    assert_eq!(got.len() as u64, SIZE);
+    assert!(
+        got == plan,
+        "the uploaded plan file differs from the original"
+    );
+    {
+        let i = cp.lock();
+        assert_eq!(i.cut_uploads.len(), 1);
+        assert!(
+            (8 << 20..SIZE as usize).contains(&i.cut_uploads[0]),
+            "{:?}",
+            i.cut_uploads
+        );
+        // Every attempt declared the size up front.
+        assert_eq!(i.artifact_lengths, [Some(SIZE); 3]);
+    }
     a.stop().await.unwrap();
 }

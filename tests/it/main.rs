@@ -9,6 +9,7 @@ mod crash;
 mod daemon;
 mod exec;
 mod harness;
+mod health;
 mod isolation;
 mod sandbox;
 mod software;

@@ -852,3 +852,74 @@ async fn prune_removes_entries_unused_past_the_threshold() {
     assert!(!h.root().join("terraform/1.5.7").exists());
     assert!(h.entry("terraform", "1.6.0", AMD64).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_counts_hits_misses_failures_and_downloaded_bytes() {
+    let h = Harness::new().await;
+    let dir = publish_small(&h, "1.5.7");
+    let artifact = format!("{dir}/terraform_1.5.7_linux_amd64.zip");
+    let files = [
+        artifact.clone(),
+        format!("{dir}/terraform_1.5.7_SHA256SUMS"),
+        format!("{dir}/terraform_1.5.7_SHA256SUMS.sig"),
+    ];
+    let release_bytes: u64 = files
+        .iter()
+        .map(|f| h.mirror.file(f).unwrap().len() as u64)
+        .sum();
+    // The first transfer is cut off after 40 bytes and retried; the installs overlap, so
+    // three of them wait on the install lock for the one that downloads.
+    h.mirror.fail_next(
+        &artifact,
+        [
+            Fault::Truncate(40),
+            Fault::Delay(Duration::from_millis(300)),
+        ],
+    );
+    let cache = std::sync::Arc::new(h.cache());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let cache = cache.clone();
+        set.spawn(async move {
+            cache
+                .install(Tool::Terraform, &v("1.5.7"), AMD64)
+                .await
+                .unwrap()
+                .downloaded
+        });
+    }
+    let downloaded = set.join_all().await;
+    assert_eq!(downloaded.iter().filter(|d| **d).count(), 1);
+    let t = cache.stats().get(Tool::Terraform);
+    assert_eq!((t.hits, t.misses, t.failures), (3, 1, 0), "{t:?}");
+    // Every byte received counts: the whole release once, plus the attempt that was cut off.
+    assert_eq!(t.downloaded_bytes, release_bytes + 40, "{t:?}");
+
+    // A hit downloads nothing; a failure is counted as such, with whatever it received.
+    cache
+        .install(Tool::Terraform, &v("1.5.7"), AMD64)
+        .await
+        .unwrap();
+    let err = cache
+        .install(Tool::Terraform, &v("9.9.9"), AMD64)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::NoSuchVersion { .. }), "{err}");
+    let t = cache.stats().get(Tool::Terraform);
+    assert_eq!((t.hits, t.misses, t.failures), (4, 1, 1), "{t:?}");
+    assert_eq!(t.downloaded_bytes, release_bytes + 40, "{t:?}");
+    for other in cache.stats().snapshot() {
+        if other.tool != Tool::Terraform {
+            assert_eq!(
+                (
+                    other.hits,
+                    other.misses,
+                    other.failures,
+                    other.downloaded_bytes
+                ),
+                (0, 0, 0, 0),
+                "{other:?}"
+            );
+        }
+    }
+}

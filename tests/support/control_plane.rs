@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, Uri};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use url::Url;
@@ -27,6 +28,10 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with this raw body, doing nothing (malformed answers).
     Raw(String),
+    /// Read this many bytes of the request body (or all of it, if shorter), then break the
+    /// connection without answering: an upload cut off midway. Records the bytes read in
+    /// `Inner::cut_uploads`.
+    CutUpload(usize),
 }
 
 /// A task as the server keeps it.
@@ -68,6 +73,10 @@ pub struct Inner {
     pub heartbeat_ms: u64,
     pub poll_ms: u64,
     pub lease: Duration,
+    /// Bytes read of each upload that a `Fault::CutUpload` broke off.
+    pub cut_uploads: Vec<usize>,
+    /// The `Content-Length` declared by each artifact upload, in order (`None`: chunked).
+    pub artifact_lengths: Vec<Option<u64>>,
     next_id: u32,
 }
 
@@ -236,7 +245,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response<Body> {
     let Some(path) = uri.path().strip_prefix("/api/agent/v1/") else {
         return empty(404);
@@ -252,7 +261,29 @@ async fn handle(
     let fault = {
         let mut i = cp.lock();
         *i.hits.entry(endpoint.clone()).or_default() += 1;
+        if endpoint == "artifacts" {
+            let declared = headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            i.artifact_lengths.push(declared);
+        }
         i.faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
+    };
+    if let Some(Fault::CutUpload(n)) = fault {
+        let mut stream = body.into_data_stream();
+        let mut read = 0;
+        while read < n {
+            match stream.next().await {
+                Some(Ok(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+        cp.lock().cut_uploads.push(read);
+        return broken(Response::builder().status(200).body(Body::empty()).unwrap());
+    }
+    // Unlimited: artifacts can be large (axum's `Bytes` extractor would stop at 2 MB).
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return empty(400);
     };
     match &fault {
         Some(Fault::Status(s)) => return empty(*s),
@@ -269,15 +300,19 @@ async fn handle(
     let token = bearer(&headers);
     let resp = route(&cp, &method, &parts, uri.query(), &token, body).await;
     if let Some(Fault::DropAfter) = fault {
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            vec![Err(std::io::Error::other("injected connection drop"))];
-        let (parts, _) = resp.into_parts();
-        let mut r =
-            Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)));
-        r.headers_mut().insert("content-length", 100.into());
-        return r;
+        return broken(resp);
     }
     resp
+}
+
+/// `resp` with a body that fails after its head is sent: the connection breaks.
+fn broken(resp: Response<Body>) -> Response<Body> {
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        vec![Err(std::io::Error::other("injected connection drop"))];
+    let (parts, _) = resp.into_parts();
+    let mut r = Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)));
+    r.headers_mut().insert("content-length", 100.into());
+    r
 }
 
 async fn route(

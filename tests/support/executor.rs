@@ -26,6 +26,8 @@ pub struct Script {
     pub cancel_takes: Duration,
     /// Steps announced (started, then finished) before the log, in order.
     pub steps: Vec<(&'static str, StepKind, StepStatus)>,
+    /// Artifacts the job reports (name, file), for the daemon to upload.
+    pub artifacts: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Default for Script {
@@ -37,6 +39,7 @@ impl Default for Script {
             status: FinalStatus::Succeeded,
             cancel_takes: Duration::from_millis(10),
             steps: Vec::new(),
+            artifacts: Vec::new(),
         }
     }
 }
@@ -143,7 +146,7 @@ impl Executor for FakeExecutor {
             JobOutcome {
                 status,
                 result: serde_json::json!({"task": id}),
-                artifacts: Vec::new(),
+                artifacts: script.artifacts.clone(),
                 error: None,
             }
         })

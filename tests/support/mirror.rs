@@ -18,7 +18,8 @@ pub enum Fault {
     Status(u16),
     /// Answer with this status and a `Retry-After: <secs>` header.
     RetryAfter(u16, u64),
-    /// Declare the full length, send only this many bytes, then drop the connection.
+    /// Declare the full length, send only this many bytes (the client receives them), then
+    /// drop the connection.
     Truncate(usize),
     /// Wait this long before answering normally.
     Delay(Duration),
@@ -63,6 +64,16 @@ impl Mirror {
             .unwrap()
             .files
             .insert(format!("/{path}"), bytes.into());
+    }
+
+    /// The bytes served at `path`, if any.
+    pub fn file(&self, path: &str) -> Option<Vec<u8>> {
+        self.inner
+            .lock()
+            .unwrap()
+            .files
+            .get(&format!("/{path}"))
+            .cloned()
     }
 
     pub fn remove(&self, path: &str) {
@@ -136,12 +147,14 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response<Bod
     let len = file.len();
     let body = match fault {
         Some(Fault::Truncate(n)) => {
+            use futures_util::StreamExt;
             let head = bytes::Bytes::copy_from_slice(&file[..n.min(len)]);
-            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
-                Ok(head),
-                Err(std::io::Error::other("injected connection drop")),
-            ];
-            Body::from_stream(futures_util::stream::iter(chunks))
+            // The pause lets the server flush the head: the client really receives it.
+            let drop = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(std::io::Error::other("injected connection drop"))
+            });
+            Body::from_stream(futures_util::stream::iter([Ok(head)]).chain(drop))
         }
         _ => Body::from(file),
     };
