@@ -75,19 +75,3 @@ pub trait Executor: Send + Sync + 'static {
         None
     }
 }
-
-/// Stands in for the task runner in builds without it: fails every task with a clear reason.
-#[derive(Debug, Default)]
-pub struct PlaceholderExecutor;
-
-/// The reason [`PlaceholderExecutor`] gives.
-pub const NO_RUNNER: &str = "task runner not available in this build";
-
-impl Executor for PlaceholderExecutor {
-    fn execute(&self, mut job: Job) -> Pin<Box<dyn Future<Output = JobOutcome> + Send>> {
-        let _ = writeln!(job.log, "[scalr-agent] {NO_RUNNER}");
-        Box::pin(async { JobOutcome::errored(NO_RUNNER) })
-    }
-}
-
-use std::io::Write as _;

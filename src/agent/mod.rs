@@ -38,7 +38,7 @@ use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
 use crate::spool::{Spool, SpoolError};
 
-pub use executor::{Executor, Job, JobOutcome, PlaceholderExecutor};
+pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
 
 /// Why the daemon stopped with an error.
