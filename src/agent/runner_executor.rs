@@ -65,6 +65,7 @@ impl Executor for RunnerExecutor {
                 inputs_dir,
                 log,
                 cancel,
+                terminate,
                 kill,
             } = job;
             localize(&mut task, &inputs_dir);
@@ -75,6 +76,7 @@ impl Executor for RunnerExecutor {
             let mut log = TaskLog::new(Arc::new(crate::exec::secrets(&task)), vec![log]);
             let cancel = Cancel {
                 graceful: cancel,
+                terminate,
                 forced: kill,
             };
             let result = runner

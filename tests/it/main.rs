@@ -11,5 +11,6 @@ mod exec;
 mod harness;
 mod isolation;
 mod sandbox;
+mod shutdown;
 mod software;
 mod stage;
