@@ -24,11 +24,16 @@ pub struct Job {
     /// Where the executor writes its (already masked) log bytes, in order. Writes go to the
     /// spool on disk (cheap, never blocked by the network); they are shipped from there.
     pub log: Box<dyn std::io::Write + Send>,
-    /// Graceful cancel (SIGINT the tool, then kill after a grace period): a cancellation from
-    /// the control plane or a grace-shutdown of the agent.
+    /// Graceful cancel from the control plane: SIGINT the tool, then kill it after the
+    /// cancel grace period (`SCALR_AGENT_CANCEL_GRACE`).
     pub cancel: CancellationToken,
-    /// Forced cancel (kill the whole tree now). Always cancelled together with or after
-    /// `cancel`.
+    /// The agent is shutting down (grace-shutdown, or a drain that ran out of time): SIGTERM
+    /// the tool and let it stop; the daemon cancels `kill` once
+    /// `SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT` has passed, so the executor sets no timer
+    /// of its own.
+    pub terminate: CancellationToken,
+    /// Forced cancel (kill the whole tree now). May come alone (a forced cancel from the
+    /// control plane, a withdrawn task, a force-shutdown) or after `cancel` or `terminate`.
     pub kill: CancellationToken,
     /// Where the executor announces each step as it starts and ends (masked text only); the
     /// daemon reports them to the control plane and records their durations. Sending never

@@ -9,10 +9,12 @@
 //! `run` stops everything.
 //!
 //! On shutdown it stops taking tasks and applies `SCALR_AGENT_WORKER_ON_STOP_ACTION`: drain
-//! (wait up to the drain timeout), then graceful cancel, then kill after the grace timeout;
-//! grace-shutdown starts at the graceful cancel, force-shutdown at the kill. It then keeps the
-//! report timeout to deliver logs and final statuses, deregisters when configured, and
-//! returns. What is still undelivered stays in the spool for the next start.
+//! (wait up to the drain timeout), then terminate (SIGTERM to the tools, the job's `terminate`
+//! token), then kill the whole trees after the grace timeout; grace-shutdown starts at the
+//! terminate, force-shutdown at the kill. A task stopped this way is reported `canceled`. The
+//! control plane's graceful cancel is a different signal (SIGINT, the job's `cancel` token).
+//! It then keeps the report timeout to deliver logs and final statuses, deregisters when
+//! configured, and returns. What is still undelivered stays in the spool for the next start.
 
 mod deliver;
 pub mod executor;
@@ -115,7 +117,6 @@ pub async fn run_with_metrics(
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
     let settings = config.agent.clone();
-    reaper::spawn_if_pid1(shutdown.clone());
     let slots = settings.concurrency.get();
     let http = HttpClient::new(&config.http)?;
     let previous = settings
@@ -144,6 +145,9 @@ pub async fn run_with_metrics(
     let background = CancellationToken::new();
     if let Some(stats) = ctx.executor.software_cache_stats() {
         metrics.track_software_cache(stats);
+    }
+    if reaper::is_pid1() {
+        work.spawn(reaper::run(background.clone()));
     }
     if let Some(addr) = settings.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -256,7 +260,7 @@ pub async fn run_with_metrics(
             phase = StopAction::GraceShutdown;
         }
         if phase == StopAction::GraceShutdown {
-            ctx.each_running(|c| c.cancel.cancel());
+            ctx.each_running(|c| c.terminate.cancel());
             if tokio::time::timeout(settings.grace_timeout, all_done(&mut running_rx))
                 .await
                 .is_err()
@@ -266,9 +270,11 @@ pub async fn run_with_metrics(
             }
         }
         if phase == StopAction::ForceShutdown {
+            // Kill first: a step woken by either token then sees the kill and sends no
+            // SIGTERM before the SIGKILL.
             ctx.each_running(|c| {
-                c.cancel.cancel();
                 c.kill.cancel();
+                c.terminate.cancel();
             });
         }
         // Executors must return soon after a kill; bound it anyway.
@@ -283,14 +289,21 @@ pub async fn run_with_metrics(
             );
         }
     } else {
-        // Single mode: the task runs to its end and is delivered.
-        tokio::select! {
-            _ = async { while tasks.join_next().await.is_some() {} } => {}
-            _ = shutdown.cancelled() => {
-                ctx.each_running(|c| c.cancel.cancel());
-                let _ = tokio::time::timeout(settings.grace_timeout + settings.report_timeout, async {
-                    while tasks.join_next().await.is_some() {}
-                }).await;
+        // Single mode: the task runs to its end and is delivered; a stop signal meanwhile
+        // is a grace-shutdown.
+        let stopped = tokio::select! {
+            _ = join_all(&mut tasks) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        if stopped {
+            ctx.each_running(|c| c.terminate.cancel());
+            if tokio::time::timeout(settings.grace_timeout, join_all(&mut tasks))
+                .await
+                .is_err()
+            {
+                tracing::warn!("grace timeout: killing the running task");
+                ctx.each_running(|c| c.kill.cancel());
+                let _ = tokio::time::timeout(settings.report_timeout, join_all(&mut tasks)).await;
             }
         }
     }
@@ -310,6 +323,11 @@ pub async fn run_with_metrics(
         Some(e) => Err(e.into()),
         None => result,
     }
+}
+
+/// Waits for every task, delivery included.
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Gives recovered deliveries until `timeout`, then stops the background work.

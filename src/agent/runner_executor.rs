@@ -65,6 +65,7 @@ impl Executor for RunnerExecutor {
                 inputs_dir,
                 log,
                 cancel,
+                terminate,
                 kill,
                 steps,
             } = job;
@@ -76,6 +77,7 @@ impl Executor for RunnerExecutor {
             let mut log = TaskLog::new(Arc::new(crate::exec::secrets(&task)), vec![log]);
             let cancel = Cancel {
                 graceful: cancel,
+                terminate,
                 forced: kill,
             };
             let result = runner

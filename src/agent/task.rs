@@ -22,11 +22,28 @@ use crate::task::model::Task;
 /// Largest task document accepted.
 const MAX_TASK_BYTES: usize = 1 << 20;
 
-/// The controls of a running task, for shutdown.
-#[derive(Debug, Clone)]
+/// The controls of a running task, for cancellation and shutdown (see [`Job`]).
+#[derive(Debug, Clone, Default)]
 pub struct Controls {
+    /// The control plane's graceful cancel (SIGINT).
     pub cancel: CancellationToken,
+    /// The agent's grace-shutdown (SIGTERM).
+    pub terminate: CancellationToken,
+    /// Kill the whole tree now.
     pub kill: CancellationToken,
+}
+
+impl Controls {
+    /// Kills now, and marks the task canceled. `kill` goes first: a step woken by either
+    /// token then sees the kill and sends no SIGINT before the SIGKILL.
+    fn force_cancel(&self) {
+        self.kill.cancel();
+        self.cancel.cancel();
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancel.is_cancelled() || self.terminate.is_cancelled() || self.kill.is_cancelled()
+    }
 }
 
 /// Runs one acquired task to its delivered final status. The slot (`permit`) is released as
@@ -58,10 +75,7 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
             return;
         }
     };
-    let controls = Controls {
-        cancel: CancellationToken::new(),
-        kill: CancellationToken::new(),
-    };
+    let controls = Controls::default();
     ctx.add_running(&id, controls.clone());
     let started = Instant::now();
     let done = CancellationToken::new();
@@ -136,12 +150,14 @@ async fn execute(
     let fetched = tokio::select! {
         r = fetch_inputs(&api, &task, &inputs_dir) => r,
         _ = controls.cancel.cancelled() => Err("canceled before it started".to_string()),
+        _ = controls.terminate.cancelled() => Err("the agent stopped before the task started".to_string()),
+        _ = controls.kill.cancelled() => Err("killed before it started".to_string()),
     };
     if let Err(reason) = fetched {
         let _ = writeln!(log, "[scalr-agent] {reason}");
         let _ = std::fs::remove_dir_all(inputs_dir.parent().unwrap_or(&inputs_dir));
         let mut o = JobOutcome::errored(reason);
-        if controls.cancel.is_cancelled() {
+        if controls.stopped() {
             o.status = super::executor::FinalStatus::Canceled;
         }
         return (action, o);
@@ -151,6 +167,7 @@ async fn execute(
         inputs_dir: inputs_dir.clone(),
         log: Box::new(log),
         cancel: controls.cancel.clone(),
+        terminate: controls.terminate.clone(),
         kill: controls.kill.clone(),
         steps,
     };
@@ -245,13 +262,11 @@ async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &Can
             }
             Ok(Some(Signal::ForceCancel)) => {
                 tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.cancel.cancel();
-                controls.kill.cancel();
+                controls.force_cancel();
             }
             Err(e @ ControlError::TaskGone { .. }) => {
                 tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.cancel.cancel();
-                controls.kill.cancel();
+                controls.force_cancel();
                 return;
             }
             Err(e) => {

@@ -84,9 +84,12 @@ fn run() -> Result<(), String> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    // The agent may itself be PID 1 (a container's init): compare with the parent we had,
+    // not with 1, to see whether it died before the parent-death signal was armed.
+    let agent = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if nix::unistd::getppid() == Pid::from_raw(1) {
+    if nix::unistd::getppid() != agent {
         return Err("the agent exited before the stage started".into());
     }
     let mut handled = SigSet::empty();

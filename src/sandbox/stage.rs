@@ -16,20 +16,32 @@ use tokio::process::{Child, ChildStderr, ChildStdout};
 use super::helper::{HelperEvent, HelperSpec, SUBCOMMAND};
 use super::policy::LayerReport;
 
-/// Pids of the helpers this process started and has not yet waited for: a PID-1 reaper must
-/// leave their exit statuses to tokio.
+/// Pids of the helpers this process started and tokio has not yet waited for: a PID-1 reaper
+/// must leave their exit statuses to tokio. A pid is added under the same lock as the spawn
+/// (so no helper is ever visible unregistered) and removed once tokio has collected it or the
+/// `Stage` is dropped (a stale pid could be reused by an orphan that then never gets reaped).
 static HELPERS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Whether `pid` is a live stage helper of this process.
-pub fn is_helper(pid: i32) -> bool {
-    HELPERS.lock().map(|h| h.contains(&pid)).unwrap_or(true)
+fn helpers() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i32>> {
+    HELPERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn forget_helper(pid: u32) {
-    if let Ok(mut h) = HELPERS.lock() {
-        h.remove(&(pid as i32));
-    }
+/// Whether `pid` is a live stage helper of this process. Blocks while a helper is being
+/// spawned.
+pub fn is_helper(pid: i32) -> bool {
+    helpers().contains(&pid)
+}
+
+pub(crate) fn forget_helper(pid: u32) {
+    helpers().remove(&(pid as i32));
+}
+
+#[cfg(test)]
+pub(crate) fn track_helper_for_test(pid: i32) {
+    helpers().insert(pid);
 }
 
 /// Why a stage could not be run.
@@ -117,22 +129,27 @@ impl Launcher {
             helper: self.helper.clone(),
             source,
         };
-        let mut child = tokio::process::Command::new(&self.helper)
-            .arg(SUBCOMMAND)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(helper_err)?;
+        let mut child = {
+            let mut registry = helpers();
+            let child = tokio::process::Command::new(&self.helper)
+                .arg(SUBCOMMAND)
+                .env_clear()
+                .current_dir("/")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(helper_err)?;
+            registry.insert(child.id().unwrap_or(0) as i32);
+            child
+        };
         let helper_pid = child.id().unwrap_or(0);
-        if let Ok(mut h) = HELPERS.lock() {
-            h.insert(helper_pid as i32);
-        }
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let json = serde_json::to_vec(spec).expect("the spec serializes");
-        stdin.write_all(&json).await.map_err(helper_err)?;
+        if let Err(e) = stdin.write_all(&json).await {
+            forget_helper(helper_pid);
+            return Err(helper_err(e));
+        }
         drop(stdin);
         let mut events = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let output = child.stderr.take();
@@ -163,12 +180,12 @@ impl Launcher {
                 "unexpected first event {other:?}"
             ))),
             Some(Err(e)) => Err(SpawnError::Protocol(e.to_string())),
-            None => {
-                let status = child.wait().await.map_err(helper_err)?;
-                Err(SpawnError::Protocol(format!(
+            None => match child.wait().await {
+                Ok(status) => Err(SpawnError::Protocol(format!(
                     "the helper exited ({status}) without reporting"
-                )))
-            }
+                ))),
+                Err(e) => Err(helper_err(e)),
+            },
         };
         if started.is_err() {
             forget_helper(helper_pid);
@@ -222,12 +239,10 @@ impl Stage {
                 Err(e) => return Err(SpawnError::Protocol(e.to_string())),
             }
         }
-        let status = self
-            .child
-            .wait()
-            .await
-            .map_err(|e| SpawnError::Protocol(e.to_string()))?;
+        let status = self.child.wait().await;
+        forget_helper(self.helper_pid);
         self.finished = true;
+        let status = status.map_err(|e| SpawnError::Protocol(e.to_string()))?;
         exit.ok_or_else(|| {
             SpawnError::Protocol(format!(
                 "the helper exited ({status}) without reporting the stage's exit"
@@ -238,7 +253,12 @@ impl Stage {
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        // Abandoned mid-run (the task was dropped): nothing of it may survive.
+        // Abandoned mid-run (the task was dropped): nothing of it may survive. Its exit
+        // status is nobody's concern any more: the reaper may collect it. (Once waited for,
+        // the pid was forgotten already and may belong to another helper by now.)
         self.signal(StageSignal::KillTree);
+        if !self.finished {
+            forget_helper(self.helper_pid);
+        }
     }
 }

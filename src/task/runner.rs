@@ -83,11 +83,23 @@ pub struct TaskPaths<'a> {
     pub out: &'a Path,
 }
 
-/// Cancellation of a running task.
+/// Cancellation of a running task. Any of the three makes the task `canceled`.
 #[derive(Clone, Default)]
 pub struct Cancel {
+    /// SIGINT the running step, then kill its tree after `RunnerSettings::grace`.
     pub graceful: CancellationToken,
+    /// The agent is shutting down: SIGTERM the running step; whoever cancels this cancels
+    /// `forced` when its own grace period is over (no timer here).
+    pub terminate: CancellationToken,
+    /// Kill the running step's whole tree now.
     pub forced: CancellationToken,
+}
+
+impl Cancel {
+    /// Whether any kind of cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.graceful.is_cancelled() || self.terminate.is_cancelled() || self.forced.is_cancelled()
+    }
 }
 
 /// The state of one task while it runs.
@@ -144,9 +156,7 @@ impl Runner {
                 TaskStatus::Errored
             }
         };
-        let status = if status != TaskStatus::Errored
-            && (cancel.graceful.is_cancelled() || cancel.forced.is_cancelled())
-        {
+        let status = if status != TaskStatus::Errored && cancel.is_cancelled() {
             TaskStatus::Canceled
         } else {
             status
@@ -207,6 +217,7 @@ impl Run<'_> {
             launcher: &self.runner.launcher,
             policy: &prepared.policy,
             cancel: &cancel.graceful,
+            terminate: &cancel.terminate,
             kill: &cancel.forced,
             grace: self.runner.settings.grace,
         };

@@ -1,6 +1,10 @@
 //! Running one step (a hook or a tool invocation) through the stage helper: header, merged
-//! output into the masked log, timeout and cancellation (SIGINT, then SIGKILL of the whole tree
-//! after a grace period), and a [`StepRecord`].
+//! output into the masked log, timeout and cancellation, and a [`StepRecord`].
+//!
+//! Three ways to stop a step: a timeout or a graceful cancel sends SIGINT, then SIGKILL of the
+//! whole tree after the grace period; the agent's shutdown sends SIGTERM and leaves the SIGKILL
+//! to the caller's own deadline; a forced cancel sends SIGKILL to the whole tree at once (and
+//! nothing before it).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +25,9 @@ pub struct StepContext<'a> {
     pub policy: &'a Policy,
     /// Graceful cancellation: SIGINT, then SIGKILL after `grace`.
     pub cancel: &'a CancellationToken,
+    /// The agent is shutting down: SIGTERM, and no timer; the caller cancels `kill` when its
+    /// grace-shutdown timeout is over.
+    pub terminate: &'a CancellationToken,
     /// Forced cancellation: SIGKILL of the whole tree now.
     pub kill: &'a CancellationToken,
     pub grace: Duration,
@@ -59,7 +66,7 @@ pub async fn run(
         leftovers_killed,
         kind: cmd.kind,
     };
-    if cx.cancel.is_cancelled() || cx.kill.is_cancelled() {
+    if cx.cancel.is_cancelled() || cx.terminate.is_cancelled() || cx.kill.is_cancelled() {
         return (record(StepStatus::Canceled, None, None, 0), Vec::new());
     }
     let spec = HelperSpec {
@@ -89,6 +96,7 @@ pub async fn run(
     let mut ended_by: Option<StepStatus> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut killed = false;
+    let mut terminated = false;
     loop {
         let grace = async {
             match kill_at {
@@ -107,15 +115,28 @@ pub async fn run(
                 stage.signal(StageSignal::Interrupt);
                 kill_at = Some(tokio::time::Instant::now() + cx.grace);
             }
+            // A forced kill is cancelled before the token that marks its reason: when both
+            // are ready, only the kill is sent, whichever branch runs first.
             () = cx.cancel.cancelled(), if ended_by.is_none() => {
                 ended_by = Some(StepStatus::Canceled);
-                log.line(&format!("\nCancelled: interrupting {}", cmd.name));
-                stage.signal(StageSignal::Interrupt);
-                kill_at = Some(tokio::time::Instant::now() + cx.grace);
+                if !cx.kill.is_cancelled() {
+                    log.line(&format!("\nCancelled: interrupting {}", cmd.name));
+                    stage.signal(StageSignal::Interrupt);
+                    kill_at = Some(tokio::time::Instant::now() + cx.grace);
+                }
+            }
+            () = cx.terminate.cancelled(), if !terminated && !killed => {
+                ended_by.get_or_insert(StepStatus::Canceled);
+                terminated = true;
+                if !cx.kill.is_cancelled() {
+                    log.line(&format!("\nThe agent is shutting down: terminating {}", cmd.name));
+                    stage.signal(StageSignal::Terminate);
+                }
             }
             () = cx.kill.cancelled(), if !killed => {
                 ended_by.get_or_insert(StepStatus::Canceled);
                 killed = true;
+                log.line(&format!("\nKilling {} and every process it started", cmd.name));
                 stage.signal(StageSignal::KillTree);
             }
             () = grace => {

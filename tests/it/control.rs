@@ -460,6 +460,7 @@ async fn drain_lets_the_running_task_finish_and_grace_shutdown_cancels() {
         "a draining agent took a task"
     );
     assert!(exec.seen.lock().unwrap().canceled.is_empty());
+    assert!(exec.seen.lock().unwrap().terminated.is_empty());
 
     exec.script(
         "t3",
@@ -487,7 +488,9 @@ async fn drain_lets_the_running_task_finish_and_grace_shutdown_cancels() {
     .await;
     b.stop().await.unwrap();
     assert_eq!(cp.task("t3").finishes[0]["status"], "canceled");
-    assert_eq!(exec.seen.lock().unwrap().canceled, ["t3"]);
+    // Grace-shutdown terminates (SIGTERM); the control plane's cancel (SIGINT) is not used.
+    assert_eq!(exec.seen.lock().unwrap().terminated, ["t3"]);
+    assert!(exec.seen.lock().unwrap().canceled.is_empty());
 }
 
 #[tokio::test]

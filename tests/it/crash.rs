@@ -33,7 +33,7 @@ fn start(h: &Harness, cp: &ControlPlane, stderr: std::process::Stdio) -> tokio::
 }
 
 /// Pids (other than ours) whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<(u32, String)> {
+pub(crate) fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
     std::fs::read_dir("/proc")
         .unwrap()

@@ -12,5 +12,6 @@ mod harness;
 mod health;
 mod isolation;
 mod sandbox;
+mod shutdown;
 mod software;
 mod stage;

@@ -1,6 +1,6 @@
 //! A fake executor for daemon tests: per task id, it announces scripted steps, writes
-//! scripted log bytes in chunks, sleeps, honours cancel and kill, and returns a scripted
-//! status. It records what it saw.
+//! scripted log bytes in chunks, sleeps, honours cancel, terminate and kill, and returns a
+//! scripted status. It records what it saw.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,7 +22,7 @@ pub struct Script {
     /// Time spent after the log, before returning.
     pub work: Duration,
     pub status: FinalStatus,
-    /// Time a graceful cancel takes before the job returns `Canceled`.
+    /// Time a graceful cancel (or a terminate) takes before the job returns `Canceled`.
     pub cancel_takes: Duration,
     /// Steps announced (started, then finished) before the log, in order.
     pub steps: Vec<(&'static str, StepKind, StepStatus)>,
@@ -49,6 +49,7 @@ impl Default for Script {
 pub struct Seen {
     pub started: Vec<String>,
     pub canceled: Vec<String>,
+    pub terminated: Vec<String>,
     pub killed: Vec<String>,
     pub inputs: HashMap<String, Vec<String>>,
     pub max_concurrent: usize,
@@ -135,6 +136,14 @@ impl Executor for FakeExecutor {
                 }
                 _ = job.cancel.cancelled() => {
                     seen.lock().unwrap().canceled.push(id.clone());
+                    tokio::select! {
+                        _ = tokio::time::sleep(script.cancel_takes) => {}
+                        _ = job.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
+                    }
+                    FinalStatus::Canceled
+                }
+                _ = job.terminate.cancelled() => {
+                    seen.lock().unwrap().terminated.push(id.clone());
                     tokio::select! {
                         _ = tokio::time::sleep(script.cancel_takes) => {}
                         _ = job.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
