@@ -44,8 +44,8 @@ pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub agent_id: String,
-    pub pool_id: String,
-    pub pool_name: String,
+    /// `None` when the server did not name the pool.
+    pub pool: Option<crate::control::wire::Pool>,
 }
 
 /// One agent per process: the identity is process-wide, like the subscriber.
@@ -94,8 +94,10 @@ where
         line.insert("agent".into(), Value::String(self.agent.clone()));
         if let Some(id) = IDENTITY.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             line.insert("agent_id".into(), Value::String(id.agent_id.clone()));
-            line.insert("pool_id".into(), Value::String(id.pool_id.clone()));
-            line.insert("pool".into(), Value::String(id.pool_name.clone()));
+            if let Some(pool) = &id.pool {
+                line.insert("pool_id".into(), Value::String(pool.id.clone()));
+                line.insert("pool".into(), Value::String(pool.name.clone()));
+            }
         }
         for (k, v) in fields.0 {
             line.entry(k).or_insert(v);

@@ -15,7 +15,6 @@ use super::executor::{Job, JobOutcome, StepEvents};
 use super::steps::report_steps;
 use crate::control::wire::{Acquired, Finish, Signal};
 use crate::control::{ControlError, TaskApi};
-use crate::secret::Secret;
 use crate::spool::TaskSpool;
 use crate::task::model::Task;
 
@@ -52,7 +51,7 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
     let api = TaskApi::new(
         ctx.client.clone(),
         acquired.task_id.clone(),
-        Secret::new(acquired.task_token.clone()),
+        acquired.task_token.clone(),
     );
     let id = acquired.task_id.clone();
     if let Err(e) = api.ack().await {

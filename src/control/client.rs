@@ -115,7 +115,7 @@ impl ControlClient {
             other => return Err(unexpected("register", other, &answer)),
         }
         let r: RegisterResponse = parse("register", &answer)?;
-        if r.agent_id.is_empty() || r.session_token.is_empty() {
+        if r.agent_id.is_empty() || r.session_token.expose().is_empty() {
             return Err(ControlError::Malformed {
                 what: "register".into(),
                 reason: "empty agent_id or session_token".into(),
@@ -125,7 +125,7 @@ impl ControlClient {
         let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
         let session = Session {
             agent_id: r.agent_id.clone(),
-            token: Secret::new(r.session_token),
+            token: r.session_token,
             heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms.max(100))
                 .min(MAX_HEARTBEAT),
             poll_timeout: Duration::from_millis(r.poll_timeout_ms.clamp(100, 60_000)),
@@ -134,8 +134,7 @@ impl ControlClient {
         *slot = Some(session.clone());
         crate::logging::set_identity(crate::logging::Identity {
             agent_id: r.agent_id.clone(),
-            pool_id: r.pool.id,
-            pool_name: r.pool.name,
+            pool: r.pool,
         });
         self.registration.lock().unwrap().previous_agent_id = Some(r.agent_id);
         Ok(session)

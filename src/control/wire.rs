@@ -31,17 +31,18 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegisterResponse {
     pub agent_id: String,
-    pub session_token: String,
+    pub session_token: crate::secret::Secret,
     pub heartbeat_interval_ms: u64,
-    /// The pool the pool token belongs to.
-    pub pool: Pool,
+    /// The pool the pool token belongs to (optional: older servers may not say).
+    #[serde(default)]
+    pub pool: Option<Pool>,
     /// How long the server holds a long poll (`/tasks/acquire`, `/tasks/{id}/signal`).
     #[serde(default = "default_poll_ms")]
     pub poll_timeout_ms: u64,
 }
 
 /// A pool, as the registration answer names it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Pool {
     pub id: String,
     pub name: String,
@@ -80,7 +81,7 @@ pub struct AcquireRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Acquired {
     pub task_id: String,
-    pub task_token: String,
+    pub task_token: crate::secret::Secret,
     pub task: serde_json::Value,
 }
 
@@ -194,4 +195,24 @@ pub struct ErrorBody {
     /// On a 409 from `PUT /log`: the committed offset.
     #[serde(default)]
     pub committed: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_in_answers_never_print() {
+        let r: RegisterResponse = serde_json::from_str(
+            r#"{"agent_id": "agt-1", "session_token": "sess-SECRET", "heartbeat_interval_ms": 5000}"#,
+        )
+        .unwrap();
+        assert_eq!(r.session_token.expose(), "sess-SECRET");
+        assert!(r.pool.is_none(), "the pool is optional");
+        assert!(!format!("{r:?}").contains("sess-SECRET"));
+        let a: Acquired =
+            serde_json::from_str(r#"{"task_id": "t1", "task_token": "task-SECRET", "task": {}}"#)
+                .unwrap();
+        assert!(!format!("{a:?}").contains("task-SECRET"));
+    }
 }

@@ -100,6 +100,15 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         self.graceful.is_cancelled() || self.terminate.is_cancelled() || self.forced.is_cancelled()
     }
+
+    /// Resolves when any kind of cancellation is asked for.
+    pub async fn cancelled(&self) {
+        tokio::select! {
+            () = self.graceful.cancelled() => {}
+            () = self.terminate.cancelled() => {}
+            () = self.forced.cancelled() => {}
+        }
+    }
 }
 
 /// The state of one task while it runs.
@@ -212,7 +221,18 @@ impl Run<'_> {
         if self.task.action == Action::Apply && self.task.run.mode == RunMode::Dry {
             return Err("run mode `dry` never applies: this apply task is refused".into());
         }
-        let prepared = self.prepare(paths).await?;
+        // Preparing (downloads included) stops at any cancellation: no step has started, so
+        // there is nothing to signal. Whatever was half done is cleaned up on drop (the task
+        // directory, the uid lease; a cache install never publishes a partial entry).
+        let prepared = tokio::select! {
+            p = self.prepare(paths) => Some(p?),
+            () = cancel.cancelled() => None,
+        };
+        let Some(prepared) = prepared else {
+            self.log
+                .line("Canceled while preparing the task: no step was started.");
+            return Ok(TaskStatus::Canceled);
+        };
         let cx = StepContext {
             launcher: &self.runner.launcher,
             policy: &prepared.policy,

@@ -74,33 +74,29 @@ impl Run<'_> {
         } else {
             None
         };
-        let dirs = TaskDirs::create(&settings.data_dir, &task.id).map_err(|e| e.to_string())?;
-        let result = self
+        let mut dirs = Unclaimed(Some(
+            TaskDirs::create(&settings.data_dir, &task.id).map_err(|e| e.to_string())?,
+        ));
+        let (workdir, env, policy) = self
             .fill(
                 paths,
-                &dirs,
+                dirs.0.as_ref().expect("set above"),
                 &tool,
                 opa.as_ref(),
                 infracost.as_ref(),
                 uid.as_ref(),
             )
-            .await;
-        match result {
-            Ok((workdir, env, policy)) => Ok(Prepared {
-                dirs,
-                workdir,
-                env,
-                policy,
-                tool,
-                opa,
-                infracost,
-                uid,
-            }),
-            Err(e) => {
-                dirs.remove();
-                Err(e)
-            }
-        }
+            .await?;
+        Ok(Prepared {
+            dirs: dirs.0.take().expect("set above"),
+            workdir,
+            env,
+            policy,
+            tool,
+            opa,
+            infracost,
+            uid,
+        })
     }
 
     async fn fill(
@@ -372,7 +368,7 @@ impl Run<'_> {
         } else {
             self.errors.push(format!(
                 "plan failed ({})",
-                describe(self.steps.iter().rev().find(|s| s.name == "plan"))
+                describe(self.steps.iter().rev().find(|s| s.kind == StepKind::Plan))
             ));
         }
         let hook_code = if planned { 0 } else { code.unwrap_or(1) };
@@ -513,5 +509,17 @@ pub(super) fn describe(step: Option<&super::result::StepRecord>) -> String {
             (_, _, Some(sig)) => format!("killed by signal {sig}"),
             _ => "unknown".into(),
         },
+    }
+}
+
+/// A task directory not yet handed over to [`Prepared`]: removed when preparation fails or is
+/// dropped (a cancellation while preparing), so no half-prepared directory stays behind.
+struct Unclaimed(Option<TaskDirs>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(dirs) = &self.0 {
+            dirs.remove();
+        }
     }
 }

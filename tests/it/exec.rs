@@ -501,3 +501,62 @@ async fn cost_estimate_and_policy_check_through_stand_in_tools() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(result["policy_check"]["status"], "hard_failed");
 }
+
+#[tokio::test]
+async fn a_cancel_while_the_tool_downloads_stops_at_once_and_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    let e = Exec::new().await;
+    let zip = "terraform/1.0.3/terraform_1.0.3_linux_amd64.zip";
+    // The download hangs far longer than the test waits.
+    e.h.mirror.fail_always(
+        zip,
+        crate::support::mirror::Fault::Delay(Duration::from_secs(600)),
+    );
+    let task = e.task("cancel-prep");
+    let run = e.run(&task, &[]);
+    let canceller = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while e.h.mirror.hits(zip) == 0 {
+            assert!(Instant::now() < deadline, "the download never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let exec = crate::stage::processes_with("cancel-prep.json");
+        let pid: i32 = exec
+            .iter()
+            .find(|p| p.contains(" exec "))
+            .expect("exec is running")
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        Instant::now()
+    };
+    let ((out, result, _), signalled) = tokio::join!(run, canceller);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "exec waited for the download"
+    );
+    assert_eq!(result["status"], "canceled", "{}", text(&out.stdout));
+    assert_eq!(result["steps"], json!([]));
+    assert!(
+        text(&out.stdout).contains("Canceled while preparing the task"),
+        "{}",
+        text(&out.stdout)
+    );
+    e.h.assert_clean(
+        "terraform",
+        "1.0.3",
+        scalr_agent::software::catalog::Platform::LinuxAmd64,
+    );
+    let tasks = e.h.dir.path().join("data/tasks");
+    let left: Vec<_> = std::fs::read_dir(&tasks)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "task directories left: {left:?}");
+}
