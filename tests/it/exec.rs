@@ -87,6 +87,25 @@ impl Exec {
     }
 }
 
+/// Sends SIGTERM to the running `scalr-agent exec` of the task `id` (a cancellation).
+pub fn sigterm_exec(id: &str) {
+    let exec = crate::stage::processes_with(&format!("{id}.json"));
+    let pid: i32 = exec
+        .iter()
+        .find(|p| p.contains(" exec "))
+        .expect("exec is running")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -520,21 +539,7 @@ async fn a_cancel_while_the_tool_downloads_stops_at_once_and_leaves_nothing() {
             assert!(Instant::now() < deadline, "the download never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let exec = crate::stage::processes_with("cancel-prep.json");
-        let pid: i32 = exec
-            .iter()
-            .find(|p| p.contains(" exec "))
-            .expect("exec is running")
-            .split(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        sigterm_exec("cancel-prep");
         Instant::now()
     };
     let ((out, result, _), signalled) = tokio::join!(run, canceller);

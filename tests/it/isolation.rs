@@ -158,21 +158,7 @@ async fn cancelling_exec_kills_the_whole_tree() {
             .iter()
             .filter_map(|p| p.split(':').next().map(str::to_owned))
             .collect();
-        let exec = crate::stage::processes_with("iso-cancel.json");
-        let pid: i32 = exec
-            .iter()
-            .find(|p| p.contains(" exec "))
-            .expect("exec is running")
-            .split(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        crate::exec::sigterm_exec("iso-cancel");
         ours
     };
     let ((out, result, _), ours) = tokio::join!(run, canceller);
