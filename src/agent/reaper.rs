@@ -8,10 +8,13 @@
 //! helper by its pid, and a stolen status would turn a stage's real exit into "no child
 //! processes". So it never calls `waitpid(-1)`. Each round it lists this process's children
 //! (`/proc/self/task/*/children`, every thread's, since orphans are re-parented to whichever
-//! thread of PID 1 the kernel picks), skips the live helpers (`sandbox::stage::is_helper`: a
-//! helper is registered under the same lock as its spawn, so none can be seen unregistered) and
-//! calls `waitpid(pid, WNOHANG)` on every other child: an exited orphan is reaped, a live one
-//! is left alone. Only `sandbox::stage::Launcher::spawn` starts children while the daemon runs
+//! thread of PID 1 the kernel picks) and, holding the helper registry's lock
+//! (`sandbox::stage::with_helpers_locked`), skips the live helpers and calls
+//! `waitpid(pid, WNOHANG)` on every other child: an exited orphan is reaped, a live one is left
+//! alone. A helper is registered under that lock as it is spawned and forgotten only after
+//! tokio collected it, so no helper is ever seen unregistered: not even a new one that reused
+//! the pid of a listed child collected meanwhile (it registers before the check or after the
+//! round's `waitpid`). Only `sandbox::stage::Launcher::spawn` starts children while the daemon runs
 //! (the sandbox probes fork and wait before it starts), so nothing else waits for them.
 
 use std::time::Duration;
@@ -59,17 +62,21 @@ pub fn reap_orphans() -> usize {
     reap_among(children())
 }
 
-/// Reaps those of `pids` that have exited and are not stage helpers.
+/// Reaps those of `pids` that have exited and are not stage helpers. The helper registry stays
+/// locked from each check to its `waitpid` (which does not block): a helper spawned in between
+/// could have reused the pid of a listed child collected meanwhile.
 fn reap_among(pids: impl IntoIterator<Item = i32>) -> usize {
-    pids.into_iter()
-        .filter(|pid| !crate::sandbox::stage::is_helper(*pid))
-        .filter(|pid| {
-            matches!(
-                waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-            )
-        })
-        .count()
+    crate::sandbox::stage::with_helpers_locked(|is_helper| {
+        pids.into_iter()
+            .filter(|pid| !is_helper(*pid))
+            .filter(|pid| {
+                matches!(
+                    waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                )
+            })
+            .count()
+    })
 }
 
 /// This process's children, zombies included: the `children` file of each of its threads,

@@ -4,8 +4,9 @@
 //! and exec itself (isolation.md explains the traps). Instead it re-executes its own binary as
 //! this helper, with an empty environment, and writes a [`HelperSpec`] as JSON to the helper's
 //! stdin. The helper:
-//! 1. becomes a child subreaper (orphaned descendants of the stage reparent to it) and asks for
-//!    `SIGUSR1` if the agent dies;
+//! 1. becomes a child subreaper (orphaned descendants of the stage reparent to it), asks for
+//!    `SIGUSR1` if the agent dies, and exits unless its parent is still the agent (whose pid is
+//!    its argument);
 //! 2. blocks the signals it handles and forks the stage; in the child, [`layers::apply`] sets up
 //!    the session, signals and isolation, the stage's stdout goes to the merged output (or a
 //!    file), then `execve` with exactly the spec's environment;
@@ -67,8 +68,10 @@ pub enum HelperEvent {
     },
 }
 
-/// Entry point of `scalr-agent __stage`. Never returns control to the CLI's normal paths: no
-/// configuration, logging or async runtime is started in the helper.
+/// Entry point of `scalr-agent __stage <agent pid>`. Exits with 70 after a `spawn_failed` report
+/// if the stage cannot be started, including when the agent (whose pid it is given) is not its
+/// parent any more: a stage nobody would stop is never run. Never returns control to the CLI's
+/// normal paths: no configuration, logging or async runtime is started in the helper.
 pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,13 +87,20 @@ fn run() -> Result<(), String> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
-    // The agent may itself be PID 1 (a container's init): compare with the parent we had,
-    // not with 1, to see whether it died before the parent-death signal was armed.
-    let agent = nix::unistd::getppid();
+    // The agent passes its own pid: `getppid` at start proves nothing, since if the agent died
+    // before then our parent is already a subreaper or init. Once the parent-death signal is
+    // armed, a parent that is still the agent means its death will reach us; any other parent
+    // means it is gone. The agent may itself be PID 1 (a container's init): compare with its
+    // pid, not with 1.
+    let agent = agent_pid()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if nix::unistd::getppid() != agent {
-        return Err("the agent exited before the stage started".into());
+    let parent = nix::unistd::getppid();
+    if parent != agent {
+        return Err(format!(
+            "the agent (pid {agent}) is not this helper's parent (pid {parent}): it exited \
+             before the stage started; refusing to run the stage"
+        ));
     }
     let mut handled = SigSet::empty();
     for s in [
@@ -210,6 +220,19 @@ fn run() -> Result<(), String> {
         leftovers_killed,
     });
     Ok(())
+}
+
+/// The agent's pid, the argument after [`SUBCOMMAND`].
+fn agent_pid() -> Result<Pid, String> {
+    let arg = std::env::args_os().nth(2);
+    arg.as_ref()
+        .and_then(|a| a.to_str())
+        .and_then(|a| a.parse::<i32>().ok())
+        .filter(|pid| *pid > 0)
+        .map(Pid::from_raw)
+        .ok_or_else(|| {
+            format!("usage: scalr-agent {SUBCOMMAND} <agent pid> (got {arg:?} as the agent pid)")
+        })
 }
 
 /// Reaps every exited child; returns the main stage's status once it has exited.

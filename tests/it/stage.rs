@@ -1,10 +1,11 @@
-//! Stage processes through the helper: merged output, exit status, environment, tree kill.
+//! Stage processes through the helper: merged output, exit status, environment, tree kill,
+//! a dropped stage's helper collected by tokio alone, the helper's check of its parent.
 
 use std::time::Duration;
 
-use scalr_agent::sandbox::helper::HelperSpec;
+use scalr_agent::sandbox::helper::{HelperEvent, HelperSpec, SUBCOMMAND};
 use scalr_agent::sandbox::policy::Policy;
-use scalr_agent::sandbox::stage::{Launcher, StageSignal};
+use scalr_agent::sandbox::stage::{Launcher, StageSignal, is_helper};
 use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
@@ -129,4 +130,120 @@ async fn a_missing_program_is_a_clear_error() {
             .contains("cannot start /nonexistent/terraform: No such file or directory"),
         "{err}"
     );
+}
+
+/// `(state, parent)` from `/proc/<pid>/stat`, if the process exists.
+fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+#[tokio::test]
+async fn a_dropped_stage_is_killed_and_its_helper_stays_registered_until_tokio_collects_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("33{}", std::process::id() % 100000);
+    let script = format!("setsid sleep {marker}1 & sleep {marker}2");
+    let stage = Launcher::new(BIN)
+        .spawn(&sh(&script, dir.path()))
+        .await
+        .unwrap();
+    let helper = stage.helper_pid();
+    let me = std::process::id();
+    drop(stage);
+    // Nothing has waited for the helper yet (this runtime has not run since the drop): a PID-1
+    // reaper must still leave it alone.
+    assert!(
+        is_helper(helper as i32),
+        "forgotten before it was collected"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while is_helper(helper as i32) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped stage's helper was never collected: {:?}",
+            state_and_parent(helper)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Forgotten only once collected: neither running nor a zombie child of ours.
+    assert!(
+        state_and_parent(helper).is_none_or(|(_, parent)| parent != me),
+        "forgotten while still a child: {:?}",
+        state_and_parent(helper)
+    );
+    // The helper killed the whole tree before it exited.
+    assert!(
+        processes_with(&marker).is_empty(),
+        "{:?}",
+        processes_with(&marker)
+    );
+}
+
+/// Runs `scalr-agent __stage` directly with `args` and a spec that would create `ran`.
+fn run_helper(args: &[String], dir: &std::path::Path) -> (Option<i32>, Vec<HelperEvent>) {
+    let spec = dir.join("spec.json");
+    std::fs::write(&spec, serde_json::to_vec(&sh("touch ran", dir)).unwrap()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg(SUBCOMMAND)
+        .args(args)
+        .env_clear()
+        .stdin(std::fs::File::open(&spec).unwrap())
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    (out.status.code(), events)
+}
+
+#[test]
+fn the_helper_runs_nothing_unless_the_agent_whose_pid_it_is_given_is_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    // The helper's parent is this process, whose own parent stands in for an agent that died
+    // before the helper started (the helper was re-parented away from it).
+    let not_the_parent = nix::unistd::getppid().as_raw().to_string();
+    let (code, events) = run_helper(std::slice::from_ref(&not_the_parent), dir.path());
+    assert_eq!(code, Some(70), "{events:?}");
+    match events.as_slice() {
+        [HelperEvent::SpawnFailed { error }] => assert!(
+            error.contains(&format!(
+                "the agent (pid {not_the_parent}) is not this helper's parent (pid {}): it \
+                 exited before the stage started; refusing to run the stage",
+                std::process::id()
+            )),
+            "{error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("ran").exists());
+
+    // Without the agent's pid it cannot tell, so it refuses as well.
+    let (code, events) = run_helper(&[], dir.path());
+    assert_eq!(code, Some(70), "{events:?}");
+    match events.as_slice() {
+        [HelperEvent::SpawnFailed { error }] => assert!(
+            error.contains("usage: scalr-agent __stage <agent pid>"),
+            "{error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("ran").exists());
+
+    // With this process's pid, the stage runs.
+    let (code, events) = run_helper(&[std::process::id().to_string()], dir.path());
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                HelperEvent::Started { .. },
+                HelperEvent::Exited { code: Some(0), .. }
+            ]
+        ),
+        "{events:?}"
+    );
+    assert!(dir.path().join("ran").exists());
 }
