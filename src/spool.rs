@@ -238,6 +238,24 @@ impl TaskSpool {
         out
     }
 
+    /// Deletes a stored artifact (one the control plane refused: it is not sent again).
+    pub fn drop_artifact(&self, name: &str) {
+        let path = self.shared.dir.join("artifacts").join(dir_name(name));
+        let size = fs::metadata(&path).map_or(0, |m| m.len());
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                let used = &self.shared.spool.used;
+                let _ = used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(size))
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(task = %self.task_id(), artifact = name, error = %e, "cannot remove the artifact from the spool")
+            }
+        }
+    }
+
     /// Records the final status (durably) before it is sent.
     pub fn write_final(&self, finish: &Finish) -> Result<(), SpoolError> {
         let log = self.shared.dir.join("log");

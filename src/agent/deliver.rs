@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::control::wire::Finish;
 use crate::control::{ControlError, TaskApi};
 use crate::spool::TaskSpool;
 
@@ -98,10 +99,47 @@ async fn deliver_inner(
         }
     };
     ship_log(api, spool, metrics).await?;
-    for (name, path) in spool.artifacts() {
-        retry(api, metrics, || api.put_artifact(&name, &path)).await?;
-    }
+    let finish = upload_artifacts(api, spool, metrics, finish).await?;
     retry(api, metrics, || api.finish(&finish)).await
+}
+
+/// Uploads the spooled artifacts one by one. An artifact the control plane refuses (a `413`,
+/// another `4xx`, a file that cannot be read) is not a reason to lose the finish: the refusal
+/// is noted in the finish's `error` (`artifact NAME not uploaded: ...`), the amended finish
+/// replaces the spooled one and the artifact is dropped from the spool, so a delivery resumed
+/// after a restart sends the same finish. Only a task gone for this agent stops the delivery.
+async fn upload_artifacts(
+    api: &TaskApi,
+    spool: &TaskSpool,
+    metrics: &Metrics,
+    mut finish: Finish,
+) -> Result<Finish, ControlError> {
+    for (name, path) in spool.artifacts() {
+        match retry(api, metrics, || api.put_artifact(&name, &path)).await {
+            Ok(()) => {}
+            Err(e @ ControlError::TaskGone { .. }) => return Err(e),
+            Err(e) => {
+                tracing::error!(task = %api.task_id(), artifact = %name, error = %e, "artifact not uploaded; reporting the task without it");
+                append_error(
+                    &mut finish.error,
+                    format!("artifact {name} not uploaded: {e}"),
+                );
+                if let Err(e) = spool.write_final(&finish) {
+                    tracing::warn!(task = %api.task_id(), error = %e, "cannot record the amended final status in the spool");
+                }
+                spool.drop_artifact(&name);
+            }
+        }
+    }
+    Ok(finish)
+}
+
+/// Appends `note` to a final status's error (`"; "` between notes).
+pub(super) fn append_error(error: &mut Option<String>, note: String) {
+    *error = Some(match error.take() {
+        Some(prev) => format!("{prev}; {note}"),
+        None => note,
+    });
 }
 
 /// Calls `call` until it succeeds, waiting out retryable failures with backoff (no limit: the

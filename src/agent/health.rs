@@ -171,7 +171,7 @@ impl Metrics {
         );
         gauge(
             "scalr_agent_upload_failures_total",
-            "Log, artifact and status uploads that failed (and were retried).",
+            "Uploads to the control plane that failed (and were retried): log chunks, artifacts, step reports and final statuses.",
             "counter",
             self.upload_failures.load(Ordering::Relaxed),
         );

@@ -13,8 +13,11 @@
 //! token), then kill the whole trees after the grace timeout; grace-shutdown starts at the
 //! terminate, force-shutdown at the kill. A task stopped this way is reported `canceled`. The
 //! control plane's graceful cancel is a different signal (SIGINT, the job's `cancel` token).
-//! It then keeps the report timeout to deliver logs and final statuses, deregisters when
-//! configured, and returns. What is still undelivered stays in the spool for the next start.
+//! A task counts as running (stop actions reach it, the stop waits for it) from the moment it
+//! is acquired, before its `ack`. Once the tools stopped, one report timeout covers the rest:
+//! delivering logs and final statuses, then deregistering (when configured) with what remains
+//! of it, at most [`DEREGISTER_LIMIT`], one attempt; so drain + grace + report bounds the
+//! whole stop. What is still undelivered stays in the spool for the next start.
 
 mod deliver;
 pub mod executor;
@@ -32,6 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StopAction};
@@ -42,6 +46,9 @@ use crate::spool::{Spool, SpoolError};
 
 pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
+
+/// The longest the deregistration may take at the end of the stop window.
+pub const DEREGISTER_LIMIT: Duration = Duration::from_secs(2);
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +77,10 @@ pub(crate) struct Ctx {
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, task::Controls>>,
     running_count: watch::Sender<usize>,
+    /// Fired when the agent starts stopping (a stop signal or a fatal refusal).
+    stop: CancellationToken,
+    /// How long step reports left when a task ends may take (see `steps`).
+    flush_limit: Duration,
 }
 
 impl Ctx {
@@ -132,6 +143,7 @@ pub async fn run_with_metrics(
     ));
     let spool = Spool::open(config.data_dir.join("spool"), settings.spool_limit_bytes)?;
     let (running_count, mut running_rx) = watch::channel(0usize);
+    let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         executor,
@@ -140,6 +152,10 @@ pub async fn run_with_metrics(
         metrics: metrics.clone(),
         running: Mutex::new(HashMap::new()),
         running_count,
+        stop: stop.clone(),
+        flush_limit: settings
+            .step_flush_limit
+            .unwrap_or_else(|| steps::flush_limit(settings.report_timeout)),
     });
     let mut work = JoinSet::new();
     let background = CancellationToken::new();
@@ -165,7 +181,8 @@ pub async fn run_with_metrics(
     let session = tokio::select! {
         s = register(&client) => s?,
         _ = shutdown.cancelled() => {
-            return finish_delivery(&mut work, &background, settings.report_timeout).await;
+            let deadline = Instant::now() + settings.report_timeout;
+            return finish_delivery(&mut work, &background, deadline).await;
         }
     };
     metrics.set_registered(true);
@@ -180,7 +197,6 @@ pub async fn run_with_metrics(
     }
     tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots, single = settings.single, "ready to receive tasks");
 
-    let stop = shutdown.child_token();
     let fatal: Arc<Mutex<Option<ControlError>>> = Arc::default();
     let draining = CancellationToken::new();
     work.spawn(heartbeat(
@@ -213,7 +229,10 @@ pub async fn run_with_metrics(
         match acquired {
             Ok(Some(a)) => {
                 tracing::info!(task = %a.task_id, "task acquired");
-                tasks.spawn(task::run(ctx.clone(), a, permit));
+                // Registered before it is spawned: a stop from now on reaches it.
+                let controls = task::Controls::default();
+                ctx.add_running(&a.task_id, controls.clone());
+                tasks.spawn(task::run(ctx.clone(), a, permit, controls));
                 if settings.single {
                     break;
                 }
@@ -243,7 +262,9 @@ pub async fn run_with_metrics(
         }
     };
     let stopping = shutdown.is_cancelled() || fatal.lock().unwrap().is_some();
-    if stopping {
+    let deadline = if stopping {
+        // A fatal acquire answer stops the agent without the signal: tell the tasks too.
+        stop.cancel();
         let action = if fatal.lock().unwrap().is_some() {
             StopAction::GraceShutdown
         } else {
@@ -277,17 +298,18 @@ pub async fn run_with_metrics(
                 c.terminate.cancel();
             });
         }
-        // Executors must return soon after a kill; bound it anyway.
-        let _ = tokio::time::timeout(settings.report_timeout, all_done(&mut running_rx)).await;
-        let reported = tokio::time::timeout(settings.report_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if reported.is_err() {
+        // The tools stopped (or are being killed: executors return soon after a kill). One
+        // report timeout from here covers the reports and the deregistration.
+        let deadline = Instant::now() + settings.report_timeout;
+        if tokio::time::timeout_at(deadline, join_all(&mut tasks))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "report timeout: undelivered reports stay in the spool for the next start"
             );
         }
+        deadline
     } else {
         // Single mode: the task runs to its end and is delivered; a stop signal meanwhile
         // is a grace-shutdown.
@@ -303,20 +325,20 @@ pub async fn run_with_metrics(
             {
                 tracing::warn!("grace timeout: killing the running task");
                 ctx.each_running(|c| c.kill.cancel());
-                let _ = tokio::time::timeout(settings.report_timeout, join_all(&mut tasks)).await;
+                let deadline = Instant::now() + settings.report_timeout;
+                let _ = tokio::time::timeout_at(deadline, join_all(&mut tasks)).await;
+                deadline
+            } else {
+                Instant::now() + settings.report_timeout
             }
+        } else {
+            Instant::now() + settings.report_timeout
         }
-    }
+    };
     tasks.shutdown().await;
-    let result = finish_delivery(&mut work, &background, settings.report_timeout).await;
+    let result = finish_delivery(&mut work, &background, deadline).await;
     if settings.disconnect_on_stop || settings.single {
-        match client.deregister().await {
-            Ok(()) => {
-                tracing::info!("deregistered");
-                state::remove(&config.data_dir);
-            }
-            Err(e) => tracing::warn!(error = %e, "deregistration failed"),
-        }
+        deregister(&client, deadline, &config.data_dir).await;
     }
     metrics.set_registered(false);
     match fatal.lock().unwrap().take() {
@@ -330,17 +352,39 @@ async fn join_all(tasks: &mut JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Gives recovered deliveries until `timeout`, then stops the background work.
+/// Gives recovered deliveries until `deadline`, then stops the background work.
 async fn finish_delivery(
     work: &mut JoinSet<()>,
     background: &CancellationToken,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<(), AgentError> {
     background.cancel();
-    let _ =
-        tokio::time::timeout(timeout, async { while work.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while work.join_next().await.is_some() {}
+    })
+    .await;
     work.shutdown().await;
     Ok(())
+}
+
+/// Deregisters with what remains until `deadline` (at most [`DEREGISTER_LIMIT`], one
+/// attempt); with nothing left, the server notices the silence instead.
+async fn deregister(client: &ControlClient, deadline: Instant, data_dir: &std::path::Path) {
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .min(DEREGISTER_LIMIT);
+    if limit < Duration::from_millis(50) {
+        tracing::warn!("no time left in the report timeout to deregister");
+        return;
+    }
+    match tokio::time::timeout(limit, client.deregister(limit)).await {
+        Ok(Ok(())) => {
+            tracing::info!("deregistered");
+            state::remove(data_dir);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "deregistration failed"),
+        Err(_) => tracing::warn!(?limit, "deregistration timed out"),
+    }
 }
 
 /// Registers, retrying outages with backoff; fatal refusals end the agent.

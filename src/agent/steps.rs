@@ -4,9 +4,12 @@
 //! Best effort, in memory: the queue is unbounded (sending never blocks the runner) and not
 //! spooled, because the final result, which is spooled, carries every step. Each report is
 //! retried like the other uploads while the task runs; once the task has ended, what is left
-//! gets [`FLUSH_LIMIT`] before it is given up with a warning, so a control plane that keeps
-//! failing step reports cannot hold back the task's finish. The caller sends the finish only
-//! after [`report_steps`] returned: the server sees the steps before the final status.
+//! gets the flush limit ([`flush_limit`]: at most [`FLUSH_LIMIT`], and well inside the report
+//! timeout) before it is given up with a warning, so a control plane that keeps failing step
+//! reports cannot hold back the task's finish. When the agent is stopping, what is left once
+//! the task ended is given up at once: the stop window belongs to the log and the finish. The
+//! caller sends the finish only after [`report_steps`] returned: the server sees the steps
+//! before the final status.
 
 use std::time::Duration;
 
@@ -19,21 +22,34 @@ use crate::control::wire::{StepReport, StepState};
 use crate::control::{ControlError, TaskApi};
 use crate::task::events::StepEvent;
 
-/// How long reports still queued when the task ends may take before they are given up.
+/// The longest time reports still queued when the task ends may take before they are given
+/// up.
 pub const FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
+/// The flush limit for this report timeout: a quarter of it, at most [`FLUSH_LIMIT`]. The
+/// finish waits for the flush, and the finish must fit in the report timeout.
+pub fn flush_limit(report_timeout: Duration) -> Duration {
+    (report_timeout / 4).min(FLUSH_LIMIT)
+}
+
 /// Reports every event from `events` in order until the executor is done (`done`) and the
-/// queue is empty (or given up). A refusal of one report is logged and skipped; a task gone
-/// for this agent stops the reports (the log shipper and the signal watcher handle the rest).
+/// queue is empty (or given up: `flush` after `done`, or at once after `done` once `stop`
+/// fired). A refusal of one report is logged and skipped; a task gone for this agent stops
+/// the reports (the log shipper and the signal watcher handle the rest).
 pub async fn report_steps(
     api: &TaskApi,
     mut events: UnboundedReceiver<StepEvent>,
     metrics: &Metrics,
     done: &CancellationToken,
+    stop: &CancellationToken,
+    flush: Duration,
 ) {
     let give_up = async {
         done.cancelled().await;
-        tokio::time::sleep(FLUSH_LIMIT).await;
+        tokio::select! {
+            () = tokio::time::sleep(flush) => {}
+            () = stop.cancelled() => {}
+        }
     };
     tokio::pin!(give_up);
     let mut closed = false;
@@ -64,7 +80,7 @@ pub async fn report_steps(
         let sent = tokio::select! {
             r = retry(api, metrics, || api.step(&report)) => r,
             () = &mut give_up => {
-                tracing::warn!(task = %api.task_id(), "step reports not delivered in time after the task ended; giving them up (the final result carries every step)");
+                tracing::warn!(task = %api.task_id(), stopping = stop.is_cancelled(), "step reports not delivered in time after the task ended; giving them up (the final result carries every step)");
                 sending = false;
                 continue;
             }
@@ -112,6 +128,16 @@ pub fn report(event: &StepEvent) -> StepReport {
 mod tests {
     use super::*;
     use crate::task::result::{StepKind, StepRecord, StepStatus};
+
+    #[test]
+    fn the_flush_fits_well_inside_the_report_timeout() {
+        assert_eq!(
+            flush_limit(Duration::from_secs(10)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(flush_limit(Duration::from_secs(4)), Duration::from_secs(1));
+        assert_eq!(flush_limit(Duration::from_secs(600)), FLUSH_LIMIT);
+    }
 
     #[test]
     fn reports_follow_the_protocol_body() {

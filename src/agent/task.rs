@@ -10,7 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
-use super::deliver::{deliver, ship_log};
+use super::deliver::{append_error, deliver, ship_log};
 use super::executor::{Job, JobOutcome, StepEvents};
 use super::steps::report_steps;
 use crate::control::wire::{Acquired, Finish, Signal};
@@ -45,9 +45,16 @@ impl Controls {
     }
 }
 
-/// Runs one acquired task to its delivered final status. The slot (`permit`) is released as
-/// soon as the executor returns; delivery may go on after it.
-pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit) {
+/// Runs one acquired task to its delivered final status. The caller registered `controls`
+/// as running (`Ctx::add_running`) before spawning this, so the stop actions reach the task
+/// from its acquisition on; it is unregistered as soon as the executor returns (or the task
+/// is not run), and the slot (`permit`) released with it; delivery may go on after it.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    acquired: Acquired,
+    permit: OwnedSemaphorePermit,
+    controls: Controls,
+) {
     let api = TaskApi::new(
         ctx.client.clone(),
         acquired.task_id.clone(),
@@ -56,11 +63,13 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
     let id = acquired.task_id.clone();
     if let Err(e) = api.ack().await {
         tracing::warn!(task = %id, error = %e, "task not acknowledged; not running it");
+        ctx.remove_running(&id);
         return;
     }
     let spool = match ctx.spool.create(&id, api.token()) {
         Ok(s) => s,
         Err(e) => {
+            ctx.remove_running(&id);
             tracing::error!(task = %id, error = %e, "cannot spool the task; reporting it errored");
             let finish = Finish {
                 status: super::executor::FinalStatus::Errored,
@@ -74,13 +83,18 @@ pub async fn run(ctx: Arc<Ctx>, acquired: Acquired, permit: OwnedSemaphorePermit
             return;
         }
     };
-    let controls = Controls::default();
-    ctx.add_running(&id, controls.clone());
     let started = Instant::now();
     let done = CancellationToken::new();
     let (steps, step_events) = tokio::sync::mpsc::unbounded_channel();
     let watcher = watch_signals(&ctx, &api, &controls, &done);
-    let reporter = report_steps(&api, step_events, &ctx.metrics, &done);
+    let reporter = report_steps(
+        &api,
+        step_events,
+        &ctx.metrics,
+        &done,
+        &ctx.stop,
+        ctx.flush_limit,
+    );
     let shipper = async {
         // Errors that end the task for this agent stop the execution too.
         if let Err(e) = ship_log(&api, &spool, &ctx.metrics).await {
@@ -146,11 +160,14 @@ async fn execute(
         acquired.task_id.clone(),
         spool.token().clone(),
     );
+    // Biased: a task stopped before it got here (a stop right after its acquisition) is not
+    // started at all.
     let fetched = tokio::select! {
-        r = fetch_inputs(&api, &task, &inputs_dir) => r,
+        biased;
+        _ = controls.kill.cancelled() => Err("killed before it started".to_string()),
         _ = controls.cancel.cancelled() => Err("canceled before it started".to_string()),
         _ = controls.terminate.cancelled() => Err("the agent stopped before the task started".to_string()),
-        _ = controls.kill.cancelled() => Err("killed before it started".to_string()),
+        r = fetch_inputs(&api, &task, &inputs_dir) => r,
     };
     if let Err(reason) = fetched {
         let _ = writeln!(log, "[scalr-agent] {reason}");
@@ -230,11 +247,10 @@ fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
     for (name, path) in std::mem::take(&mut outcome.artifacts) {
         if let Err(e) = spool.store_artifact(&name, &path) {
             tracing::error!(task = %spool.task_id(), artifact = %name, error = %e, "artifact not kept");
-            let note = format!("artifact {name} not uploaded: {e}");
-            outcome.error = Some(match outcome.error.take() {
-                Some(prev) => format!("{prev}; {note}"),
-                None => note,
-            });
+            append_error(
+                &mut outcome.error,
+                format!("artifact {name} not uploaded: {e}"),
+            );
         }
     }
     outcome

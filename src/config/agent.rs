@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// `SCALR_AGENT_HEALTH_ADDR`: readiness and metrics listener.
     pub health_addr: Option<SocketAddr>,
     pub spool_limit_bytes: u64,
+    /// Not a variable: how long step reports still queued when a task ends may take before
+    /// they are given up. `None` (always, from the environment) derives it from the report
+    /// timeout (`agent::steps`); embedders and tests may set it.
+    pub step_flush_limit: Option<Duration>,
 }
 
 /// `SCALR_AGENT_WORKER_ON_STOP_ACTION`.
@@ -57,6 +61,7 @@ impl Default for AgentConfig {
             state_persistence: true,
             health_addr: None,
             spool_limit_bytes: 1024 << 20,
+            step_flush_limit: None,
         }
     }
 }
@@ -183,5 +188,6 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
         state_persistence,
         health_addr,
         spool_limit_bytes: spool_mb << 20,
+        step_flush_limit: None,
     }
 }

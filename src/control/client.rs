@@ -182,13 +182,16 @@ impl ControlClient {
         }
     }
 
-    /// `POST /deregister`. A 401 or 404 means the session is already gone: fine.
-    pub async fn deregister(&self) -> Result<(), ControlError> {
+    /// `POST /deregister`: one attempt, no retry, within `limit` (it is sent at the end of the
+    /// stop window, which must not overrun). A 401 or 404 means the session is already gone:
+    /// fine.
+    pub async fn deregister(&self, limit: Duration) -> Result<(), ControlError> {
         let Some(session) = self.session() else {
             return Ok(());
         };
         let mut req = self.json(Method::POST, "deregister", &session.token, b"{}".to_vec());
-        req.max_retries = Some(2);
+        req.max_retries = Some(0);
+        req.timeout = Some(limit);
         let answer = self.send(&req).await?;
         match answer.status {
             s if s.is_success() || s == StatusCode::UNAUTHORIZED || s == StatusCode::NOT_FOUND => {

@@ -650,3 +650,224 @@ async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
     }
     a.stop().await.unwrap();
 }
+
+/// Starts an agent with a configuration the test adjusted (internal settings).
+fn start_with(exec: &FakeExecutor, config: Config) -> Agent {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(agent::run(config, Arc::new(exec.clone()), shutdown.clone()));
+    Agent { handle, shutdown }
+}
+
+/// Faults enough for every attempt a test can make: the endpoint keeps failing.
+fn always(fault: Fault) -> Vec<Fault> {
+    vec![fault; 100_000]
+}
+
+#[tokio::test]
+async fn a_refused_artifact_is_noted_in_the_finish_which_still_arrives_once() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("plan"), b"a plan too large for the server").unwrap();
+    std::fs::write(files.join("json"), b"{}").unwrap();
+    exec.script(
+        "t1",
+        Script {
+            artifacts: vec![
+                ("plan-file".into(), files.join("plan")),
+                ("plan-json".into(), files.join("json")),
+            ],
+            ..Script::default()
+        },
+    );
+    // `plan-file` goes first (by name) and is refused as too large; `plan-json` is taken.
+    cp.fail_next("artifacts", [Fault::Status(413)]);
+    cp.enqueue("t1");
+    let a = start(&cp, &dir.path().join("data"), "agent-a", &exec, &[]);
+    let finish = cp.wait_finished("t1", LONG).await;
+    assert_eq!(finish["status"], "succeeded");
+    let error = finish["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("artifact plan-file not uploaded") && error.contains("413"),
+        "{finish}"
+    );
+    assert!(!error.contains("plan-json"), "{finish}");
+    a.stop().await.unwrap();
+    let t = cp.task("t1");
+    assert_eq!(t.finishes.len(), 1);
+    assert_eq!(t.finish_calls, 1);
+    assert_eq!(t.artifacts.keys().collect::<Vec<_>>(), ["plan-json"]);
+    assert_eq!(t.artifacts["plan-json"], b"{}");
+    assert!(
+        std::fs::read_dir(dir.path().join("data/spool"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the spool was not removed after the finish"
+    );
+}
+
+#[tokio::test]
+async fn failing_step_reports_hold_back_the_finish_only_briefly() {
+    use scalr_agent::task::result::{StepKind, StepStatus};
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            steps: vec![("init", StepKind::Init, StepStatus::Succeeded)],
+            ..Script::default()
+        },
+    );
+    cp.fail_next("steps", always(Fault::Status(503)));
+    cp.enqueue("t1");
+    // The report timeout is 5 s: the flush limit derived from it is well under it (and far
+    // under the 30 s it used to be).
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    cp.wait_for("t1 started", LONG, |_| {
+        !exec.seen.lock().unwrap().started.is_empty()
+    })
+    .await;
+    let finish = cp.wait_finished("t1", Duration::from_secs(15)).await;
+    assert_eq!(finish["status"], "succeeded");
+    let t = cp.task("t1");
+    assert_eq!(t.steps_at_finish, Some(0), "a step report got through");
+    assert_eq!(t.finishes.len(), 1);
+    assert!(cp.hits("steps") > 0);
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_gives_up_failing_step_reports_and_the_finish_fits_the_report_timeout() {
+    use scalr_agent::task::result::{StepKind, StepStatus};
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            steps: vec![("init", StepKind::Init, StepStatus::Succeeded)],
+            work: Duration::from_secs(600),
+            ..Script::default()
+        },
+    );
+    cp.fail_next("steps", always(Fault::Status(503)));
+    cp.enqueue("t1");
+    let mut config = config(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &[("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown")],
+    );
+    // A flush far longer than the report timeout (5 s): only the stop can cut it short.
+    config.agent.step_flush_limit = Some(Duration::from_secs(600));
+    let a = start_with(&exec, config);
+    cp.wait_for("a step report attempted", LONG, |i| {
+        i.hits.get("steps").copied().unwrap_or(0) > 0
+    })
+    .await;
+    a.stop().await.unwrap();
+    let t = cp.task("t1");
+    assert_eq!(t.finishes.len(), 1, "the finish was lost");
+    assert_eq!(t.finishes[0]["status"], "canceled");
+    assert_eq!(t.steps_at_finish, Some(0));
+    assert_eq!(exec.seen.lock().unwrap().terminated, ["t1"]);
+}
+
+#[tokio::test]
+async fn a_task_acquired_as_the_agent_stops_is_stopped_and_reported() {
+    for action in ["grace-shutdown", "force-shutdown"] {
+        let cp = ControlPlane::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let exec = FakeExecutor::default();
+        exec.script(
+            "t1",
+            Script {
+                work: Duration::from_secs(600),
+                cancel_takes: Duration::from_secs(600),
+                ..Script::default()
+            },
+        );
+        // The acknowledgement is slow: the stop arrives between the acquisition and the
+        // moment the task is acknowledged, spooled and started.
+        cp.fail_next("ack", [Fault::Delay(Duration::from_secs(2))]);
+        cp.enqueue("t1");
+        let a = start(
+            &cp,
+            dir.path(),
+            "agent-a",
+            &exec,
+            &[
+                ("SCALR_AGENT_WORKER_ON_STOP_ACTION", action),
+                ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "600s"),
+            ],
+        );
+        cp.wait_for("the ack sent", LONG, |i| {
+            i.hits.get("ack").copied().unwrap_or(0) > 0
+        })
+        .await;
+        a.stop().await.unwrap();
+        let t = cp.task("t1");
+        assert_eq!(t.finishes.len(), 1, "{action}: the task was not reported");
+        assert_eq!(t.finishes[0]["status"], "canceled", "{action}");
+        assert!(
+            String::from_utf8_lossy(&t.log).contains("before the task started")
+                || String::from_utf8_lossy(&t.log).contains("killed before it started"),
+            "{action}: {}",
+            String::from_utf8_lossy(&t.log)
+        );
+        // Stopped before it started: the tools never ran.
+        assert!(exec.seen.lock().unwrap().started.is_empty(), "{action}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_control_plane_cannot_stretch_the_stop_window() {
+    let cp = ControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    exec.script(
+        "t1",
+        Script {
+            work: Duration::from_secs(600),
+            ..Script::default()
+        },
+    );
+    cp.enqueue("t1");
+    let (grace, report) = (Duration::from_secs(2), Duration::from_secs(3));
+    let a = start(
+        &cp,
+        dir.path(),
+        "agent-a",
+        &exec,
+        &[
+            ("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown"),
+            ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "2s"),
+            ("SCALR_AGENT_WORKER_REPORT_TIMEOUT", "3s"),
+        ],
+    );
+    cp.wait_for("t1 started", LONG, |_| {
+        !exec.seen.lock().unwrap().started.is_empty()
+    })
+    .await;
+    // From now on the control plane holds every finish and the deregistration for a minute.
+    cp.fail_next("finish", always(Fault::Delay(Duration::from_secs(60))));
+    cp.fail_next("deregister", always(Fault::Delay(Duration::from_secs(60))));
+    let stopped = std::time::Instant::now();
+    a.stop().await.unwrap();
+    let took = stopped.elapsed();
+    // Slack for a loaded machine; before, the finish and the deregistration each took their
+    // own windows (and the deregistration retried 30 s attempts).
+    let bound = grace + report + Duration::from_secs(4);
+    assert!(took < bound, "the stop took {took:?}, over {bound:?}");
+    assert!(cp.hits("finish") > 0, "the finish was not even attempted");
+    assert!(cp.task("t1").finishes.is_empty());
+    // The report was not lost: it waits in the spool for the next start.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+        1
+    );
+}
