@@ -105,16 +105,18 @@ async fn tasks_cannot_read_each_other_and_cannot_write_outside() {
     let (a, b) = tokio::join!(e.run(&first, &[]), async {
         // Start the second once the first task's directory exists.
         let tasks = e.h.dir.path().join("data/tasks");
-        for _ in 0..200 {
-            if std::fs::read_dir(&tasks)
-                .map(|d| {
-                    d.flatten()
-                        .any(|x| x.file_name().to_string_lossy().starts_with("iso-a."))
-                })
-                .unwrap_or(false)
-            {
-                break;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !std::fs::read_dir(&tasks)
+            .map(|d| {
+                d.flatten()
+                    .any(|x| x.file_name().to_string_lossy().starts_with("iso-a."))
+            })
+            .unwrap_or(false)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first task never started"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         e.run(&second, &[]).await
@@ -148,10 +150,14 @@ async fn cancelling_exec_kills_the_whole_tree() {
     });
     let run = e.run(&task, &[("SCALR_AGENT_CANCEL_GRACE", "500ms")]);
     let canceller = async {
-        for _ in 0..300 {
-            if crate::stage::processes_with(&format!("{marker}4")).len() == 1 {
-                break;
-            }
+        // Generous: the whole suite shares 2 cores, and the hook starts after `terraform` is
+        // installed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while crate::stage::processes_with(&format!("{marker}4")).len() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hook's processes never all started"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let ours: Vec<String> = crate::stage::processes_with(&marker)
