@@ -153,10 +153,19 @@ async fn cancelling_exec_kills_the_whole_tree() {
         // Generous: the whole suite shares 2 cores, and the hook starts after `terraform` is
         // installed.
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while crate::stage::processes_with(&format!("{marker}4")).len() != 1 {
+        // Every `sleep` running (the hook shell's own command line names them all too).
+        let all_started = || {
+            let running = crate::stage::processes_with(&marker);
+            (1..=4).all(|n| {
+                let sleep = format!(": sleep {marker}{n}");
+                running.iter().any(|p| p.contains(&sleep))
+            })
+        };
+        while !all_started() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the hook's processes never all started"
+                "the hook's processes never all started: {:?}",
+                crate::stage::processes_with(&marker)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
