@@ -77,6 +77,9 @@ impl Exec {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .envs(self.h.vars.iter().cloned())
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            // A failing test must not leave `exec` (and, through the parent-death signal, its
+            // stages) running.
+            .kill_on_drop(true)
             .output()
             .await
             .unwrap();
