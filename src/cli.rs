@@ -121,7 +121,15 @@ pub fn main() -> ExitCode {
     };
     crate::logging::init(config.log_format, config.debug, &config.name);
     for name in &config.unknown_variables {
-        tracing::warn!(variable = %name, "unknown SCALR_AGENT_* variable ignored (a typo?)");
+        tracing::warn!(variable = %name, "unknown SCALR_* variable ignored (a typo?)");
+    }
+    for name in &config.ignored_variables {
+        tracing::warn!(
+            variable = %name,
+            "a setting of the Scalr agent's container drivers, ignored: the local driver runs \
+             each stage as a sandboxed child process in this container (extend the agent's \
+             image instead of naming a task image)"
+        );
     }
     // Before any thread exists: capability sets are per thread.
     let deny = &config.sandbox.test_deny;

@@ -33,6 +33,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             grace: config.runner.cancel_grace,
             system_path: config.runner.system_path.clone(),
             read_paths: config.runner.read_paths.clone(),
+            task_ca_bundle: config.runner.task_ca_bundle.clone(),
             http: config.http.clone(),
         },
         isolation: Arc::new(IsolationContext::probe(config.sandbox.clone())),
@@ -62,10 +63,11 @@ pub async fn run(
     let bytes = std::fs::read(task_file)
         .with_context(|| format!("reading the task file {}", task_file.display()))?;
     let task = Task::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", task_file.display()))?;
-    let base = task_file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    // `exec plan.json` has the parent "": the current directory.
+    let base = match task_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let base = std::path::absolute(&base).context("resolving the task file's directory")?;
     let out = match out {
         Some(o) => o.to_path_buf(),

@@ -31,7 +31,7 @@ use parse::{Parser, Raw};
 pub use parse::{parse_bool, parse_duration};
 pub use sandbox::{DEFAULT_UID_RANGE, RlimitConfig, RuntimeHints, SandboxConfig, TestDeny};
 pub use variables::{VARIABLES, Variable};
-use variables::{is_ours, leak_name, unknown_variables};
+use variables::{ignored_variables, is_ours, leak_name, unknown_variables};
 
 /// The validated configuration. Every field already has its final type: nothing downstream
 /// parses strings from the environment again.
@@ -49,8 +49,11 @@ pub struct Config {
     pub runner: RunnerConfig,
     /// Settings of `scalr-agent run`.
     pub agent: AgentConfig,
-    /// `SCALR_AGENT_*` variables that are set but unknown (likely typos); logged as warnings.
+    /// `SCALR_*` variables that are set but unknown (likely typos); logged as warnings.
     pub unknown_variables: Vec<String>,
+    /// Settings of the Scalr agent's container drivers that are set and that the local driver
+    /// ignores; logged at start.
+    pub ignored_variables: Vec<String>,
 }
 
 /// Settings of the task runner.
@@ -63,6 +66,9 @@ pub struct RunnerConfig {
     pub system_path: String,
     /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
     pub read_paths: Vec<PathBuf>,
+    /// `SCALR_AGENT_CONTAINER_TASK_CA_CERT`: CA certificates trusted by stages only (added to
+    /// the system roots and `SCALR_AGENT_CA_CERT` in the stages' bundle).
+    pub task_ca_bundle: Option<CaBundle>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.
@@ -234,9 +240,11 @@ impl Config {
         };
         let config = p.build(raw, needs);
         let unknown_variables = unknown_variables(map.keys());
+        let ignored_variables = ignored_variables(map.iter());
         if problems.is_empty() {
             Ok(Config {
                 unknown_variables,
+                ignored_variables,
                 ..config
             })
         } else {
@@ -380,6 +388,70 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.unknown_variables, ["SCALR_AGENT_CONCURENCY"]);
+        // Every `SCALR_*` name, not only `SCALR_AGENT_*`; the container drivers' settings are
+        // listed apart, as ignored by the local driver.
+        let c = load(
+            &[
+                ("SCALR_URLL", "x"),
+                ("SCALR_AGENT_CONTAINER_TASK_IMAGE", "scalr/runner:1"),
+                (
+                    "SCALR_AGENT_CONTAINER_TASK_IMAGE_REGISTRY",
+                    "registry.internal",
+                ),
+                ("SCALR_URL", "https://x.scalr.io"),
+            ],
+            Needs::Local,
+        )
+        .unwrap();
+        assert_eq!(c.unknown_variables, ["SCALR_URLL"]);
+        assert_eq!(
+            c.ignored_variables,
+            [
+                "SCALR_AGENT_CONTAINER_TASK_IMAGE",
+                "SCALR_AGENT_CONTAINER_TASK_IMAGE_REGISTRY"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_stages_ca_bundle_has_the_product_names() {
+        // One public root of the machine's ca-certificates, as a file path.
+        let pem = std::fs::read_dir("/usr/share/ca-certificates/mozilla")
+            .expect("ca-certificates is installed")
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "crt"))
+            .unwrap();
+        let pem = pem.to_str().unwrap();
+        for name in [
+            "SCALR_AGENT_CONTAINER_TASK_CA_CERT",
+            "SCALR_CONTAINER_TASK_CA_CERT",
+        ] {
+            let c = load(&[(name, pem)], Needs::Local).unwrap();
+            let bundle = c.runner.task_ca_bundle.expect(name);
+            assert_eq!(bundle.certificates, 1, "{name}");
+            assert!(c.http.ca_bundle.is_none(), "stages only: {name}");
+        }
+        let err = load(&[("SCALR_CONTAINER_TASK_CA_CERT", "not pem")], Needs::Local).unwrap_err();
+        assert_eq!(err.problems[0].variable, "SCALR_CONTAINER_TASK_CA_CERT");
+    }
+
+    #[test]
+    fn a_bad_url_says_what_is_wrong_and_keeps_its_scheme() {
+        let err = load(
+            &[(
+                "SCALR_AGENT_TERRAFORM_MIRROR_URL",
+                "http://user:pw@127.0.0.1:99999/terraform",
+            )],
+            Needs::Local,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"http://***@127.0.0.1:99999/terraform\"")
+                && err.contains("does not parse: invalid port number")
+                && !err.contains("pw"),
+            "{err}"
+        );
     }
 
     #[test]

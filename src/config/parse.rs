@@ -36,6 +36,8 @@ pub(super) struct Raw {
     scalr_agent_binary_cache_threshold_days: Option<String>,
     scalr_agent_ca_cert: Option<String>,
     scalr_ca_cert: Option<String>,
+    scalr_agent_container_task_ca_cert: Option<String>,
+    scalr_container_task_ca_cert: Option<String>,
     http_proxy: Option<String>,
     https_proxy: Option<String>,
     no_proxy: Option<String>,
@@ -150,6 +152,7 @@ impl Parser<'_> {
             runner,
             agent,
             unknown_variables: Vec::new(),
+            ignored_variables: Vec::new(),
         }
     }
 
@@ -360,6 +363,17 @@ impl Parser<'_> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            task_ca_bundle: pick(
+                (
+                    "SCALR_AGENT_CONTAINER_TASK_CA_CERT",
+                    raw.scalr_agent_container_task_ca_cert.clone(),
+                ),
+                &[(
+                    "SCALR_CONTAINER_TASK_CA_CERT",
+                    raw.scalr_container_task_ca_cert.clone(),
+                )],
+            )
+            .and_then(|(name, v)| self.ca_bundle(name, &v)),
             system_path: nonempty(raw.path.clone())
                 .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
         }
@@ -435,17 +449,23 @@ impl Parser<'_> {
     }
 
     fn url(&mut self, name: &'static str, value: &str) -> Option<Url> {
-        match Url::parse(value) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            _ => {
-                self.problems.push(Problem {
-                    variable: name,
-                    value: Some(crate::http::redact_str(value)),
-                    expected: "an absolute http:// or https:// URL".into(),
-                });
-                None
+        let problem = match Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                return Some(u);
             }
-        }
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                format!("the scheme is {:?}", u.scheme())
+            }
+            Ok(_) => "there is no host".to_string(),
+            Err(url::ParseError::RelativeUrlWithoutBase) => "it is not absolute".to_string(),
+            Err(e) => format!("it does not parse: {e}"),
+        };
+        self.problems.push(Problem {
+            variable: name,
+            value: Some(crate::http::redact_str(value)),
+            expected: format!("an absolute http:// or https:// URL, but {problem}"),
+        });
+        None
     }
 
     fn abs_path(&mut self, name: &'static str, value: &str) -> PathBuf {

@@ -61,6 +61,12 @@ pub const VARIABLES: &[Variable] = &[
         "Extra CA bundle: a PEM file path, inline PEM, or base64 of a PEM bundle; added to the system and built-in roots.",
     ),
     var(
+        "SCALR_AGENT_CONTAINER_TASK_CA_CERT",
+        &["SCALR_CONTAINER_TASK_CA_CERT"],
+        "",
+        "CA certificates trusted by stages only (the Scalr agent's name for its task containers' bundle): a PEM file path, inline PEM, or base64; added to the system roots and `SCALR_AGENT_CA_CERT` in the bundle stages get (`SSL_CERT_FILE`). The agent's own connections do not trust it.",
+    ),
+    var(
         "HTTP_PROXY",
         &["http_proxy"],
         "",
@@ -354,11 +360,49 @@ pub(super) fn leak_name(name: &str) -> &'static str {
 
 pub(super) fn unknown_variables<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut unknown: Vec<String> = names
-        .filter(|n| n.starts_with("SCALR_AGENT_") && !is_ours(n) && !RESERVED.contains(&n.as_str()))
+        .filter(|n| {
+            n.starts_with("SCALR_")
+                && !is_ours(n)
+                && !RESERVED.contains(&n.as_str())
+                && !CONTAINER_DRIVER.contains(&n.as_str())
+        })
         .cloned()
         .collect();
     unknown.sort();
     unknown
+}
+
+/// Settings of the Scalr agent's Docker and Kubernetes drivers, which have no meaning for the
+/// local driver: named at start so a migrated agent's operator knows they do nothing here.
+const CONTAINER_DRIVER: &[&str] = &[
+    "SCALR_AGENT_CONTAINER_TASK_IMAGE",
+    "SCALR_AGENT_CONTAINER_TASK_IMAGE_MODE",
+    "SCALR_AGENT_CONTAINER_TASK_IMAGE_REGISTRY",
+    "SCALR_AGENT_CONTAINER_TASK_CPU_REQUEST",
+    "SCALR_AGENT_CONTAINER_TASK_CPU_LIMIT",
+    "SCALR_AGENT_CONTAINER_TASK_MEM_REQUEST",
+    "SCALR_AGENT_CONTAINER_TASK_MEM_LIMIT",
+    "SCALR_AGENT_CONTAINER_TASK_SCHEDULING_TIMEOUT",
+    "SCALR_AGENT_CONTAINER_TASK_NODE_SELECTOR",
+    "SCALR_AGENT_CONTAINER_TASK_TOLERATIONS",
+    "SCALR_AGENT_CONTAINER_TASK_ACQUIRE_TIMEOUT",
+    "SCALR_AGENT_KUBERNETES_TASK_NAMESPACE",
+    "SCALR_AGENT_DOCKER_ADDR",
+    "SCALR_DOCKER_ADDR",
+];
+
+/// The container-driver settings that are set (a driver other than `local` is refused
+/// elsewhere).
+pub(super) fn ignored_variables<'a>(
+    vars: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Vec<String> {
+    let mut ignored: Vec<String> = vars
+        .map(|(k, _)| k)
+        .filter(|k| CONTAINER_DRIVER.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    ignored.sort();
+    ignored
 }
 
 /// Names of the Scalr agent that later parts of this agent will read; not warned about.

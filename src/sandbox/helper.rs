@@ -193,12 +193,15 @@ fn run() -> Result<(), String> {
     });
 
     let mut status = None;
+    // Descendants other than the stage's main process killed on SIGUSR1 (a timeout or cancel
+    // past its grace) and after the main process exited.
+    let mut leftovers_killed = 0;
     while status.is_none() {
         let sig = handled.wait().map_err(|e| format!("sigwait: {e}"))?;
         match sig {
             Signal::SIGCHLD => status = reap(pid),
             Signal::SIGUSR1 => {
-                kill_tree(pid, &mut status);
+                leftovers_killed += kill_tree(pid, &mut status);
                 if status.is_none() {
                     status = reap(pid);
                 }
@@ -208,7 +211,7 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    let leftovers_killed = kill_tree(pid, &mut status);
+    leftovers_killed += kill_tree(pid, &mut status);
     let (code, signal) = match status {
         Some(WaitStatus::Exited(_, code)) => (Some(code), None),
         Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
@@ -252,7 +255,7 @@ fn reap(main: Pid) -> Option<WaitStatus> {
 }
 
 /// Kills every descendant with SIGKILL until none is left, reaping them; returns how many
-/// were killed. Bounded: a fork bomb faster than this loop is stopped by RLIMIT_NPROC.
+/// were killed, not counting the stage's main process. Bounded: a fork bomb faster than this loop is stopped by RLIMIT_NPROC.
 fn kill_tree(main: Pid, main_status: &mut Option<WaitStatus>) -> u32 {
     let me = std::process::id() as i32;
     let mut killed = std::collections::BTreeSet::new();
@@ -262,7 +265,7 @@ fn kill_tree(main: Pid, main_status: &mut Option<WaitStatus>) -> u32 {
             break;
         }
         for p in &pids {
-            if kill(Pid::from_raw(*p), Signal::SIGKILL).is_ok() {
+            if kill(Pid::from_raw(*p), Signal::SIGKILL).is_ok() && *p != main.as_raw() {
                 killed.insert(*p);
             }
         }

@@ -22,8 +22,17 @@ pub enum ExtractError {
     Missing { expected: String, found: String },
     #[error("the archive holds {expected:?} twice")]
     Duplicate { expected: String },
-    #[error("entry {entry:?} is {size} bytes, above the {cap}-byte cap")]
+    #[error(
+        "entry {entry:?} is {size} bytes, above the {cap}-byte cap \
+         (SCALR_AGENT_SOFTWARE_MAX_SIZE_MB)"
+    )]
     TooLarge { entry: String, size: u64, cap: u64 },
+    /// The entry held more bytes than the cap while being read (its header may have said less).
+    #[error(
+        "entry {entry:?} is more than {cap} bytes, the cap (SCALR_AGENT_SOFTWARE_MAX_SIZE_MB); \
+         reading stopped there"
+    )]
+    Overflow { entry: String, cap: u64 },
     #[error("entry {entry:?} is not a regular file")]
     NotRegular { entry: String },
     #[error("the archive is corrupt: {0}")]
@@ -245,9 +254,8 @@ fn copy_capped(
         }
         size += n as u64;
         if size > cap {
-            return Err(ExtractError::TooLarge {
+            return Err(ExtractError::Overflow {
                 entry: entry.into(),
-                size,
                 cap,
             });
         }
@@ -265,6 +273,18 @@ fn copy_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_longer_than_its_header_says_more_than_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("tool");
+        let err = copy_capped(&mut &[7u8; 10][..], "tool", &dest, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entry \"tool\" is more than 4 bytes, the cap (SCALR_AGENT_SOFTWARE_MAX_SIZE_MB); \
+             reading stopped there"
+        );
+    }
 
     #[test]
     fn names() {

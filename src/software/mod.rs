@@ -28,7 +28,7 @@ use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, redact};
 use catalog::{Platform, Release, Tool, Version};
 pub use stats::{CacheStats, ToolStats};
-use store::{Key, Layout, Manifest, Verification};
+use store::{Key, Layout, LockMode, Manifest, Verification, Wait};
 
 /// Largest checksum or signature file accepted.
 const SMALL_FILE_LIMIT: u64 = 1 << 20;
@@ -278,7 +278,9 @@ impl SoftwareCache {
         let path = layout.locks();
         tokio::task::spawn_blocking(move || {
             let f = layout.install_lock(&key)?;
-            f.lock()?;
+            // Under this entry's lock: what dead installs left (other entries' staging
+            // directories and lock files are removed only when their own locks are free).
+            layout.sweep_leftovers(Some(&key));
             Ok::<_, std::io::Error>(f)
         })
         .await
@@ -288,24 +290,22 @@ impl SoftwareCache {
 
     /// Takes the shared lease of an entry (waits only while a prune is deleting it).
     async fn lease(&self, key: &Key) -> Result<File, ErrorKind> {
-        let path = self.layout.locks();
-        let f = self
-            .layout
-            .lease_lock(key)
-            .map_err(|source| ErrorKind::Io {
-                path: path.clone(),
-                source,
-            })?;
-        match f.try_lock_shared() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tokio::task::spawn_blocking(move || f.lock_shared().map(|()| f))
-                    .await
-                    .expect("lock task does not panic")
-                    .map_err(|source| ErrorKind::Io { path, source })
-            }
-            Err(std::fs::TryLockError::Error(source)) => Err(ErrorKind::Io { path, source }),
+        let path = self.layout.lease_path(key);
+        let io = |source| ErrorKind::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(f) = store::lock_file(&path, LockMode::Shared, Wait::No).map_err(io)? {
+            return Ok(f);
         }
+        let wait_path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            store::lock_file(&wait_path, LockMode::Shared, Wait::Yes)
+                .map(|f| f.expect("a waiting lock is always taken"))
+        })
+        .await
+        .expect("lock task does not panic")
+        .map_err(io)
     }
 
     /// The slow path, under the install lock: re-check, then download, verify and commit.
@@ -557,7 +557,7 @@ impl SoftwareCache {
 /// used entries while the cache is above its size limit. Entries being installed or leased by
 /// a task are skipped.
 fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneReport> {
-    layout.sweep_leftovers();
+    layout.sweep_leftovers(None);
     let mut report = PruneReport::default();
     let now = SystemTime::now();
     let mut live: Vec<(Key, SystemTime, u64)> = Vec::new();

@@ -18,7 +18,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +27,6 @@ use super::catalog::{Platform, Tool, Version};
 pub const MANIFEST: &str = "manifest.json";
 pub const LAST_USED: &str = ".last-used";
 const SCHEMA: u32 = 1;
-/// Staging directories older than this belong to a process that died mid-install.
-const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
 
 /// What the cache knows about one installed executable.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -120,14 +118,19 @@ impl Layout {
         self.locks().join(format!("{}.{kind}", key.slug()))
     }
 
-    /// Opens (creating) the install lock of an entry, unlocked.
+    /// The install lock of an entry, taken exclusively (waiting for its holder).
     pub fn install_lock(&self, key: &Key) -> io::Result<File> {
-        open_lock(&self.lock_path(key, "install"))
+        lock_file(
+            &self.lock_path(key, "install"),
+            LockMode::Exclusive,
+            Wait::Yes,
+        )
+        .map(|f| f.expect("a waiting lock is always taken"))
     }
 
-    /// Opens (creating) the lease lock of an entry, unlocked.
-    pub fn lease_lock(&self, key: &Key) -> io::Result<File> {
-        open_lock(&self.lock_path(key, "lease"))
+    /// The lease lock of an entry: taken shared by tasks using it, exclusively by removal.
+    pub fn lease_path(&self, key: &Key) -> PathBuf {
+        self.lock_path(key, "lease")
     }
 
     /// A fresh staging directory on the cache's own filesystem.
@@ -206,9 +209,14 @@ impl Layout {
         Ok(keys)
     }
 
-    /// Removes leftovers that nothing may trust: the trash, and staging directories of dead
-    /// installs.
-    pub fn sweep_leftovers(&self) {
+    /// Removes leftovers that nothing may trust: the trash, staging directories of dead
+    /// installs, and lock files of entries that do not exist. A staging directory or lock file
+    /// goes only when a non-blocking lock shows that no live process holds its entry's install
+    /// lock (or, for lock files, its lease): never by age alone, so another process's install
+    /// in progress is never touched. `holding` is an entry whose install lock the caller holds:
+    /// its staging directories are a dead install's. Blocking: call from a blocking context.
+    pub fn sweep_leftovers(&self, holding: Option<&Key>) {
+        let held = holding.map(Key::slug);
         if let Ok(items) = fs::read_dir(self.trash()) {
             for item in items.flatten() {
                 let _ = fs::remove_dir_all(item.path());
@@ -216,17 +224,112 @@ impl Layout {
         }
         if let Ok(items) = fs::read_dir(self.tmp()) {
             for item in items.flatten() {
-                let old = item
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE_TMP);
-                if old {
+                let name = item.file_name().to_string_lossy().into_owned();
+                // `<slug>.<pid>.<random>`; the slug itself may hold dots (versions).
+                let Some(slug) = name.rsplitn(3, '.').nth(2) else {
+                    continue;
+                };
+                if held.as_deref() == Some(slug) {
+                    let _ = fs::remove_dir_all(item.path());
+                    continue;
+                }
+                let lock = self.locks().join(format!("{slug}.install"));
+                if let Ok(Some(_free)) = lock_file(&lock, LockMode::Exclusive, Wait::No) {
                     let _ = fs::remove_dir_all(item.path());
                 }
             }
         }
+        let present: std::collections::HashSet<String> = self
+            .scan()
+            .unwrap_or_default()
+            .iter()
+            .map(Key::slug)
+            .collect();
+        let Ok(items) = fs::read_dir(self.locks()) else {
+            return;
+        };
+        for item in items.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some(slug) = name.strip_suffix(".install") else {
+                continue;
+            };
+            if present.contains(slug) {
+                continue;
+            }
+            let install = self.locks().join(&name);
+            let lease = self.locks().join(format!("{slug}.lease"));
+            let Ok(Some(_install)) = lock_file(&install, LockMode::Exclusive, Wait::No) else {
+                continue;
+            };
+            // Under the install lock no entry can appear; re-check, then take the lease.
+            if self.root.join(slug_path(slug)).exists() {
+                continue;
+            }
+            if let Ok(Some(_lease)) = lock_file(&lease, LockMode::Exclusive, Wait::No) {
+                let _ = fs::remove_file(&lease);
+                let _ = fs::remove_file(&install);
+            }
+        }
+    }
+}
+
+/// The entry directory of a slug, relative to the root (`tool/version/platform`): a slug is
+/// `<tool>-<version>-<platform>`, and neither tool names nor platforms hold a `-`.
+fn slug_path(slug: &str) -> PathBuf {
+    match (slug.split_once('-'), slug.rsplit_once('-')) {
+        (Some((tool, _)), Some((rest, platform))) if rest.len() > tool.len() => {
+            Path::new(tool).join(&rest[tool.len() + 1..]).join(platform)
+        }
+        _ => PathBuf::from(slug),
+    }
+}
+
+/// How a lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// Whether taking a lock may wait for its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Yes,
+    No,
+}
+
+/// Opens (creating) and `flock`s a lock file; `None` when `wait` is `No` and another holder
+/// has it. Lock files may be deleted by [`Layout::sweep_leftovers`] (only while it holds them
+/// exclusively), so after locking, the file must still be the one at `path`: otherwise the lock
+/// is on a deleted file that nobody else will ever see, and it is taken again on the new one.
+pub fn lock_file(path: &Path, mode: LockMode, wait: Wait) -> io::Result<Option<File>> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let f = open_lock(path)?;
+        let taken = match (mode, wait) {
+            (LockMode::Exclusive, Wait::Yes) => f.lock().map(|()| true),
+            (LockMode::Shared, Wait::Yes) => f.lock_shared().map(|()| true),
+            (LockMode::Exclusive, Wait::No) => try_taken(f.try_lock()),
+            (LockMode::Shared, Wait::No) => try_taken(f.try_lock_shared()),
+        }?;
+        if !taken {
+            return Ok(None);
+        }
+        let held = f.metadata()?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(Some(f)),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn try_taken(r: Result<(), fs::TryLockError>) -> io::Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -376,16 +479,18 @@ pub fn dir_size(dir: &Path) -> u64 {
 /// Tries to take both locks of an entry exclusively without waiting: `None` when the entry is
 /// being installed or used by a task (in this process or another).
 pub fn try_lock_for_removal(layout: &Layout, key: &Key) -> io::Result<Option<(File, File)>> {
-    let install = layout.install_lock(key)?;
-    match install.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(fs::TryLockError::Error(e)) => return Err(e),
-    }
-    let lease = layout.lease_lock(key)?;
-    match lease.try_lock() {
-        Ok(()) => Ok(Some((install, lease))),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(e)) => Err(e),
-    }
+    let Some(install) = lock_file(
+        &layout.lock_path(key, "install"),
+        LockMode::Exclusive,
+        Wait::No,
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(lock_file(
+        &layout.lock_path(key, "lease"),
+        LockMode::Exclusive,
+        Wait::No,
+    )?
+    .map(|lease| (install, lease)))
 }

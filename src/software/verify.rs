@@ -100,7 +100,10 @@ pub struct Signer {
 pub enum SignatureError {
     #[error("not an OpenPGP signature: {0}")]
     Malformed(String),
-    #[error("signed by key {issuers}, which is not trusted (trusted: {trusted})")]
+    #[error(
+        "signed by key {issuers}, which is not trusted (trusted: {trusted}); to trust it, add \
+         its public key to SCALR_AGENT_SOFTWARE_TRUSTED_KEYS"
+    )]
     Untrusted { issuers: String, trusted: String },
     #[error("signature by trusted key {key} does not match the checksum file: {reason}")]
     Bad { key: String, reason: String },

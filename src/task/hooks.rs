@@ -122,13 +122,11 @@ impl Run<'_> {
                 .await;
             self.read_agent_env(&p.dirs);
             if status != StepStatus::Succeeded && phase.starts_with("pre-") {
-                self.errors
-                    .push(format!("{name} failed ({})", describe(self.steps.last())));
+                self.fail(format!("{name} failed ({})", describe(self.steps.last())));
                 return Err(status_of(status));
             }
             if status != StepStatus::Succeeded {
-                self.errors
-                    .push(format!("{name} failed ({})", describe(self.steps.last())));
+                self.fail(format!("{name} failed ({})", describe(self.steps.last())));
             }
         }
         Ok(())

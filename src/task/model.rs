@@ -204,6 +204,38 @@ pub enum VariableCategory {
     Shell,
 }
 
+/// Shell variables the agent sets itself and a workspace may not replace: they name the CLI
+/// configuration file, which carries the run's credentials (`SCALR_TERRAFORM_RC` is merged into
+/// it instead).
+const AGENT_OWNED_SHELL: &[&str] = &["TF_CLI_CONFIG_FILE", "TERRAFORM_CONFIG"];
+
+impl VariableCategory {
+    /// Why `key` cannot be a name of this category, or `None` when it can. Terraform's own rule
+    /// for variable names allows `-` (Terraform reads `TF_VAR_dash-name`); a shell variable must
+    /// be a name the shell can expand.
+    pub fn name_problem(self, key: &str) -> Option<&'static str> {
+        let first_ok = key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        let rest_ok = |dash: bool| {
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dash && b == b'-'))
+        };
+        match self {
+            VariableCategory::Terraform if !(first_ok && rest_ok(true)) => Some(
+                "is not a valid Terraform variable name (expected a letter or `_`, then letters, \
+                 digits, `_` or `-`)",
+            ),
+            VariableCategory::Shell if !(first_ok && rest_ok(false)) => Some(
+                "is not a valid shell variable name (expected a letter or `_`, then letters, \
+                 digits or `_`)",
+            ),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tools {
@@ -294,7 +326,7 @@ impl Task {
         for section in SECTIONS {
             match object.get(*section) {
                 None if !OPTIONAL.contains(section) => {
-                    problems.push(format!("{section}: missing field"))
+                    problems.push(format!("{section}: required, but missing"))
                 }
                 None => {}
                 Some(serde_json::Value::Null) if OPTIONAL.contains(section) => {}
@@ -329,17 +361,15 @@ impl Task {
             ));
         }
         for (i, v) in self.variables.iter().enumerate() {
-            let valid = !v.key.is_empty()
-                && v.key
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && v.key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
+            if let Some(rule) = v.category.name_problem(&v.key) {
+                problems.push(format!("variables[{i}].key: {:?} {rule}", v.key));
+            }
+            if v.category == VariableCategory::Shell && AGENT_OWNED_SHELL.contains(&v.key.as_str())
+            {
                 problems.push(format!(
-                    "variables[{i}].key: {:?} is not a valid variable name",
+                    "variables[{i}].key: the shell variable {} would replace the agent's CLI \
+                     configuration (and the run's credentials in it); put the file's content in \
+                     the shell variable SCALR_TERRAFORM_RC instead, which the agent merges",
                     v.key
                 ));
             }
@@ -422,17 +452,103 @@ fn check_section(name: &str, value: &serde_json::Value) -> Result<(), String> {
 }
 
 fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    format!("{}: {}", e.path(), e.inner())
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    located(&path, &e.inner().to_string())
 }
 
 fn describe_suffix(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
-    if path == "." {
-        format!(": {}", e.inner())
+    let suffix = if path == "." {
+        String::new()
     } else if path.starts_with('[') {
-        format!("{path}: {}", e.inner())
+        path
     } else {
-        format!(".{path}: {}", e.inner())
+        format!(".{path}")
+    };
+    located(&suffix, &e.inner().to_string())
+}
+
+/// Joins a JSON path (or its suffix) with serde's message, rewritten in words a task author
+/// knows: a missing or unknown field is named in the path itself, types are named as JSON
+/// names them, and what was found is quoted.
+fn located(path: &str, message: &str) -> String {
+    if let Some(field) = between(message, "missing field `", "`") {
+        return format!("{path}.{field}: required, but missing");
+    }
+    // The path of an unknown field already ends with its name.
+    if message.starts_with("unknown field `") {
+        let expected = message
+            .split_once(", expected ")
+            .map(|(_, rest)| format!(" (expected {})", names(rest)))
+            .unwrap_or_default();
+        return format!("{path}: unknown field{expected}");
+    }
+    if let Some(variant) = between(message, "unknown variant `", "`") {
+        let expected = message
+            .split_once(", expected ")
+            .map(|(_, rest)| format!("; expected {}", names(rest)))
+            .unwrap_or_default();
+        return format!("{path}: unknown value {variant:?}{expected}");
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected ")
+        {
+            return format!(
+                "{path}: expected {}, found {}",
+                json_type(expected),
+                json_found(found)
+            );
+        }
+    }
+    format!("{path}: {message}")
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = text.strip_prefix(start)?;
+    Some(&rest[..rest.find(end)?])
+}
+
+/// "one of `a`, `b`" and "`a`" as a plain list.
+fn names(list: &str) -> String {
+    list.replace('`', "").replacen("one of ", "one of: ", 1)
+}
+
+/// serde's name of an expected type, in JSON's words.
+fn json_type(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list (JSON array)".into(),
+        "a map" => "an object".into(),
+        e if e.starts_with("struct ") => "an object".into(),
+        e if e.starts_with("enum ") || e.starts_with("variant identifier") => {
+            "one of the documented names".into()
+        }
+        e => e.into(),
+    }
+}
+
+/// serde's description of what it found, in JSON's words.
+fn json_found(found: &str) -> String {
+    if let Some(s) = found.strip_prefix("string ") {
+        return format!("the string {s}");
+    }
+    for prefix in ["integer ", "floating point "] {
+        if let Some(n) = found.strip_prefix(prefix) {
+            return format!("the number {}", n.trim_matches('`'));
+        }
+    }
+    if let Some(b) = found.strip_prefix("boolean ") {
+        return b.trim_matches('`').into();
+    }
+    match found {
+        "sequence" => "a list".into(),
+        "map" => "an object".into(),
+        "unit value" | "null" => "null".into(),
+        f => f.into(),
     }
 }
 
@@ -472,7 +588,7 @@ mod tests {
         let text = err.to_string();
         assert_eq!(err.problems.len(), 4, "{text}");
         assert!(
-            text.contains("run.mode: unknown variant `sometimes`"),
+            text.contains("run.mode: unknown value \"sometimes\"; expected one of: apply"),
             "{text}"
         );
         assert!(
@@ -480,10 +596,74 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("variables[1].category: unknown variant `env`"),
+            text.contains("variables[1].category: unknown value \"env\""),
             "{text}"
         );
-        assert!(text.contains("control_plane: missing field"), "{text}");
+        assert!(
+            text.contains("control_plane: required, but missing"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn messages_name_the_field_what_was_expected_and_what_was_found() {
+        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        v["workspace"]
+            .as_object_mut()
+            .unwrap()
+            .remove("iac_version");
+        v["run"]["is_destroy"] = "yes".into();
+        v["variables"][0]["hcl"] = 1.into();
+        let text = Task::parse(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "workspace.iac_version: required, but missing",
+            "run.is_destroy: expected a boolean, found the string \"yes\"",
+            "variables[0].hcl: expected a boolean, found the number 1",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in {text}");
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        v["workspace"]["operation_timeout"] = "1h".into();
+        let text = Task::parse(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(
+                "workspace.operation_timeout: expected a whole number (0 or more), found the \
+                 string \"1h\""
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("u64"), "{text}");
+    }
+
+    #[test]
+    fn variable_names_follow_their_category() {
+        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        v["variables"] = serde_json::json!([
+            {"key": "dash-name", "value": "1", "category": "terraform"},
+            {"key": "dash-name", "value": "1", "category": "shell"},
+            {"key": "9lives", "value": "1", "category": "terraform"},
+            {"key": "TF_CLI_CONFIG_FILE", "value": "/x", "category": "shell"},
+        ]);
+        let err = Task::parse(v.to_string().as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(
+            text.contains("variables[1].key: \"dash-name\" is not a valid shell variable name"),
+            "{text}"
+        );
+        assert!(
+            text.contains("variables[2].key: \"9lives\" is not a valid Terraform variable name"),
+            "{text}"
+        );
+        assert!(
+            text.contains("variables[3].key: the shell variable TF_CLI_CONFIG_FILE would replace")
+                && text.contains("SCALR_TERRAFORM_RC"),
+            "{text}"
+        );
     }
 
     #[test]

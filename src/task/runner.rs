@@ -42,6 +42,8 @@ pub struct RunnerSettings {
     /// Extra paths tasks may read and execute (provider mirrors, tools mounted in the container).
     pub read_paths: Vec<PathBuf>,
     pub http: HttpConfig,
+    /// CA certificates trusted by stages only (`SCALR_AGENT_CONTAINER_TASK_CA_CERT`).
+    pub task_ca_bundle: Option<crate::config::CaBundle>,
 }
 
 /// What the platform allows, probed once at start.
@@ -159,9 +161,7 @@ impl Runner {
         let status = match run.execute(&paths, cancel).await {
             Ok(status) => status,
             Err(e) => {
-                let msg = run.log.masker().mask(&e);
-                run.log.line(&format!("Error: {msg}"));
-                run.errors.push(msg);
+                run.fail(e);
                 TaskStatus::Errored
             }
         };
@@ -200,6 +200,14 @@ pub(super) struct Prepared {
 }
 
 impl Run<'_> {
+    /// Records why the task did not succeed: masked, in the task's log (what users read) and in
+    /// `result.json`'s errors, in the same words.
+    pub(super) fn fail(&mut self, reason: String) {
+        let msg = self.log.masker().mask(&reason);
+        self.log.line(&format!("Error: {msg}"));
+        self.errors.push(msg);
+    }
+
     /// Tells the listener, if any, about a step. Never blocks; a listener gone is ignored.
     pub(super) fn announce(&self, event: StepEvent) {
         if let Some(events) = &self.step_events {
@@ -247,9 +255,7 @@ impl Run<'_> {
             Action::PolicyCheck => self.policy_check(&cx, &prepared).await,
         };
         let status = status.unwrap_or_else(|e| {
-            let msg = self.log.masker().mask(&e);
-            self.log.line(&format!("Error: {msg}"));
-            self.errors.push(msg);
+            self.fail(e);
             TaskStatus::Failed
         });
         self.collect(&prepared, paths.out);

@@ -149,13 +149,22 @@ impl Run<'_> {
         }
         let user_cache = env::write_cli_config(task, dirs)
             .map_err(|e| format!("writing {}: {e}", dirs.cli_config.display()))?;
-        let ca_file = match &settings.http.ca_bundle {
-            None => None,
-            Some(bundle) => {
+        // The stages' bundle: the system roots, then `SCALR_AGENT_CA_CERT`, then the
+        // stages-only `SCALR_AGENT_CONTAINER_TASK_CA_CERT`.
+        let extra: Vec<&[u8]> = [&settings.http.ca_bundle, &settings.task_ca_bundle]
+            .into_iter()
+            .flatten()
+            .map(|b| b.pem.as_slice())
+            .collect();
+        let ca_file = match extra.is_empty() {
+            true => None,
+            false => {
                 let mut pem =
                     std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-                pem.extend_from_slice(b"\n");
-                pem.extend_from_slice(&bundle.pem);
+                for bundle in extra {
+                    pem.extend_from_slice(b"\n");
+                    pem.extend_from_slice(bundle);
+                }
                 let path = dirs.root.join("ca-bundle.pem");
                 std::fs::write(&path, pem)
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -366,12 +375,14 @@ impl Run<'_> {
                 status = show;
             }
         } else {
-            self.errors.push(format!(
+            self.fail(format!(
                 "plan failed ({})",
                 describe(self.steps.iter().rev().find(|s| s.kind == StepKind::Plan))
             ));
         }
-        let hook_code = if planned { 0 } else { code.unwrap_or(1) };
+        // The plan's own exit code, as `result.json` records it (2: changes, with
+        // `-detailed-exitcode`); 1 when it ended without one (a signal).
+        let hook_code = code.unwrap_or(1);
         let _ = self.hooks(cx, p, "post-plan", Some(hook_code)).await;
         if status != StepStatus::Succeeded {
             return Ok(status_of(status));
@@ -414,8 +425,7 @@ impl Run<'_> {
             .await;
         let code = self.steps.last().and_then(|s| s.exit_code).unwrap_or(1);
         if status != StepStatus::Succeeded {
-            self.errors
-                .push(format!("apply failed ({})", describe(self.steps.last())));
+            self.fail(format!("apply failed ({})", describe(self.steps.last())));
         }
         let _ = self.hooks(cx, p, "post-apply", Some(code)).await;
         Ok(
@@ -484,8 +494,7 @@ fn ok_or_stop(run: &mut Run<'_>, status: StepStatus, name: &str) -> Flow {
     if status == StepStatus::Succeeded {
         return Ok(());
     }
-    run.errors
-        .push(format!("{name} failed ({})", describe(run.steps.last())));
+    run.fail(format!("{name} failed ({})", describe(run.steps.last())));
     Err(status_of(status))
 }
 

@@ -8,6 +8,7 @@ mod control;
 mod crash;
 mod daemon;
 mod exec;
+mod first_hour;
 mod harness;
 mod health;
 mod isolation;

@@ -923,3 +923,85 @@ async fn the_cache_counts_hits_misses_failures_and_downloaded_bytes() {
         }
     }
 }
+
+/// A `software install` killed mid-download (SIGKILL: no destructor runs) leaves its staging
+/// directory; 16 concurrent installs beside repeated prunes all succeed; afterwards neither a
+/// staging directory nor a lock file of an entry that does not exist remains.
+#[tokio::test]
+async fn leftovers_of_killed_installs_go_without_touching_live_ones() {
+    let h = Harness::new().await;
+    let versions = ["1.4.0", "1.4.1", "1.4.2", "1.4.3"];
+    let mut artifacts = Vec::new();
+    for version in versions.iter().chain(&["1.4.9"]) {
+        let dir = publish_small(&h, version);
+        artifacts.push(format!("{dir}/terraform_{version}_linux_amd64.zip"));
+    }
+    // The killed install waits on its download, its staging directory created.
+    h.mirror
+        .fail_always(&artifacts[4], Fault::Delay(Duration::from_secs(60)));
+    let mut killed = tokio::process::Command::new(env!("CARGO_BIN_EXE_scalr-agent"))
+        .args(["software", "install", "terraform", "1.4.9"])
+        .env_clear()
+        .envs(h.vars.iter().cloned())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let tmp = h.root().join(".tmp");
+    let staged = |version: &str| {
+        std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(version))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while staged("1.4.9") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no staging dir");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed.start_kill().unwrap();
+    killed.wait().await.unwrap();
+    assert_eq!(staged("1.4.9"), 1, "SIGKILL leaves the partial download");
+
+    // Slow downloads so that installs, prunes and sweeps overlap.
+    for a in &artifacts[..4] {
+        h.mirror
+            .fail_next(a, [Fault::Delay(Duration::from_millis(200))]);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let cache = h.cache();
+        let version = versions[i % versions.len()];
+        set.spawn(async move { cache.install(Tool::Terraform, &v(version), AMD64).await });
+    }
+    let pruner = {
+        let cache = h.cache();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..20 {
+                cache.prune().unwrap();
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    for r in set.join_all().await {
+        let installed = r.expect("no install fails beside prunes and sweeps");
+        assert!(installed.path.exists());
+    }
+    pruner.await.unwrap();
+    h.cache().prune().unwrap();
+    assert_eq!(staged(""), 0, "no staging directory is left");
+    let locks: Vec<String> = std::fs::read_dir(h.root().join(".locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        locks.iter().all(|l| !l.contains("1.4.9")),
+        "the killed version's lock files are gone: {locks:?}"
+    );
+    for version in versions {
+        assert!(h.entry("terraform", version, AMD64).exists());
+    }
+}
