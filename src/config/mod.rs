@@ -63,6 +63,9 @@ pub struct RunnerConfig {
     pub system_path: String,
     /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
     pub read_paths: Vec<PathBuf>,
+    /// `SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`, in bytes: the largest plan file, plan JSON or cost
+    /// estimate read back from a task.
+    pub artifact_limit_bytes: u64,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

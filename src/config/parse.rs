@@ -1,4 +1,8 @@
 //! Turning raw environment strings into typed settings, collecting every problem.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads the operator's CA bundle and files named by variables"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +57,7 @@ pub(super) struct Raw {
     scalr_agent_software_max_size_mb: Option<String>,
     pub(super) scalr_agent_hooks_dir: Option<String>,
     pub(super) scalr_agent_keep_task_dirs: Option<String>,
+    pub(super) scalr_agent_task_artifact_limit_mb: Option<String>,
     pub(super) scalr_agent_cancel_grace: Option<String>,
     pub(super) path: Option<String>,
     pub(super) scalr_agent_task_read_paths: Option<String>,
@@ -360,6 +365,15 @@ impl Parser<'_> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            artifact_limit_bytes: self
+                .number(
+                    "SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB",
+                    &raw.scalr_agent_task_artifact_limit_mb,
+                    1,
+                    1 << 20,
+                )
+                .unwrap_or(512)
+                << 20,
             system_path: nonempty(raw.path.clone())
                 .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
         }
