@@ -7,6 +7,10 @@
 //!   throughput as received by the control plane.
 //!
 //! `cargo bench --bench daemon [-- PICKUP_ROUNDS]`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks read their own fixtures"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

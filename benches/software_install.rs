@@ -6,6 +6,10 @@
 //! - a cold `scalr-agent software install` (download, signature and checksum, extraction, fsync);
 //! - a warm `scalr-agent software install` of the cached version (whole process);
 //! - the peak RSS of the cold install (`getrusage(RUSAGE_CHILDREN)` in a fresh child process).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks read their own fixtures"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

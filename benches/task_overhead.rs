@@ -5,6 +5,10 @@
 //!   layer this machine allows, against a plain spawn of the same command.
 //!
 //! `cargo bench --bench task_overhead [-- ROUNDS]`. Run as root to measure the full sandbox.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks read their own fixtures"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -145,7 +145,10 @@ pub fn main() -> ExitCode {
     if let Command::Doctor { json } = cli.command {
         return doctor(&config, json);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded (see ARCHITECTURE.md, "The runtime"): one task's slow I/O never holds the
+    // heartbeat, other tasks' logs, the health listener or the signal handlers. Its worker
+    // threads live as long as the runtime, so stages spawned from them keep their parent.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {

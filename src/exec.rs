@@ -1,5 +1,9 @@
 //! `scalr-agent exec <task.json> [--out DIR]`: run one task locally, the way the daemon runs a
 //! task from the control plane, with the log on stdout and the result in files.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads the task file named on the command line, the operator's input"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +39,9 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             read_paths: config.runner.read_paths.clone(),
             task_ca_bundle: config.runner.task_ca_bundle.clone(),
             http: config.http.clone(),
+            task_files: crate::taskfs::Limits {
+                artifact: config.runner.artifact_limit_bytes,
+            },
         },
         isolation: Arc::new(IsolationContext::probe(config.sandbox.clone())),
     }

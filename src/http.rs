@@ -6,6 +6,10 @@
 //! timeout: a per-read idle timeout catches stalled transfers without failing slow links.
 //! Redirects are followed; a retry starts again from the original URL (object-store redirect
 //! targets expire).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "streams request bodies from the agent's spool and reads the system CA roots"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -656,6 +660,12 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     reason
+}
+
+/// The system's CA bundle (Debian's path), empty when absent: what tasks trust besides an
+/// operator's extra bundle.
+pub fn system_roots_pem() -> Vec<u8> {
+    std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -17,3 +17,4 @@ pub mod secret;
 pub mod software;
 pub mod spool;
 pub mod task;
+pub mod taskfs;

@@ -16,6 +16,10 @@
 //! the pid of a listed child collected meanwhile (it registers before the check or after the
 //! round's `waitpid`). Only `sandbox::stage::Launcher::spawn` starts children while the daemon runs
 //! (the sandbox probes fork and wait before it starts), so nothing else waits for them.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads /proc to find the agent's children"
+)]
 
 use std::time::Duration;
 

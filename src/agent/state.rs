@@ -1,6 +1,10 @@
 //! The connection state file, `$SCALR_AGENT_DATA_DIR/.agent.state`: the agent id of the last
 //! registration, so that a restarted agent asks for its own name back instead of colliding
 //! with its former self. Not written when `SCALR_AGENT_STATE_PERSISTENCE_ENABLED=false`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the agent's own state file in its data directory"
+)]
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

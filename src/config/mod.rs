@@ -69,6 +69,9 @@ pub struct RunnerConfig {
     /// `SCALR_AGENT_CONTAINER_TASK_CA_CERT`: CA certificates trusted by stages only (added to
     /// the system roots and `SCALR_AGENT_CA_CERT` in the stages' bundle).
     pub task_ca_bundle: Option<CaBundle>,
+    /// `SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`, in bytes: the largest plan file, plan JSON or cost
+    /// estimate read back from a task.
+    pub artifact_limit_bytes: u64,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -1,4 +1,8 @@
 //! Turning raw environment strings into typed settings, collecting every problem.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads the operator's CA bundle and files named by variables"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +59,7 @@ pub(super) struct Raw {
     scalr_agent_software_max_size_mb: Option<String>,
     pub(super) scalr_agent_hooks_dir: Option<String>,
     pub(super) scalr_agent_keep_task_dirs: Option<String>,
+    pub(super) scalr_agent_task_artifact_limit_mb: Option<String>,
     pub(super) scalr_agent_cancel_grace: Option<String>,
     pub(super) path: Option<String>,
     pub(super) scalr_agent_task_read_paths: Option<String>,
@@ -374,6 +379,15 @@ impl Parser<'_> {
                 )],
             )
             .and_then(|(name, v)| self.ca_bundle(name, &v)),
+            artifact_limit_bytes: self
+                .number(
+                    "SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB",
+                    &raw.scalr_agent_task_artifact_limit_mb,
+                    1,
+                    1 << 20,
+                )
+                .unwrap_or(512)
+                << 20,
             system_path: nonempty(raw.path.clone())
                 .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
         }

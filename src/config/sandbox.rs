@@ -38,6 +38,8 @@ pub enum TestDeny {
     Landlock,
     /// `setuid`, `setreuid` and `setresuid` fail with `EPERM`, as without `CAP_SETUID`.
     Setresuid,
+    /// `openat2` fails with `ENOSYS`, as before Linux 5.6: `taskfs` walks paths instead.
+    Openat2,
 }
 
 /// Raw values of the variables that platforms set, used only to guess where the agent runs.
@@ -117,10 +119,11 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
             match item.to_ascii_lowercase().as_str() {
                 "landlock" => test_deny.push(TestDeny::Landlock),
                 "setresuid" => test_deny.push(TestDeny::Setresuid),
+                "openat2" => test_deny.push(TestDeny::Openat2),
                 _ => p.bad(
                     "SCALR_AGENT_SANDBOX_TEST_DENY",
                     &v,
-                    "a comma-separated list of `landlock` and `setresuid`",
+                    "a comma-separated list of `landlock`, `setresuid` and `openat2`",
                 ),
             }
         }

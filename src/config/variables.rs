@@ -169,6 +169,12 @@ pub const VARIABLES: &[Variable] = &[
         "Keep each task's directory after it finishes, for debugging (it holds the run's variables: leave off in production).",
     ),
     var(
+        "SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB",
+        &[],
+        "512",
+        "Largest plan file, plan JSON or cost estimate the agent reads back from a task; a larger one is refused and fails the task.",
+    ),
+    var(
         "SCALR_AGENT_CANCEL_GRACE",
         &[],
         "30s",
@@ -220,7 +226,7 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_SANDBOX_TEST_DENY",
         &[],
         "",
-        "Tests only: comma-separated `landlock` (Landlock calls fail with `ENOSYS`) and `setresuid` (uid changes fail with `EPERM`), emulating a weaker platform by running the agent behind a seccomp filter. Never set in production.",
+        "Tests only: comma-separated `landlock` (Landlock calls fail with `ENOSYS`), `setresuid` (uid changes fail with `EPERM`) and `openat2` (`openat2` fails with `ENOSYS`, so task files are resolved by the per-component walk), emulating a weaker platform by running the agent behind a seccomp filter. Never set in production.",
     ),
     var(
         "SCALR_AGENT_DRIVER",

@@ -122,6 +122,7 @@ pub fn test_deny_filters(deny: &[TestDeny]) -> Result<Vec<Program>, FilterError>
                 &[libc::SYS_setuid, libc::SYS_setreuid, libc::SYS_setresuid],
                 libc::EPERM,
             ),
+            TestDeny::Openat2 => (&[libc::SYS_openat2], libc::ENOSYS),
         };
         let rules = calls.iter().map(|nr| (*nr, Vec::new())).collect();
         programs.push(compile(rules, errno)?);

@@ -8,6 +8,10 @@
 //! The probes describe the agent *after* [`harden_agent`]: the children harden themselves
 //! first where it matters (`CAP_SYS_PTRACE`), so the answer does not depend on whether the
 //! caller already did.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads the agent's own /proc entries"
+)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -4,6 +4,7 @@
 //! absolute path or `..`, any symlink, hardlink or device entry, and a second entry of the
 //! expected name make the whole artifact invalid: a vendor never ships those, an attacker does.
 //! The executable is hashed while it is written. Runs on a blocking thread.
+#![allow(clippy::disallowed_methods, reason = "the cache's own staging files")]
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};

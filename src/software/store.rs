@@ -13,6 +13,10 @@
 //! An entry directory only ever appears by an atomic rename of a complete, fsynced staging
 //! directory, so a directory that exists but fails [`check_entry`] is damage, not work in
 //! progress. Locks are `flock`s: the kernel drops them when a process dies, so none goes stale.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the cache's own entries, locks and manifests"
+)]
 
 use std::fs::{self, File};
 use std::io;

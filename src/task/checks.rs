@@ -18,6 +18,7 @@ use super::model::CostEstimation;
 use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepKind, StepStatus};
 use super::runner::{Prepared, Run};
 use super::step::{Command, StepContext};
+use crate::taskfs::Kind;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -66,8 +67,9 @@ pub(super) async fn cost_estimate(
     if status != StepStatus::Succeeded {
         return Err("infracost breakdown failed".into());
     }
-    let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("infracost output is not JSON: {e}"))?;
+    let bytes = read_back(run, p, "artifacts/cost-estimate.json", Kind::CostEstimate).await?;
+    let doc: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("infracost output is not JSON: {e}"))?;
     let estimate = parse_cost(&doc).ok_or("infracost output lacks totalMonthlyCost")?;
     run.log.line(&format!(
         "Cost estimate: {} {} per month (was {}, change {})",
@@ -158,16 +160,12 @@ pub(super) async fn policy_check(
 ) -> Result<PolicyCheck, String> {
     let dir = p.dirs.root.join("policies");
     let opa = p.opa.as_ref().ok_or("no OPA executable")?;
-    let specs = parse_policy_file(
-        &std::fs::read_to_string(dir.join("scalr-policy.hcl"))
-            .map_err(|e| format!("policies: scalr-policy.hcl: {e}"))?,
-    )?;
+    let hcl = read_back(run, p, "policies/scalr-policy.hcl", Kind::Policy).await?;
+    let specs = parse_policy_file(&String::from_utf8_lossy(&hcl))?;
     let task = run.task;
-    let plan: Value = serde_json::from_slice(
-        &std::fs::read(p.dirs.artifacts.join("plan.json"))
-            .map_err(|e| format!("plan JSON: {e}"))?,
-    )
-    .map_err(|e| format!("plan JSON is not JSON: {e}"))?;
+    let plan = read_back(run, p, "artifacts/plan.json", Kind::PlanJson).await?;
+    let plan: Value =
+        serde_json::from_slice(&plan).map_err(|e| format!("plan JSON is not JSON: {e}"))?;
     let cost = match task
         .plan_artifacts
         .as_ref()
@@ -175,10 +173,15 @@ pub(super) async fn policy_check(
     {
         None => Value::Null,
         Some(path) => {
-            let doc: Value = serde_json::from_slice(
-                &std::fs::read(path).map_err(|e| format!("cost estimate: {e}"))?,
-            )
+            let (path, limits) = (path.clone(), *p.fs.limits());
+            let bytes = tokio::task::spawn_blocking(move || {
+                crate::taskfs::read_input(&path, Kind::CostEstimate, &limits)
+            })
+            .await
+            .expect("reading does not panic")
             .map_err(|e| e.to_string())?;
+            let doc: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("cost estimate is not JSON: {e}"))?;
             parse_cost(&doc)
                 .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
                 .unwrap_or(Value::Null)
@@ -198,16 +201,19 @@ pub(super) async fn policy_check(
         }
     });
     let input_path = p.dirs.artifacts.join("policy-input.json");
-    std::fs::write(
-        &input_path,
+    p.fs.write_blocking(
+        Path::new("artifacts/policy-input.json"),
+        Kind::PolicyInput,
         serde_json::to_vec(&input).expect("JSON serializes"),
     )
+    .await
     .map_err(|e| e.to_string())?;
     let mut outcomes = Vec::new();
     for spec in specs.iter().filter(|s| s.enabled) {
         let rego = dir.join(format!("{}.rego", spec.name));
-        let text = std::fs::read_to_string(&rego)
-            .map_err(|e| format!("policy {:?}: {}: {e}", spec.name, rego.display()))?;
+        let rel = format!("policies/{}.rego", spec.name);
+        let text = read_back(run, p, &rel, Kind::Policy).await?;
+        let text = String::from_utf8_lossy(&text);
         let package = text
             .lines()
             .find_map(|l| {
@@ -258,7 +264,9 @@ pub(super) async fn policy_check(
         if status != StepStatus::Succeeded {
             return Err(format!("opa eval of policy {:?} failed", spec.name));
         }
-        let doc: Value = serde_json::from_slice(&std::fs::read(&out).map_err(|e| e.to_string())?)
+        let rel = format!("artifacts/opa-{}.json", spec.name);
+        let doc = read_back(run, p, &rel, Kind::CheckOutput).await?;
+        let doc: Value = serde_json::from_slice(&doc)
             .map_err(|e| format!("opa output for {:?} is not JSON: {e}", spec.name))?;
         let messages = deny_messages(&doc);
         for m in &messages {
@@ -293,6 +301,24 @@ pub(super) async fn policy_check(
         status: status.into(),
         policies: outcomes,
     })
+}
+
+/// Reads a file back from the task through `taskfs`; a refusal is recorded (log, errors, the
+/// task fails) and ends the check.
+async fn read_back(
+    run: &mut Run<'_>,
+    p: &Prepared,
+    rel: &str,
+    kind: Kind,
+) -> Result<Vec<u8>, String> {
+    match p.fs.read_blocking(Path::new(rel), kind).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.is_missing() => Err(e.to_string()),
+        Err(e) => {
+            run.refuse(&e);
+            Err(format!("{} refused", kind.name()))
+        }
+    }
 }
 
 /// The `deny` messages from `opa eval --format json` output: `result[0].expressions[0].value`,

@@ -9,6 +9,10 @@
 //! Terraform variables are passed as `TF_VAR_<key>`: a plain value as it is (Terraform takes it
 //! as a string, or converts it to the declared primitive type), an `hcl` value as the expression
 //! text, which Terraform parses for variables of complex types.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "writes the CLI configuration before any task code ran"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

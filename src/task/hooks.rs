@@ -12,6 +12,10 @@ use super::runner::{Prepared, Run};
 use super::stages::{DEFAULT_HOOK_TIMEOUT, Flow, describe, status_of};
 use super::step::{Command, StepContext};
 use crate::sandbox::policy::Policy;
+use crate::taskfs::Kind;
+
+/// `SCALR_AGENT_ENV`, relative to the task root.
+const AGENT_ENV: &str = "agent.env";
 
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
@@ -120,7 +124,9 @@ impl Run<'_> {
                     },
                 )
                 .await;
-            self.read_agent_env(&p.dirs);
+            if !self.read_agent_env(p).await {
+                return Err(super::result::TaskStatus::Failed);
+            }
             if status != StepStatus::Succeeded && phase.starts_with("pre-") {
                 self.fail(format!("{name} failed ({})", describe(self.steps.last())));
                 return Err(status_of(status));
@@ -132,10 +138,22 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn read_agent_env(&mut self, dirs: &TaskDirs) {
-        let Ok(text) = std::fs::read_to_string(&dirs.agent_env) else {
-            return;
+    /// Reads the lines hooks appended to `SCALR_AGENT_ENV` through `taskfs`. A file the agent
+    /// refuses (a link, a FIFO, too large, ...) fails the task: returns `false`.
+    async fn read_agent_env(&mut self, p: &Prepared) -> bool {
+        let bytes = match p
+            .fs
+            .read_blocking(Path::new(AGENT_ENV), Kind::AgentEnv)
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_missing() => return true,
+            Err(e) => {
+                self.refuse(&e);
+                return false;
+            }
         };
+        let text = String::from_utf8_lossy(&bytes);
         let (vars, bad, read) = env::parse_agent_env(&text, self.agent_env_lines);
         self.agent_env_lines = read;
         for (line, reason) in bad {
@@ -147,6 +165,7 @@ impl Run<'_> {
             self.hook_env.retain(|(name, _)| *name != k);
             self.hook_env.push((k, v));
         }
+        true
     }
 }
 

@@ -13,6 +13,10 @@
 //!
 //! Configuration archives are extracted with the software cache's rules: no absolute paths, no
 //! `..`, no hard links, symbolic links only to places inside the tree, size and count caps.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "reads the task's inputs and fills its directory before any task code ran"
+)]
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -40,6 +44,9 @@ pub struct TaskDirs {
     pub artifacts: PathBuf,
     pub agent_env: PathBuf,
     pub cli_config: PathBuf,
+    /// The root's descriptor, opened right after the agent created it: every file read back
+    /// from the task, and every write after task code ran, goes through it.
+    pub fs: crate::taskfs::TaskRoot,
 }
 
 /// Why a task could not be prepared.
@@ -106,7 +113,9 @@ impl TaskDirs {
             .mode(0o700)
             .create(&root)
             .map_err(io_err("creating", &root))?;
+        let fs = crate::taskfs::TaskRoot::open(&root).map_err(io_err("opening", &root))?;
         let d = TaskDirs {
+            fs,
             work: root.join("work"),
             home: root.join("home"),
             tmp: root.join("tmp"),

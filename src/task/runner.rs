@@ -44,6 +44,8 @@ pub struct RunnerSettings {
     pub http: HttpConfig,
     /// CA certificates trusted by stages only (`SCALR_AGENT_CONTAINER_TASK_CA_CERT`).
     pub task_ca_bundle: Option<crate::config::CaBundle>,
+    /// Limits of the files read back from tasks (`SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`).
+    pub task_files: crate::taskfs::Limits,
 }
 
 /// What the platform allows, probed once at start.
@@ -127,6 +129,8 @@ pub(super) struct Run<'a> {
     /// Variables added by hooks through `SCALR_AGENT_ENV`, and how many of its lines were read.
     pub hook_env: Vec<(String, String)>,
     pub agent_env_lines: usize,
+    /// Files of the task the agent refused to read (each fails the task).
+    pub refusals: usize,
     /// Where steps are announced as they start and end (`None`: nobody listens).
     pub step_events: Option<StepEvents>,
 }
@@ -156,8 +160,10 @@ impl Runner {
             policy_check: None,
             hook_env: Vec::new(),
             agent_env_lines: 0,
+            refusals: 0,
             step_events,
         };
+        run.warn_short_secrets();
         let status = match run.execute(&paths, cancel).await {
             Ok(status) => status,
             Err(e) => {
@@ -190,6 +196,8 @@ impl Runner {
 /// Everything prepared for the steps.
 pub(super) struct Prepared {
     pub dirs: TaskDirs,
+    /// The task root, expecting the task's uid as owner: how every task file is read back.
+    pub fs: crate::taskfs::TaskRoot,
     pub workdir: PathBuf,
     pub env: Env,
     pub policy: Policy,
@@ -206,6 +214,21 @@ impl Run<'_> {
         let msg = self.log.masker().mask(&reason);
         self.log.line(&format!("Error: {msg}"));
         self.errors.push(msg);
+    }
+
+    /// Names each sensitive variable whose value is too short to be masked (see
+    /// `docs/task-spec.md`): its value can appear in clear in this log.
+    fn warn_short_secrets(&mut self) {
+        let min = super::log::MIN_MASKED_LEN;
+        for v in self.task.variables.iter().filter(|v| v.sensitive) {
+            let len = v.value.chars().count();
+            if len > 0 && v.value.len() < min {
+                self.log.line(&format!(
+                    "Warning: sensitive variable {:?} is not masked in this log: its value has {len} character(s), fewer than the {min} the masker needs (masking so short a value would hide every such character sequence in the log)",
+                    v.key
+                ));
+            }
+        }
     }
 
     /// Tells the listener, if any, about a step. Never blocks; a listener gone is ignored.
@@ -258,9 +281,16 @@ impl Run<'_> {
             self.fail(e);
             TaskStatus::Failed
         });
-        self.collect(&prepared, paths.out);
+        self.collect(&prepared, paths.out).await;
+        let status = match status {
+            TaskStatus::Succeeded if self.refusals > 0 => TaskStatus::Failed,
+            other => other,
+        };
         if !self.runner.settings.keep_task_dirs {
-            prepared.dirs.remove();
+            let dirs = prepared.dirs.clone();
+            tokio::task::spawn_blocking(move || dirs.remove())
+                .await
+                .expect("removing a task directory does not panic");
         } else {
             self.log.line(&format!(
                 "Task directory kept: {}",

@@ -20,6 +20,7 @@ use super::step::{self, Command, StepContext};
 use crate::http::HttpClient;
 use crate::sandbox::policy::Policy;
 use crate::software::catalog::{Platform, Tool};
+use crate::taskfs::{self, Kind};
 
 const DEFAULT_OPERATION_TIMEOUT: u64 = 3600;
 pub(super) const DEFAULT_HOOK_TIMEOUT: u64 = 600;
@@ -74,9 +75,11 @@ impl Run<'_> {
         } else {
             None
         };
-        let mut dirs = Unclaimed(Some(
-            TaskDirs::create(&settings.data_dir, &task.id).map_err(|e| e.to_string())?,
-        ));
+        let (data_dir, id) = (settings.data_dir.clone(), task.id.clone());
+        let created = tokio::task::spawn_blocking(move || TaskDirs::create(&data_dir, &id))
+            .await
+            .expect("creating a task directory does not panic");
+        let mut dirs = Unclaimed(Some(created.map_err(|e| e.to_string())?));
         let (workdir, env, policy) = self
             .fill(
                 paths,
@@ -87,8 +90,31 @@ impl Run<'_> {
                 uid.as_ref(),
             )
             .await?;
+        // The recursive chown blocks: on the blocking pool, the lease travelling with it.
+        let uid = match uid {
+            None => None,
+            Some(lease) => {
+                let root = dirs.0.as_ref().expect("set above").root.clone();
+                let owned = tokio::task::spawn_blocking(move || {
+                    lease
+                        .own_tree(&root)
+                        .map(|()| lease)
+                        .map_err(|e| format!("giving {} to its task uid: {e}", root.display()))
+                })
+                .await
+                .expect("chown does not panic")?;
+                Some(owned)
+            }
+        };
+        let dirs = dirs.0.take().expect("set above");
+        let fs = match &uid {
+            Some(lease) => dirs.fs.owned_by(lease.uid(), lease.gid()),
+            None => dirs.fs.clone(),
+        }
+        .with_limits(settings.task_files);
         Ok(Prepared {
-            dirs: dirs.0.take().expect("set above"),
+            fs,
+            dirs,
             workdir,
             env,
             policy,
@@ -135,15 +161,34 @@ impl Run<'_> {
                 .map_err(|e| format!("linking {}: {e}", link.display()))?;
         }
         if let Some(a) = &task.plan_artifacts {
-            for (src, dest) in [
-                (&a.plan_file, dirs.artifacts.join("plan.tfplan")),
-                (&a.plan_json, dirs.artifacts.join("plan.json")),
-                (&a.lock_file, workdir.join(".terraform.lock.hcl")),
+            let root = dirs.fs.with_limits(settings.task_files);
+            let work = root
+                .relative(&workdir)
+                .ok_or("the working directory is outside the task directory")?
+                .to_path_buf();
+            for (src, rel, kind) in [
+                (
+                    &a.plan_file,
+                    PathBuf::from("artifacts/plan.tfplan"),
+                    Kind::PlanFile,
+                ),
+                (
+                    &a.plan_json,
+                    PathBuf::from("artifacts/plan.json"),
+                    Kind::PlanJson,
+                ),
+                (
+                    &a.lock_file,
+                    work.join(".terraform.lock.hcl"),
+                    Kind::LockFile,
+                ),
             ] {
                 if let Some(src) = src {
-                    let src = paths.base.join(src);
-                    std::fs::copy(&src, &dest)
-                        .map_err(|e| format!("plan_artifacts: copying {}: {e}", src.display()))?;
+                    let (root, src) = (root.clone(), paths.base.join(src));
+                    tokio::task::spawn_blocking(move || taskfs::import(&root, &src, &rel, kind))
+                        .await
+                        .expect("importing does not panic")
+                        .map_err(|e| format!("plan_artifacts: {e}"))?;
                 }
             }
         }
@@ -160,7 +205,7 @@ impl Run<'_> {
             true => None,
             false => {
                 let mut pem =
-                    std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+                    crate::http::system_roots_pem();
                 for bundle in extra {
                     pem.extend_from_slice(b"\n");
                     pem.extend_from_slice(bundle);
@@ -189,11 +234,6 @@ impl Run<'_> {
         read_exec.extend(settings.hooks_dir.clone());
         read_exec.extend(settings.read_paths.iter().cloned());
         let policy = Policy::for_task(&iso.probes, &iso.config, ids, &dirs.root, &read_exec);
-        if let Some(lease) = uid {
-            lease.own_tree(&dirs.root).map_err(|e| {
-                format!("giving {} to uid {}: {e}", dirs.root.display(), lease.uid())
-            })?;
-        }
         Ok((workdir, env, policy))
     }
 
@@ -447,9 +487,7 @@ impl Run<'_> {
     ) -> Result<TaskStatus, String> {
         let check = super::checks::policy_check(self, cx, p).await?;
         let failed = check.status == "hard_failed";
-        let path = p.dirs.artifacts.join("policy-check.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&check).unwrap_or_default())
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        // Written by `collect` from this value: nothing is read back from the task for it.
         self.artifacts.policy_check = Some("policy-check.json".into());
         self.policy_check = Some(check);
         Ok(if failed {
@@ -459,34 +497,64 @@ impl Run<'_> {
         })
     }
 
-    /// Copies the artifacts to the output directory.
-    pub(super) fn collect(&mut self, p: &Prepared, out: &Path) {
-        let copy = |name: &str, src: PathBuf| -> Option<String> {
-            if !src.is_file() {
-                return None;
-            }
-            std::fs::copy(&src, out.join(name))
-                .ok()
-                .map(|_| name.to_string())
-        };
+    /// Copies the artifacts to the output directory through `taskfs`. A refused artifact is
+    /// named in the log and the errors and counted in `refusals` (the task fails); one the
+    /// task did not produce is simply absent.
+    pub(super) async fn collect(&mut self, p: &Prepared, out: &Path) {
+        let mut wanted: Vec<(&str, PathBuf, Kind)> = Vec::new();
         if self.task.action == Action::Plan {
-            self.artifacts.plan_file = copy("plan.tfplan", p.dirs.artifacts.join("plan.tfplan"));
-            self.artifacts.plan_json = copy("plan.json", p.dirs.artifacts.join("plan.json"));
-            self.artifacts.cost_estimate = copy(
+            wanted.push((
+                "plan.tfplan",
+                "artifacts/plan.tfplan".into(),
+                Kind::PlanFile,
+            ));
+            wanted.push(("plan.json", "artifacts/plan.json".into(), Kind::PlanJson));
+            wanted.push((
                 "cost-estimate.json",
-                p.dirs.artifacts.join("cost-estimate.json"),
-            );
+                "artifacts/cost-estimate.json".into(),
+                Kind::CostEstimate,
+            ));
         }
-        if self.task.action != Action::PolicyCheck {
-            self.artifacts.lock_file =
-                copy("terraform.lock.hcl", p.workdir.join(".terraform.lock.hcl"));
+        if self.task.action != Action::PolicyCheck
+            && let Some(work) = p.fs.relative(&p.workdir)
+        {
+            wanted.push((
+                "terraform.lock.hcl",
+                work.join(".terraform.lock.hcl"),
+                Kind::LockFile,
+            ));
         }
-        if self.artifacts.policy_check.is_some() {
-            self.artifacts.policy_check = copy(
-                "policy-check.json",
-                p.dirs.artifacts.join("policy-check.json"),
-            );
+        for (name, rel, kind) in wanted {
+            let copied = match p.fs.copy_out_blocking(&rel, kind, &out.join(name)).await {
+                Ok(_) => Some(name.to_string()),
+                Err(e) if e.is_missing() => None,
+                Err(e) => {
+                    self.refuse(&e);
+                    None
+                }
+            };
+            match name {
+                "plan.tfplan" => self.artifacts.plan_file = copied,
+                "plan.json" => self.artifacts.plan_json = copied,
+                "cost-estimate.json" => self.artifacts.cost_estimate = copied,
+                _ => self.artifacts.lock_file = copied,
+            }
         }
+        if let Some(check) = &self.policy_check {
+            let path = out.join("policy-check.json");
+            let bytes = serde_json::to_vec_pretty(check).unwrap_or_default();
+            if let Err(e) = tokio::fs::write(&path, bytes).await {
+                self.artifacts.policy_check = None;
+                self.fail(format!("writing {}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// Records a file of the task the agent refused to read: a line in the log (masked), an
+    /// error in the result, and the task fails.
+    pub(super) fn refuse(&mut self, e: &taskfs::TaskFileError) {
+        self.fail(e.to_string());
+        self.refusals += 1;
     }
 }
 
@@ -527,8 +595,11 @@ struct Unclaimed(Option<TaskDirs>);
 
 impl Drop for Unclaimed {
     fn drop(&mut self) {
-        if let Some(dirs) = &self.0 {
-            dirs.remove();
+        if let Some(dirs) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || dirs.remove())),
+                Err(_) => dirs.remove(),
+            }
         }
     }
 }

@@ -1,4 +1,8 @@
 //! Integration tests: one binary, one module per capability, shared helpers in `tests/support`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks read their own fixtures"
+)]
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -16,3 +20,4 @@ mod sandbox;
 mod shutdown;
 mod software;
 mod stage;
+mod trust;

@@ -27,7 +27,7 @@ const TRAPS: &str = "trap 'echo hook-got-INT; exit 130' INT; trap 'echo hook-got
 
 /// A number no other process's command line contains: the seconds of a hook's `sleep`, or a
 /// no-op word in its command line.
-fn marker() -> String {
+pub(crate) fn marker() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -38,20 +38,20 @@ fn marker() -> String {
 }
 
 /// A mirror with a stand-in Terraform, a fake control plane, and the agents' output files.
-struct Setup {
-    h: Harness,
-    cp: ControlPlane,
+pub(crate) struct Setup {
+    pub(crate) h: Harness,
+    pub(crate) cp: ControlPlane,
     archive: Vec<u8>,
 }
 
 /// A running `scalr-agent run` (or `unshare ... scalr-agent run`) child process.
-struct Agent {
+pub(crate) struct Agent {
     child: tokio::process::Child,
     stderr: PathBuf,
 }
 
 impl Setup {
-    async fn new() -> Setup {
+    pub(crate) async fn new() -> Setup {
         let h = Harness::new().await;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -71,7 +71,7 @@ impl Setup {
     }
 
     /// Queues a plan task whose pre-init hook is `hook`.
-    fn enqueue(&self, id: &str, hook: &str) {
+    pub(crate) fn enqueue(&self, id: &str, hook: &str) {
         let doc = json!({
             "id": id, "action": "plan",
             "run": {"id": format!("run-{id}"), "mode": "apply", "source": "api"},
@@ -93,7 +93,7 @@ impl Setup {
     }
 
     /// Starts `scalr-agent run` with these extra variables.
-    fn start(&self, name: &str, extra: &[(&str, &str)]) -> Agent {
+    pub(crate) fn start(&self, name: &str, extra: &[(&str, &str)]) -> Agent {
         self.start_with(BIN, &["run"], name, extra)
     }
 
@@ -129,12 +129,12 @@ impl Setup {
         Agent { child, stderr }
     }
 
-    fn log(&self, id: &str) -> String {
+    pub(crate) fn log(&self, id: &str) -> String {
         String::from_utf8_lossy(&self.cp.task(id).log).into_owned()
     }
 
     /// Waits until the task's log contains `text`.
-    async fn wait_log(&self, agent: &Agent, id: &str, text: &str) {
+    pub(crate) async fn wait_log(&self, agent: &Agent, id: &str, text: &str) {
         until(&format!("{text:?} in the log of {id}"), agent, || {
             self.log(id).contains(text)
         })
@@ -142,7 +142,7 @@ impl Setup {
     }
 
     /// Waits for the task's one finish; returns it after checking it is the only one.
-    async fn finished(&self, agent: &Agent, id: &str) -> Value {
+    pub(crate) async fn finished(&self, agent: &Agent, id: &str) -> Value {
         until(&format!("{id} finished"), agent, || {
             !self.cp.task(id).finishes.is_empty()
         })
@@ -175,15 +175,15 @@ impl Agent {
         Pid::from_raw(self.child.id().expect("the agent runs") as i32)
     }
 
-    fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).unwrap();
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    async fn exit(&mut self) -> ExitStatus {
+    pub(crate) async fn exit(&mut self) -> ExitStatus {
         match tokio::time::timeout(LONG, self.child.wait()).await {
             Ok(status) => status.unwrap(),
             Err(_) => panic!("the agent did not exit\n{}", self.stderr()),
@@ -192,7 +192,7 @@ impl Agent {
 }
 
 /// Polls `cond` until it holds; fails after [`LONG`] with the agent's log.
-async fn until(what: &str, agent: &Agent, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, agent: &Agent, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + LONG;
     while !cond() {
         assert!(
