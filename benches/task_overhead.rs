@@ -128,6 +128,7 @@ fn main() {
         )
         .unwrap()
         .sandbox,
+        work.path(),
     );
     let stage_dir = work.path().join("stage");
     std::fs::create_dir_all(&stage_dir).unwrap();

@@ -63,6 +63,8 @@ pub struct RunnerConfig {
     pub system_path: String,
     /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
     pub read_paths: Vec<PathBuf>,
+    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes: past it a task's output is dropped.
+    pub log_limit_bytes: u64,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -42,6 +42,8 @@ pub struct RunnerSettings {
     /// Extra paths tasks may read and execute (provider mirrors, tools mounted in the container).
     pub read_paths: Vec<PathBuf>,
     pub http: HttpConfig,
+    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes.
+    pub log_limit_bytes: u64,
 }
 
 /// What the platform allows, probed once at start.
@@ -54,10 +56,11 @@ pub struct IsolationContext {
 }
 
 impl IsolationContext {
-    pub fn probe(config: SandboxConfig) -> IsolationContext {
+    /// Probes the platform; task uids are leased through `data_dir` (see `sandbox::uid`).
+    pub fn probe(config: SandboxConfig, data_dir: &Path) -> IsolationContext {
         let probes = probe::probe();
         let verdict = probe::verdict(&probes);
-        let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid]);
+        let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid], data_dir);
         IsolationContext {
             probes,
             verdict,
@@ -142,6 +145,7 @@ impl Runner {
     ) -> TaskResult {
         let started = Instant::now();
         let started_at = SystemTime::now();
+        log.set_limit(self.settings.log_limit_bytes);
         let mut run = Run {
             runner: self,
             task,
@@ -183,6 +187,7 @@ impl Runner {
             cost_estimate: run.cost,
             policy_check: run.policy_check,
             errors: run.errors,
+            log_truncated: run.log.truncated(),
         }
     }
 }
@@ -253,13 +258,31 @@ impl Run<'_> {
             TaskStatus::Failed
         });
         self.collect(&prepared, paths.out);
-        if !self.runner.settings.keep_task_dirs {
-            prepared.dirs.remove();
-        } else {
+        let keep = self.runner.settings.keep_task_dirs;
+        if keep {
             self.log.line(&format!(
                 "Task directory kept: {}",
                 prepared.dirs.root.display()
             ));
+        }
+        // Nothing of the task outlives it: its directory (unless kept) and whatever its uid
+        // still owns (IPC objects, temporary files). Blocking work, off the async threads.
+        let Prepared { dirs, uid, .. } = prepared;
+        let ended = tokio::task::spawn_blocking(move || {
+            if !keep {
+                dirs.remove();
+            }
+            uid.map(|lease| (lease.uid(), lease.release()))
+        })
+        .await;
+        if let Ok(Some((uid, removed))) = ended {
+            removed.log(uid);
+            if removed.ipc + removed.files > 0 {
+                self.log.line(&format!(
+                    "Removed what the task left under its uid: {} IPC objects, {} temporary files.",
+                    removed.ipc, removed.files
+                ));
+            }
         }
         Ok(status)
     }
