@@ -132,6 +132,7 @@ fn main() {
         )
         .unwrap()
         .sandbox,
+        work.path(),
     );
     let stage_dir = work.path().join("stage");
     std::fs::create_dir_all(&stage_dir).unwrap();

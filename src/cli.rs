@@ -168,6 +168,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    // Before any task: the data directory private by permission, crashed tasks' leftovers gone.
+    let (data, bins) = (config.data_dir.clone(), config.binaries_dir());
+    tokio::task::spawn_blocking(move || crate::task::sweep::at_start(&data, &bins)).await??;
     if let Command::Exec { task, out } = command {
         return crate::exec::run(&config, &task, out.as_deref()).await;
     }

@@ -42,8 +42,12 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             task_files: crate::taskfs::Limits {
                 artifact: config.runner.artifact_limit_bytes,
             },
+            log_limit_bytes: config.runner.log_limit_bytes,
         },
-        isolation: Arc::new(IsolationContext::probe(config.sandbox.clone())),
+        isolation: Arc::new(IsolationContext::probe(
+            config.sandbox.clone(),
+            &config.data_dir,
+        )),
     }
 }
 
@@ -80,10 +84,12 @@ pub async fn run(
         Some(o) => o.to_path_buf(),
         None => PathBuf::from(&task.id),
     };
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating the output directory {}", out.display()))?;
     let out = std::path::absolute(&out).context("resolving the output directory")?;
-    let log_file = std::fs::File::create(out.join("task.log"))
+    let prepared = out.clone();
+    tokio::task::spawn_blocking(move || prepare_out(&prepared))
+        .await
+        .context("preparing the output directory")??;
+    let log_file = crate::datadir::create_private(&out.join("task.log"))
         .with_context(|| format!("creating {}", out.join("task.log").display()))?;
     let sinks: Vec<Sink> = vec![Box::new(std::io::stdout()), Box::new(log_file)];
     let mut log = TaskLog::new(Arc::new(secrets(&task)), sinks);
@@ -119,8 +125,16 @@ pub async fn run(
         .await;
     watcher.abort();
     let path = out.join("result.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    {
+        use std::io::Write;
+        crate::datadir::create_private(&path)
+            .and_then(|mut f| f.write_all(&serde_json::to_vec_pretty(&result)?))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let written = out.clone();
+    tokio::task::spawn_blocking(move || private_artifacts(&written))
+        .await
+        .context("narrowing the artifacts' modes")??;
     let status = serde_json::to_value(result.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -135,4 +149,68 @@ pub async fn run(
     } else {
         ExitCode::from(crate::cli::EXIT_FAILURE)
     })
+}
+
+/// The names an `exec` writes into `--out`: the only ones a later `exec` removes.
+pub const OUT_NAMES: &[&str] = &[
+    "result.json",
+    "task.log",
+    "plan.tfplan",
+    "plan.json",
+    "terraform.lock.hcl",
+    "cost-estimate.json",
+    "policy-check.json",
+];
+
+/// Creates `--out` (0700 when new) or empties it of what an earlier `exec` wrote. Anything else
+/// there is refused, named, before anything is removed: unknown files are never deleted.
+fn prepare_out(out: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+    {
+        Ok(()) => {}
+        Err(e) => anyhow::bail!("creating the output directory {}: {e}", out.display()),
+    }
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(out)
+        .with_context(|| format!("reading the output directory {}", out.display()))?
+    {
+        let entry = entry.with_context(|| format!("reading {}", out.display()))?;
+        let name = entry.file_name();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        match name.to_str() {
+            Some(n) if OUT_NAMES.contains(&n) && !is_dir => ours.push(entry.path()),
+            _ => anyhow::bail!(
+                "the output directory {} holds {:?}, which `exec` does not write: use an empty \
+                 or new --out (a re-run removes only {})",
+                out.display(),
+                name,
+                OUT_NAMES.join(", ")
+            ),
+        }
+    }
+    for path in ours {
+        // Unlinks a link itself, never its target.
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Every file `exec` wrote into `--out` made 0600: plan files hold sensitive values.
+fn private_artifacts(out: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for name in OUT_NAMES {
+        let path = out.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("narrowing {}", path.display()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod datadir;
 pub mod exec;
 pub mod http;
 pub mod logging;

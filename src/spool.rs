@@ -70,7 +70,12 @@ struct Meta {
 impl Spool {
     /// Opens (creating) `dir` and counts what it already holds against `limit` bytes.
     pub fn open(dir: PathBuf, limit: u64) -> Result<Spool, SpoolError> {
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::datadir::ensure_dir(&dir, crate::datadir::PRIVATE_DIR).map_err(|e| {
+            SpoolError::Io {
+                path: dir.clone(),
+                source: e.source,
+            }
+        })?;
         let used = dir_size(&dir);
         Ok(Spool {
             dir,
@@ -87,14 +92,21 @@ impl Spool {
     /// Starts the spool of a new task.
     pub fn create(&self, task_id: &str, token: &Secret) -> Result<TaskSpool, SpoolError> {
         let dir = self.dir.join(dir_name(task_id));
-        fs::create_dir_all(dir.join("artifacts")).map_err(io_err(&dir))?;
+        for d in [dir.clone(), dir.join("artifacts")] {
+            crate::datadir::ensure_dir(&d, crate::datadir::PRIVATE_DIR).map_err(|e| {
+                SpoolError::Io {
+                    path: d.clone(),
+                    source: e.source,
+                }
+            })?;
+        }
         let meta = serde_json::to_vec(&Meta {
             task_id: task_id.into(),
             task_token: token.expose().into(),
         })
         .expect("serializes");
         write_atomic(&dir.join("meta.json"), &meta)?;
-        File::create(dir.join("log")).map_err(io_err(&dir))?;
+        crate::datadir::create_private(&dir.join("log")).map_err(io_err(&dir))?;
         self.used.fetch_add(meta.len() as u64, Ordering::Relaxed);
         Ok(self.task(dir, task_id.into(), token.clone(), 0))
     }
@@ -225,7 +237,9 @@ impl TaskSpool {
             });
         }
         let dest = self.shared.dir.join("artifacts").join(dir_name(name));
-        fs::copy(src, &dest).map_err(io_err(&dest))?;
+        let mut from = File::open(src).map_err(io_err(src))?;
+        let mut to = crate::datadir::create_private(&dest).map_err(io_err(&dest))?;
+        io::copy(&mut from, &mut to).map_err(io_err(&dest))?;
         spool.used.fetch_add(size, Ordering::Relaxed);
         Ok(dest)
     }
@@ -353,7 +367,7 @@ impl SpoolWriter {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut f = crate::datadir::create_private(&tmp).map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;

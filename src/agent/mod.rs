@@ -74,6 +74,8 @@ pub(crate) struct Ctx {
     executor: Arc<dyn Executor>,
     spool: Spool,
     tasks_dir: PathBuf,
+    /// `SCALR_AGENT_KEEP_TASK_DIRS`: keep each task's inputs after it ended.
+    keep_task_dirs: bool,
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, task::Controls>>,
     running_count: watch::Sender<usize>,
@@ -149,6 +151,7 @@ pub async fn run_with_metrics(
         executor,
         spool: spool.clone(),
         tasks_dir: config.data_dir.join("tasks"),
+        keep_task_dirs: config.runner.keep_task_dirs,
         metrics: metrics.clone(),
         running: Mutex::new(HashMap::new()),
         running_count,

@@ -17,6 +17,7 @@ use crate::control::wire::{Acquired, Finish, Signal};
 use crate::control::{ControlError, TaskApi};
 use crate::spool::TaskSpool;
 use crate::task::model::Task;
+use crate::task::sweep::DirLock;
 
 /// Largest task document accepted.
 const MAX_TASK_BYTES: usize = 1 << 20;
@@ -105,8 +106,15 @@ pub async fn run(
         }
     };
     let execution = async {
-        let (action, outcome) = execute(&ctx, &acquired, &spool, &controls, steps).await;
+        let (action, outcome, inputs) = execute(&ctx, &acquired, &spool, &controls, steps).await;
         let outcome = keep_artifacts(&spool, outcome);
+        // The inputs and the executor's copies of the artifacts are no longer needed (the
+        // spool holds what is owed); the spool goes once delivered.
+        if let Some(inputs) = inputs
+            && !ctx.keep_task_dirs
+        {
+            let _ = tokio::task::spawn_blocking(move || inputs.remove()).await;
+        }
         let finish = Finish {
             status: outcome.status,
             result: outcome.result,
@@ -130,31 +138,44 @@ pub async fn run(
 }
 
 /// Parses the task, fetches its inputs and runs the executor. Returns the action (for
-/// metrics) and the outcome.
+/// metrics), the outcome and the task's directory of inputs (locked, for the caller to remove).
 async fn execute(
     ctx: &Ctx,
     acquired: &Acquired,
     spool: &TaskSpool,
     controls: &Controls,
     steps: StepEvents,
-) -> (String, JobOutcome) {
+) -> (String, JobOutcome, Option<DirLock>) {
     let mut log = match spool.writer() {
         Ok(w) => w,
-        Err(e) => return ("unknown".into(), JobOutcome::errored(e.to_string())),
+        Err(e) => return ("unknown".into(), JobOutcome::errored(e.to_string()), None),
     };
     let task = match parse_task(acquired) {
         Ok(t) => t,
         Err(reason) => {
             let _ = writeln!(log, "[scalr-agent] {reason}");
             tracing::warn!(task = %acquired.task_id, %reason, "task refused");
-            return ("unknown".into(), JobOutcome::errored(reason));
+            return ("unknown".into(), JobOutcome::errored(reason), None);
         }
     };
     let action = task.action.to_string();
-    let inputs_dir = ctx
-        .tasks_dir
-        .join(spool_dir_name(&acquired.task_id))
-        .join("inputs");
+    let (tasks_dir, name) = (ctx.tasks_dir.clone(), spool_dir_name(&acquired.task_id));
+    let created = tokio::task::spawn_blocking(move || {
+        crate::datadir::ensure_dir(&tasks_dir, crate::datadir::TRAVERSE_ONLY)
+            .map_err(|e| e.to_string())?;
+        crate::task::sweep::create_locked(&tasks_dir, &name, crate::datadir::PRIVATE_DIR)
+            .map_err(|e| format!("cannot create {}: {e}", tasks_dir.join(&name).display()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let lock = match created {
+        Ok(l) => l,
+        Err(reason) => {
+            let _ = writeln!(log, "[scalr-agent] {reason}");
+            return (action, JobOutcome::errored(reason), None);
+        }
+    };
+    let inputs_dir = lock.path().join("inputs");
     let api = TaskApi::new(
         ctx.client.clone(),
         acquired.task_id.clone(),
@@ -171,12 +192,11 @@ async fn execute(
     };
     if let Err(reason) = fetched {
         let _ = writeln!(log, "[scalr-agent] {reason}");
-        let _ = std::fs::remove_dir_all(inputs_dir.parent().unwrap_or(&inputs_dir));
         let mut o = JobOutcome::errored(reason);
         if controls.stopped() {
             o.status = super::executor::FinalStatus::Canceled;
         }
-        return (action, o);
+        return (action, o, Some(lock));
     }
     let job = Job {
         task,
@@ -188,7 +208,7 @@ async fn execute(
         steps,
     };
     let outcome = ctx.executor.execute(job).await;
-    (action, outcome)
+    (action, outcome, Some(lock))
 }
 
 /// The task document, strictly parsed. `task` may be the object or a string holding its JSON.

@@ -72,6 +72,8 @@ pub struct RunnerConfig {
     /// `SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`, in bytes: the largest plan file, plan JSON or cost
     /// estimate read back from a task.
     pub artifact_limit_bytes: u64,
+    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes: past it a task's output is dropped.
+    pub log_limit_bytes: u64,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -60,6 +60,7 @@ pub(super) struct Raw {
     pub(super) scalr_agent_hooks_dir: Option<String>,
     pub(super) scalr_agent_keep_task_dirs: Option<String>,
     pub(super) scalr_agent_task_artifact_limit_mb: Option<String>,
+    pub(super) scalr_agent_task_log_limit_mb: Option<String>,
     pub(super) scalr_agent_cancel_grace: Option<String>,
     pub(super) path: Option<String>,
     pub(super) scalr_agent_task_read_paths: Option<String>,
@@ -390,6 +391,15 @@ impl Parser<'_> {
                 << 20,
             system_path: nonempty(raw.path.clone())
                 .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
+            log_limit_bytes: self
+                .number(
+                    "SCALR_AGENT_TASK_LOG_LIMIT_MB",
+                    &raw.scalr_agent_task_log_limit_mb,
+                    1,
+                    1 << 20,
+                )
+                .unwrap_or(100)
+                << 20,
         }
     }
 

@@ -295,6 +295,12 @@ pub const VARIABLES: &[Variable] = &[
         "Address of an HTTP listener serving `/healthz`, `/readyz` (registered, heartbeat recent, not stopping) and `/metrics` (Prometheus text: tasks, slots, heartbeats, uploads, software cache hits, misses and bytes downloaded), e.g. `0.0.0.0:9090`; port `0` picks a free port (logged at start); off when unset.",
     ),
     var(
+        "SCALR_AGENT_TASK_LOG_LIMIT_MB",
+        &[],
+        "100",
+        "Largest log of one task; past it the task's output is dropped after one truncation line, and `result.json` says `log_truncated: true` (the task goes on).",
+    ),
+    var(
         "SCALR_AGENT_SPOOL_LIMIT_MB",
         &[],
         "1024",

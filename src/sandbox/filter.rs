@@ -57,6 +57,9 @@ pub const DENIED: &[(&str, libc::c_long)] = &[
     ("kexec_load", libc::SYS_kexec_load),
     ("kexec_file_load", libc::SYS_kexec_file_load),
     ("userfaultfd", libc::SYS_userfaultfd),
+    // POSIX message queues outlive their creator and are found only where `/dev/mqueue` is
+    // mounted: a stage may not create one.
+    ("mq_open", libc::SYS_mq_open),
 ];
 
 /// Namespace flags refused in `clone`'s first argument.

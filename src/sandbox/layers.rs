@@ -2,7 +2,7 @@
 //!
 //! [`apply`] runs in the forked child of the single-threaded stage helper (never in the
 //! multi-threaded agent: see isolation.md), so it may allocate. It follows isolation.md's order:
-//! session, working directory, signals, rlimits, capabilities, uid/gid, parent-death signal,
+//! session, working directory, signals, rlimits (with `oom_score_adj` 1000), capabilities, uid/gid, parent-death signal,
 //! `no_new_privs`, descriptors, Landlock, seccomp. A requested layer that fails stops
 //! everything with a [`LayerError`] naming the layer and the errno; a layer that is off is
 //! reported `applied: false` with the reason from the policy.
@@ -211,6 +211,9 @@ fn reset_signals() -> Result<(), LayerError> {
     Ok(())
 }
 
+/// Every stage process's `oom_score_adj`: the first the kernel kills when memory runs out.
+pub const OOM_SCORE_ADJ: &str = "1000";
+
 fn rlimits(policy: &Policy) -> Result<LayerReport, LayerError> {
     let r = &policy.rlimits;
     let mut wanted = vec![
@@ -254,6 +257,11 @@ fn rlimits(policy: &Policy) -> Result<LayerReport, LayerError> {
     if r.nproc.is_none() {
         detail.push("nproc unset (shared uid)".into());
     }
+    // Under memory pressure the kernel kills the stage, never the agent. Raising one's own
+    // score needs no privilege; it is inherited by everything the stage starts.
+    std::fs::write("/proc/self/oom_score_adj", OOM_SCORE_ADJ)
+        .map_err(|e| LayerError::new("rlimits", format!("oom_score_adj={OOM_SCORE_ADJ}"), e))?;
+    detail.push(format!("oom_score_adj={OOM_SCORE_ADJ}"));
     Ok(LayerReport::applied("rlimits", detail.join(" ")))
 }
 

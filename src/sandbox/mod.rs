@@ -6,7 +6,8 @@
 //!   per-task decision, and `harden_agent` for the agent itself;
 //! - `policy`: what to apply to one stage, built from the probes and the configuration;
 //! - `layers`: applying a policy in the helper's child right before `execve`;
-//! - `filter`: the seccomp programs; `sys`: raw system calls; `uid`: the dedicated uid pool;
+//! - `filter`: the seccomp programs; `sys`: raw system calls; `uid`: the dedicated uid pool,
+//!   leased across processes; `leftovers`: what a task uid left (IPC objects, temporary files);
 //! - `doctor`: the `scalr-agent doctor` report; `selftest`: the hidden `__sandbox-selftest`;
 //! - `helper`: the per-stage helper process (`__stage`): forks the stage, applies the layers,
 //!   forwards signals, kills and reaps the whole tree; `stage`: the agent's side of it, the one
@@ -18,6 +19,7 @@ pub mod doctor;
 pub mod filter;
 pub mod helper;
 pub mod layers;
+pub mod leftovers;
 pub mod policy;
 pub mod probe;
 pub mod selftest;

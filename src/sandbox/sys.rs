@@ -204,3 +204,18 @@ pub fn getuid() -> u32 {
     // SAFETY: getuid cannot fail.
     unsafe { libc::getuid() }
 }
+
+/// Removes a SysV IPC object (`IPC_RMID`) by kind and id.
+pub fn ipc_remove(kind: super::leftovers::IpcKind, id: i32) -> io::Result<()> {
+    use super::leftovers::IpcKind;
+    // SAFETY: IPC_RMID takes no buffer (a null pointer is allowed) and acts only on the object
+    // named by `id`; the calls read or write no memory of ours.
+    let rc = unsafe {
+        match kind {
+            IpcKind::Shm => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+            IpcKind::Sem => libc::semctl(id, 0, libc::IPC_RMID),
+            IpcKind::Msg => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+        }
+    };
+    if rc == -1 { Err(last_error()) } else { Ok(()) }
+}

@@ -146,7 +146,10 @@ impl Layout {
             rand::random::<u64>()
         ));
         fs::create_dir_all(self.tmp())?;
+        set_mode(&self.tmp(), 0o700)?;
         fs::create_dir(&dir)?;
+        // Becomes the entry: task uids read and run what it holds, whatever the umask.
+        set_mode(&dir, 0o755)?;
         Ok(Staging { dir: Some(dir) })
     }
 
@@ -154,6 +157,7 @@ impl Layout {
     pub fn remove_entry(&self, key: &Key) -> io::Result<()> {
         let dir = self.entry(key);
         fs::create_dir_all(self.trash())?;
+        set_mode(&self.trash(), 0o700)?;
         let dest = self
             .trash()
             .join(format!("{}.{:x}", key.slug(), rand::random::<u64>()));
@@ -337,16 +341,38 @@ fn try_taken(r: Result<(), fs::TryLockError>) -> io::Result<bool> {
     }
 }
 
+/// Opens (creating) a lock file: the directory 0700 and the file 0600, whatever the umask, so
+/// no task uid can open it (and `flock` it to stall installs or prunes).
 fn open_lock(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
+        if fs::symlink_metadata(dir)?.mode() & 0o7777 != 0o700 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
     }
-    fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if f.metadata()?.mode() & 0o7777 != 0o600 {
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+/// Sets exactly `mode` on a directory (explicitly: the umask does not decide who may read the
+/// cache).
+fn set_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if fs::symlink_metadata(dir)?.mode() & 0o7777 != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// A staging directory, removed on drop unless committed.
@@ -367,6 +393,10 @@ impl Staging {
         let dir = self.dir.take().expect("staging directory committed once");
         let parent = dest.parent().expect("entry paths have a parent");
         fs::create_dir_all(parent)?;
+        // The tool and version directories (and the cache root) stay reachable by task uids.
+        for d in parent.ancestors().take(3) {
+            set_mode(d, 0o755)?;
+        }
         File::open(&dir)?.sync_all()?;
         if let Err(e) = fs::rename(&dir, dest) {
             self.dir = Some(dir);

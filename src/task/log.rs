@@ -94,6 +94,9 @@ pub struct TaskLog {
     sinks: Vec<Sink>,
     pending: Vec<u8>,
     written: u64,
+    /// Past this many bytes, step output is dropped (the agent's own lines still go out).
+    limit: u64,
+    truncated: bool,
 }
 
 impl TaskLog {
@@ -103,7 +106,20 @@ impl TaskLog {
             sinks,
             pending: Vec::new(),
             written: 0,
+            limit: u64::MAX,
+            truncated: false,
         }
+    }
+
+    /// Bounds the steps' output to `bytes` (`SCALR_AGENT_TASK_LOG_LIMIT_MB`): what comes
+    /// after is dropped, after one line saying so.
+    pub fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// Whether step output was dropped at the limit.
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     pub fn masker(&self) -> &Arc<Masker> {
@@ -122,7 +138,27 @@ impl TaskLog {
         let mut out = Vec::with_capacity(buf.len());
         let hold = self.masker.mask_stream(&buf, &mut out);
         self.pending = buf[buf.len() - hold..].to_vec();
-        self.emit(&out);
+        self.emit_output(&out);
+    }
+
+    /// Step output, within the limit.
+    fn emit_output(&mut self, bytes: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.written) as usize;
+        if bytes.len() <= room {
+            self.emit(bytes);
+            return;
+        }
+        self.emit(&bytes[..room]);
+        self.truncated = true;
+        self.pending.clear();
+        let line = format!(
+            "\n[scalr-agent] log truncated: the task's log reached {} MiB (SCALR_AGENT_TASK_LOG_LIMIT_MB); later output of its steps is dropped (the task goes on)\n",
+            self.limit >> 20
+        );
+        self.emit(line.as_bytes());
     }
 
     /// Releases held-back bytes: the step's output is complete.
@@ -134,9 +170,9 @@ impl TaskLog {
         let masked = self.masker.mask(&String::from_utf8_lossy(&pending));
         // Held-back bytes may end mid-way through a UTF-8 sequence; keep raw bytes then.
         if std::str::from_utf8(&pending).is_ok() {
-            self.emit(masked.as_bytes());
+            self.emit_output(masked.as_bytes());
         } else {
-            self.emit(&pending);
+            self.emit_output(&pending);
         }
     }
 
@@ -211,6 +247,21 @@ mod tests {
         l.output(b"xyz");
         l.end_output();
         assert_eq!(String::from_utf8_lossy(&buf.0.lock().unwrap()), "xx abcxyz");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_dropped_after_one_line() {
+        let (mut l, buf) = log(&[]);
+        l.set_limit(10);
+        l.output(b"0123456");
+        l.output(b"789abcdef");
+        l.output(b"more");
+        l.line("Task t: failed");
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        assert!(l.truncated());
+        assert!(text.starts_with("0123456789\n[scalr-agent] log truncated: the task's log reached 0 MiB (SCALR_AGENT_TASK_LOG_LIMIT_MB)"), "{text}");
+        assert!(!text.contains("abc") && !text.contains("more"), "{text}");
+        assert!(text.ends_with("Task t: failed\n"), "{text}");
     }
 
     #[test]

@@ -23,5 +23,6 @@ pub mod result;
 pub mod runner;
 mod stages;
 pub mod step;
+pub mod sweep;
 
 pub use checks::{deny_messages, parse_cost, parse_policy_file};

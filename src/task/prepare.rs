@@ -47,6 +47,8 @@ pub struct TaskDirs {
     /// The root's descriptor, opened right after the agent created it: every file read back
     /// from the task, and every write after task code ran, goes through it.
     pub fs: crate::taskfs::TaskRoot,
+    /// Held while the directory is in use, so no start-time sweep removes it (`task::sweep`).
+    _lock: std::sync::Arc<super::sweep::DirLock>,
 }
 
 /// Why a task could not be prepared.
@@ -93,26 +95,24 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PrepareE
 
 impl TaskDirs {
     /// Creates a fresh task directory under `<data>/tasks`. The data and tasks directories are
-    /// made searchable (`o+x`, not listable) so a task's own uid can reach its directory.
+    /// set traversable but not listable (0711, `crate::datadir`) so a task's own uid can reach
+    /// its directory and no other.
     pub fn create(data_dir: &Path, task_id: &str) -> Result<TaskDirs, PrepareError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let tasks = data_dir.join("tasks");
-        fs::create_dir_all(&tasks).map_err(io_err("creating", &tasks))?;
         for dir in [data_dir, tasks.as_path()] {
-            let mode = fs::metadata(dir)
-                .map_err(io_err("reading", dir))?
-                .permissions()
-                .mode();
-            if mode & 0o001 == 0 {
-                let _ =
-                    fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o711) & 0o7777));
-            }
+            crate::datadir::ensure_dir(dir, crate::datadir::TRAVERSE_ONLY).map_err(|e| {
+                PrepareError::Io {
+                    what: "creating",
+                    path: e.path,
+                    source: e.source,
+                }
+            })?;
         }
-        let root = tasks.join(format!("{task_id}.{:08x}", rand::random::<u32>()));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(io_err("creating", &root))?;
+        let name = format!("{task_id}.{:08x}", rand::random::<u32>());
+        let lock = super::sweep::create_locked(&tasks, &name, 0o700)
+            .map_err(io_err("creating", &tasks.join(&name)))?;
+        let root = lock.path().to_path_buf();
         let fs = crate::taskfs::TaskRoot::open(&root).map_err(io_err("opening", &root))?;
         let d = TaskDirs {
             fs,
@@ -125,6 +125,7 @@ impl TaskDirs {
             agent_env: root.join("agent.env"),
             cli_config: root.join("cli.tfrc"),
             root,
+            _lock: std::sync::Arc::new(lock),
         };
         for dir in [
             &d.work,
@@ -144,7 +145,7 @@ impl TaskDirs {
         Ok(d)
     }
 
-    /// Removes the task directory.
+    /// Removes the task directory (symlink-safe: `task::sweep`). Blocking.
     pub fn remove(&self) {
         if let Err(e) = fs::remove_dir_all(&self.root) {
             tracing::warn!(path = %self.root.display(), error = %e, "cannot remove the task directory");

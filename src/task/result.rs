@@ -156,6 +156,8 @@ pub struct TaskResult {
     pub policy_check: Option<PolicyCheck>,
     /// What went wrong, masked, most important first.
     pub errors: Vec<String>,
+    /// The log reached `SCALR_AGENT_TASK_LOG_LIMIT_MB`: later output was dropped.
+    pub log_truncated: bool,
 }
 
 #[cfg(test)]

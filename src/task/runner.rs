@@ -46,6 +46,8 @@ pub struct RunnerSettings {
     pub task_ca_bundle: Option<crate::config::CaBundle>,
     /// Limits of the files read back from tasks (`SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`).
     pub task_files: crate::taskfs::Limits,
+    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes.
+    pub log_limit_bytes: u64,
 }
 
 /// What the platform allows, probed once at start.
@@ -58,10 +60,11 @@ pub struct IsolationContext {
 }
 
 impl IsolationContext {
-    pub fn probe(config: SandboxConfig) -> IsolationContext {
+    /// Probes the platform; task uids are leased through `data_dir` (see `sandbox::uid`).
+    pub fn probe(config: SandboxConfig, data_dir: &Path) -> IsolationContext {
         let probes = probe::probe();
         let verdict = probe::verdict(&probes);
-        let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid]);
+        let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid], data_dir);
         IsolationContext {
             probes,
             verdict,
@@ -148,6 +151,7 @@ impl Runner {
     ) -> TaskResult {
         let started = Instant::now();
         let started_at = SystemTime::now();
+        log.set_limit(self.settings.log_limit_bytes);
         let mut run = Run {
             runner: self,
             task,
@@ -189,6 +193,7 @@ impl Runner {
             cost_estimate: run.cost,
             policy_check: run.policy_check,
             errors: run.errors,
+            log_truncated: run.log.truncated(),
         }
     }
 }
@@ -286,16 +291,31 @@ impl Run<'_> {
             TaskStatus::Succeeded if self.refusals > 0 => TaskStatus::Failed,
             other => other,
         };
-        if !self.runner.settings.keep_task_dirs {
-            let dirs = prepared.dirs.clone();
-            tokio::task::spawn_blocking(move || dirs.remove())
-                .await
-                .expect("removing a task directory does not panic");
-        } else {
+        let keep = self.runner.settings.keep_task_dirs;
+        if keep {
             self.log.line(&format!(
                 "Task directory kept: {}",
                 prepared.dirs.root.display()
             ));
+        }
+        // Nothing of the task outlives it: its directory (unless kept) and whatever its uid
+        // still owns (IPC objects, temporary files). Blocking work, off the async threads.
+        let Prepared { dirs, uid, .. } = prepared;
+        let ended = tokio::task::spawn_blocking(move || {
+            if !keep {
+                dirs.remove();
+            }
+            uid.map(|lease| (lease.uid(), lease.release()))
+        })
+        .await;
+        if let Ok(Some((uid, removed))) = ended {
+            removed.log(uid);
+            if removed.ipc + removed.files > 0 {
+                self.log.line(&format!(
+                    "Removed what the task left under its uid: {} IPC objects, {} temporary files.",
+                    removed.ipc, removed.files
+                ));
+            }
         }
         Ok(status)
     }

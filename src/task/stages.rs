@@ -71,7 +71,13 @@ impl Run<'_> {
 
         let iso = &self.runner.isolation;
         let uid = if iso.probes.uid_switch.ok {
-            Some(iso.uids.lease().map_err(|e| e.to_string())?)
+            let pool = iso.uids.clone();
+            Some(
+                tokio::task::spawn_blocking(move || pool.lease())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };

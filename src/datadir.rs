@@ -1,0 +1,190 @@
+//! The agent's data directory and the modes of what it holds: private by permission, not only
+//! by Landlock (a platform without Landlock still keeps one task out of another's files).
+//!
+//! ```text
+//! <data>/            0711  traversable, not listable, by task uids (they reach their own dir)
+//!     tasks/         0711  the same; each task root 0700 owned by its task uid
+//!     tasks/<id>/    0700  the daemon's inputs of one task (root only)
+//!     spool/         0700  every task's token, log and artifacts (root only): dirs 0700, files 0600
+//!     uids/          0700  uid lease files (see `sandbox::uid`)
+//!     .agent.state   0600
+//! <cache>/binaries/.locks/  0700, lock and lease files 0600 (tasks cannot `flock` them)
+//! ```
+//!
+//! Modes are set explicitly (`chmod` after `mkdir`), never left to the umask: a umask would
+//! also strip the software cache's executables, which task uids must run. [`prepare`] runs at
+//! every start (before any task) and fixes paths an older version left with wider modes.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Data directory and `tasks/`: task uids may traverse, not list.
+pub const TRAVERSE_ONLY: u32 = 0o711;
+/// Directories only the agent uses.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Files only the agent reads.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// A data directory path could not be made private.
+#[derive(Debug, thiserror::Error)]
+#[error("making {path} private (mode {mode:o}): {source}")]
+pub struct DataDirError {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub source: io::Error,
+}
+
+/// Creates `dir` if missing (parents too) and sets exactly `mode` on it. A symbolic link in
+/// place of `dir` is refused (`chmod` would follow it).
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), DataDirError> {
+    let err = |source| DataDirError {
+        path: dir.to_path_buf(),
+        mode,
+        source,
+    };
+    fs::create_dir_all(dir).map_err(err)?;
+    let meta = fs::symlink_metadata(dir).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(err(io::Error::other("not a directory")));
+    }
+    if meta.mode() & 0o7777 != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Creates the data directory's fixed parts with their modes and narrows what an earlier
+/// version left wider: the spool (recursively), the state file and the cache's locks.
+/// Blocking: call from a blocking thread.
+pub fn prepare(data_dir: &Path, binaries_dir: &Path) -> Result<(), DataDirError> {
+    ensure_dir(data_dir, TRAVERSE_ONLY)?;
+    ensure_dir(&data_dir.join("tasks"), TRAVERSE_ONLY)?;
+    ensure_dir(&data_dir.join("uids"), PRIVATE_DIR)?;
+    let spool = data_dir.join("spool");
+    ensure_dir(&spool, PRIVATE_DIR)?;
+    narrow_tree(&spool)?;
+    let state = data_dir.join(".agent.state");
+    narrow_file(&state)?;
+    let locks = binaries_dir.join(".locks");
+    if fs::symlink_metadata(&locks).is_ok() {
+        ensure_dir(&locks, PRIVATE_DIR)?;
+        narrow_tree(&locks)?;
+    }
+    for private in [".tmp", ".trash"] {
+        let dir = binaries_dir.join(private);
+        if fs::symlink_metadata(&dir).is_ok() {
+            ensure_dir(&dir, PRIVATE_DIR)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets 0600 on a regular file if it exists (links are left alone).
+fn narrow_file(path: &Path) -> Result<(), DataDirError> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_file() && meta.mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_FILE)).map_err(|source| {
+            DataDirError {
+                path: path.to_path_buf(),
+                mode: PRIVATE_FILE,
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Directories below `dir` become 0700, files 0600 (the agent's own tree: no task writes here).
+fn narrow_tree(dir: &Path) -> Result<(), DataDirError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                ensure_dir(&path, PRIVATE_DIR)?;
+                narrow_tree(&path)?;
+            }
+            Ok(t) if t.is_file() => narrow_file(&path)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) a file the agent alone reads: mode 0600 from its creation on.
+pub fn create_private(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it.
+    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn prepare_sets_and_narrows_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let bin = data.join("binaries");
+        fs::create_dir_all(data.join("spool/task-1/artifacts")).unwrap();
+        fs::write(data.join("spool/task-1/meta.json"), "{}").unwrap();
+        fs::set_permissions(
+            data.join("spool/task-1/meta.json"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        fs::write(data.join(".agent.state"), "{}").unwrap();
+        fs::set_permissions(data.join(".agent.state"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::create_dir_all(bin.join(".locks")).unwrap();
+        fs::write(bin.join(".locks/x.lease"), "").unwrap();
+        fs::set_permissions(bin.join(".locks"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            bin.join(".locks/x.lease"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        prepare(&data, &bin).unwrap();
+        assert_eq!(mode(&data), 0o711);
+        assert_eq!(mode(&data.join("tasks")), 0o711);
+        assert_eq!(mode(&data.join("uids")), 0o700);
+        assert_eq!(mode(&data.join("spool")), 0o700);
+        assert_eq!(mode(&data.join("spool/task-1")), 0o700);
+        assert_eq!(mode(&data.join("spool/task-1/artifacts")), 0o700);
+        assert_eq!(mode(&data.join("spool/task-1/meta.json")), 0o600);
+        assert_eq!(mode(&data.join(".agent.state")), 0o600);
+        assert_eq!(mode(&bin.join(".locks")), 0o700);
+        assert_eq!(mode(&bin.join(".locks/x.lease")), 0o600);
+    }
+
+    #[test]
+    fn create_private_narrows_an_existing_file_and_refuses_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        fs::write(&p, "old").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        create_private(&p).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(fs::read(&p).unwrap(), b"");
+        std::os::unix::fs::symlink(&p, tmp.path().join("l")).unwrap();
+        assert!(create_private(&tmp.path().join("l")).is_err());
+    }
+}
