@@ -11,6 +11,7 @@ mod exec;
 mod harness;
 mod health;
 mod isolation;
+mod relay;
 mod sandbox;
 mod shutdown;
 mod software;
