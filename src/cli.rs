@@ -52,6 +52,9 @@ enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// VCS agent mode: relay the control plane's requests to a private VCS through a
+    /// default-deny allowlist, until stopped (SIGTERM/SIGINT; a second one exits at once).
+    Relay,
     /// Tests and diagnostics: apply a sandbox policy (JSON on stdin), then exec ARGV.
     #[command(name = "__sandbox-selftest", hide = true)]
     SandboxSelftest {
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
     }
     let needs = match cli.command {
         Command::Run { .. } => Needs::ControlPlane,
+        Command::Relay => Needs::Relay,
         _ => Needs::Local,
     };
     let config = match Config::from_process_env(needs) {
@@ -188,6 +192,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             run_agent(config).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Relay => {
+            let settings = config.relay.expect("Needs::Relay fills the relay settings");
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let metrics = std::sync::Arc::default();
+            let relay = crate::relay::run(settings, metrics, shutdown.clone());
+            until_stopped(relay, shutdown).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Software(SoftwareCommand::Install {
             tool,
             version,
@@ -264,20 +276,32 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 /// `run`: the daemon, with signals turned into its shutdown token. A second signal exits at
 /// once (code 130); what was not delivered stays in the spool for the next start.
 async fn run_agent(config: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let launcher = crate::sandbox::stage::Launcher::current()?;
     let executor = std::sync::Arc::new(crate::agent::runner_executor::RunnerExecutor::new(
         crate::exec::runner(&config, launcher),
     ));
     let daemon = crate::agent::run(config, executor, shutdown.clone());
-    tokio::pin!(daemon);
+    until_stopped(daemon, shutdown).await
+}
+
+/// Runs `work` until it ends; the first SIGTERM/SIGINT cancels `shutdown`, a second one exits
+/// at once (code 130).
+async fn until_stopped<E>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::pin!(work);
     let mut signals = 0;
     loop {
         tokio::select! {
-            r = &mut daemon => return Ok(r?),
+            r = &mut work => return Ok(r?),
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
@@ -286,9 +310,7 @@ async fn run_agent(config: Config) -> anyhow::Result<()> {
             tracing::info!("stop signal received; stopping (a second signal exits at once)");
             shutdown.cancel();
         } else {
-            tracing::warn!(
-                "second stop signal: exiting now; undelivered reports stay in the spool"
-            );
+            tracing::warn!("second stop signal: exiting now");
             std::process::exit(130);
         }
     }

@@ -117,10 +117,79 @@ impl HttpClient {
     /// Builds the client: extra CA bundle, explicit proxies (the environment is read by
     /// `config` only), timeouts.
     pub fn new(config: &HttpConfig) -> Result<HttpClient, HttpError> {
+        let inner = Self::builder(config)?
+            .read_timeout(config.read_timeout)
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        Ok(HttpClient {
+            inner,
+            max_retries: config.max_retries,
+            initial_backoff: config.initial_backoff,
+            received: None,
+        })
+    }
+
+    /// A client for streamed relaying (`relay`): the same trust anchors and proxies, but
+    /// redirects are never followed (a 3xx goes back to the caller as an answer) and nothing is
+    /// retried. `idle`, when set, bounds the wait for the response head (counted from the
+    /// request's start) and then each wait for a body chunk; without it only the caller's
+    /// whole-request timeout applies (uploads whose answer comes after a long body). Bodies
+    /// are not decompressed (no decompression feature is built), so `Content-Encoding` passes
+    /// through untouched.
+    pub fn streaming(config: &HttpConfig, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
+        let mut b = Self::builder(config)?
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64);
+        if let Some(idle) = idle {
+            b = b.read_timeout(idle);
+        }
+        let inner = b.build().map_err(|e| HttpError::Client(e.to_string()))?;
+        Ok(HttpClient {
+            inner,
+            max_retries: 0,
+            initial_backoff: config.initial_backoff,
+            received: None,
+        })
+    }
+
+    /// One attempt of any request with a streamed body, answered with the raw response (any
+    /// status) for the caller to stream. Nothing is retried: the body is a stream that cannot
+    /// be replayed, and the caller decides whether a request may be repeated.
+    pub async fn stream(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        headers: reqwest::header::HeaderMap,
+        body: Option<reqwest::Body>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, HttpError> {
+        let mut b = self
+            .inner
+            .request(method.clone(), url.clone())
+            .headers(headers);
+        if let Some(body) = body {
+            b = b.body(body);
+        }
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.send().await.map_err(|e| {
+            let shown = redact(url);
+            HttpError::Request {
+                method: method.to_string(),
+                reason: chain(&e).replace(&shown, "").replace(url.as_str(), ""),
+                url: shown,
+                status: None,
+                attempts: 1,
+            }
+        })
+    }
+
+    /// The builder every client of the process starts from.
+    fn builder(config: &HttpConfig) -> Result<reqwest::ClientBuilder, HttpError> {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("scalr-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
             .no_proxy()
             .tls_built_in_root_certs(true);
         if let Some(bundle) = &config.ca_bundle {
@@ -148,13 +217,7 @@ impl HttpClient {
                     .no_proxy(no_proxy),
             );
         }
-        let inner = b.build().map_err(|e| HttpError::Client(e.to_string()))?;
-        Ok(HttpClient {
-            inner,
-            max_retries: config.max_retries,
-            initial_backoff: config.initial_backoff,
-            received: None,
-        })
+        Ok(b)
     }
 
     /// A handle on the same connection pool that adds the size of every response body chunk
@@ -651,6 +714,10 @@ async fn read_answer(
 }
 
 /// An error with its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    chain(e)
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut reason = e.to_string();
     let mut src = e.source();

@@ -250,8 +250,27 @@ impl Metrics {
     }
 }
 
+/// What the listener asks of the process it reports on: the run agent's [`Metrics`] and the
+/// relay's metrics (`relay::metrics`) share the one listener.
+pub trait Probe: Send + Sync + 'static {
+    /// `/readyz` answers 200 when true.
+    fn ready(&self) -> bool;
+    /// `/metrics`, in the Prometheus text format.
+    fn render(&self) -> String;
+}
+
+impl Probe for Metrics {
+    fn ready(&self) -> bool {
+        Metrics::ready(self)
+    }
+
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+}
+
 /// Serves probes and metrics on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn serve<P: Probe>(listener: TcpListener, metrics: Arc<P>, shutdown: CancellationToken) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}

@@ -11,6 +11,7 @@
 
 mod agent;
 mod parse;
+mod relay;
 mod sandbox;
 mod variables;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub runner: RunnerConfig,
     /// Settings of `scalr-agent run`.
     pub agent: AgentConfig,
+    /// Settings of `scalr-agent relay` (only with [`Needs::Relay`]).
+    pub relay: Option<crate::relay::Settings>,
     /// `SCALR_*` variables that are set but unknown (likely typos); logged as warnings.
     pub unknown_variables: Vec<String>,
     /// Settings of the Scalr agent's container drivers that are set and that the local driver
@@ -158,6 +161,8 @@ pub enum Needs {
     Local,
     /// `run`: `SCALR_URL` and the pool token are required.
     ControlPlane,
+    /// `relay`: the control plane and the VCS (`SCALR_AGENT_VCS_URL`, `SCALR_AGENT_VCS_VENDOR`).
+    Relay,
 }
 
 /// Every problem found in the environment, reported together.
@@ -243,7 +248,17 @@ impl Config {
         let mut p = Parser {
             problems: &mut problems,
         };
-        let config = p.build(raw, needs);
+        let relay_raw = raw.clone();
+        let mut config = p.build(raw, needs);
+        if needs == Needs::Relay {
+            let mut tags: Vec<(String, String)> = map
+                .iter()
+                .filter(|(k, _)| k.starts_with(relay::METADATA_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            tags.sort();
+            config.relay = relay::parse(&mut p, &relay_raw, tags, &config);
+        }
         let unknown_variables = unknown_variables(map.keys());
         let ignored_variables = ignored_variables(map.iter());
         if problems.is_empty() {

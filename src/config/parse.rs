@@ -22,7 +22,7 @@ use crate::software::verify;
 
 /// Raw values as envy reads them: every field optional and a string, so that one bad value
 /// does not hide the others.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(super) struct Raw {
     scalr_url: Option<String>,
     scalr_agent_token: Option<String>,
@@ -88,6 +88,15 @@ pub(super) struct Raw {
     pub(super) scalr_agent_state_persistence_enabled: Option<String>,
     pub(super) scalr_agent_health_addr: Option<String>,
     pub(super) scalr_agent_spool_limit_mb: Option<String>,
+    pub(super) scalr_agent_vcs_url: Option<String>,
+    pub(super) scalr_agent_vcs_vendor: Option<String>,
+    pub(super) scalr_agent_vcs_allowed_projects: Option<String>,
+    pub(super) scalr_agent_relay_rules_file: Option<String>,
+    pub(super) scalr_agent_relay_parallelism: Option<String>,
+    pub(super) scalr_agent_relay_request_timeout: Option<String>,
+    pub(super) scalr_agent_relay_idle_timeout: Option<String>,
+    pub(super) scalr_agent_relay_max_body_mb: Option<String>,
+    pub(super) scalr_agent_relay_stop_timeout: Option<String>,
 }
 
 pub(super) struct Parser<'a> {
@@ -157,6 +166,7 @@ impl Parser<'_> {
             sandbox,
             runner,
             agent,
+            relay: None,
             unknown_variables: Vec::new(),
             ignored_variables: Vec::new(),
         }
@@ -166,7 +176,7 @@ impl Parser<'_> {
         let url = match nonempty(raw.scalr_url.clone()) {
             Some(v) => self.url("SCALR_URL", &v),
             None => {
-                if needs == Needs::ControlPlane {
+                if needs != Needs::Local {
                     self.missing(
                         "SCALR_URL",
                         "the control plane's URL, e.g. https://example.scalr.io",
@@ -190,7 +200,7 @@ impl Parser<'_> {
                 Some(Secret::new(v))
             }
             None => {
-                if needs == Needs::ControlPlane {
+                if needs != Needs::Local {
                     self.missing("SCALR_AGENT_TOKEN", "the agent pool token");
                 }
                 None
@@ -472,7 +482,7 @@ impl Parser<'_> {
         }
     }
 
-    fn url(&mut self, name: &'static str, value: &str) -> Option<Url> {
+    pub(super) fn url(&mut self, name: &'static str, value: &str) -> Option<Url> {
         let problem = match Url::parse(value) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 return Some(u);
@@ -492,7 +502,7 @@ impl Parser<'_> {
         None
     }
 
-    fn abs_path(&mut self, name: &'static str, value: &str) -> PathBuf {
+    pub(super) fn abs_path(&mut self, name: &'static str, value: &str) -> PathBuf {
         let p = PathBuf::from(value);
         if !p.is_absolute() {
             self.bad(name, value, "an absolute path");
@@ -570,7 +580,7 @@ impl Parser<'_> {
         });
     }
 
-    fn missing(&mut self, name: &'static str, expected: &str) {
+    pub(super) fn missing(&mut self, name: &'static str, expected: &str) {
         self.problems.push(Problem {
             variable: name,
             value: None,

@@ -307,6 +307,66 @@ pub const VARIABLES: &[Variable] = &[
         "Disk bound of the spool (logs, artifacts and final statuses not yet delivered); past it a task's log is truncated with a clear line.",
     ),
     var(
+        "SCALR_AGENT_VCS_URL",
+        &[],
+        "",
+        "`relay`: the VCS's base URL (scheme, host, port, optional path prefix such as `/gitlab`), without credentials; every relayed path is joined to it by the relay.",
+    ),
+    var(
+        "SCALR_AGENT_VCS_VENDOR",
+        &[],
+        "",
+        "`relay`: `github_enterprise`, `gitlab`, `bitbucket_datacenter` or `azure_devops`; chooses the preset rules.",
+    ),
+    var(
+        "SCALR_AGENT_VCS_ALLOWED_PROJECTS",
+        &[],
+        "all",
+        "`relay`: regular expression over the whole decoded project (`owner/repo`, `group/sub/repo`, `PROJECT/repo`, `org/project/repo`); anchored by the relay as `^(?:…)$`.",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_RULES_FILE",
+        &[],
+        "",
+        "`relay`: absolute path of the operator's rules (`allow|deny METHOD PATTERN [only] [key=value…]` per line), checked before the preset; an empty or unreadable file stops the relay at start.",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_PARALLELISM",
+        &[],
+        "4",
+        "`relay`: requests relayed at the same time (one long poll each).",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_REQUEST_TIMEOUT",
+        &[],
+        "30m",
+        "`relay`: bound of one request, from acquisition to the last response byte.",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_IDLE_TIMEOUT",
+        &[],
+        "60s",
+        "`relay`: longest wait for the VCS's response head (from the request's start) and then for each body chunk.",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_MAX_BODY_MB",
+        &[],
+        "4096",
+        "`relay`: largest request or response body relayed; a larger one fails the request.",
+    ),
+    var(
+        "SCALR_AGENT_RELAY_STOP_TIMEOUT",
+        &[],
+        "30s",
+        "`relay`: on SIGTERM, how long in-flight requests may take to finish before they are cancelled and reported failed.",
+    ),
+    var(
+        "SCALR_AGENT_METADATA_<tag>",
+        &[],
+        "",
+        "`relay`: metadata tags sent at registration to identify the process or machine, e.g. `SCALR_AGENT_METADATA_instance_id`.",
+    ),
+    var(
         "ECS_CONTAINER_METADATA_URI_V4",
         &[],
         "",
@@ -374,6 +434,7 @@ pub(super) fn unknown_variables<'a>(names: impl Iterator<Item = &'a String>) -> 
     let mut unknown: Vec<String> = names
         .filter(|n| {
             n.starts_with("SCALR_")
+                && !n.starts_with("SCALR_AGENT_METADATA_")
                 && !is_ours(n)
                 && !RESERVED.contains(&n.as_str())
                 && !CONTAINER_DRIVER.contains(&n.as_str())

@@ -4,8 +4,11 @@
 
 pub mod control_plane;
 pub mod executor;
+pub mod gateway;
+pub mod git_server;
 pub mod keys;
 pub mod mirror;
+pub mod relay;
 pub mod releases;
 pub mod standins;
 pub mod terraform;

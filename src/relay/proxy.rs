@@ -1,0 +1,353 @@
+//! One relayed request: check it, perform it against the VCS, stream the answer back.
+//!
+//! Bodies flow as streams in both directions, chunk by chunk: the request body from the
+//! server's `GET …/body` into the VCS request, the VCS's response body into the server's
+//! `POST …/response`. Each side pulls only when the other can take more (hyper's write
+//! readiness), so memory stays flat whatever the size. A request is sent to the VCS at most
+//! once: nothing here retries.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::audit::{self, Record};
+use super::gateway::{Gateway, Head, Incoming};
+use super::metrics::RelayMetrics;
+use super::rules::{Allowed, Refusal, RuleSet};
+use super::target::{check_path, target_url};
+use crate::http::HttpClient;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What every relayed request shares.
+#[derive(Debug)]
+pub struct Ctx {
+    pub gateway: Arc<Gateway>,
+    pub upstream: HttpClient,
+    pub rules: Arc<RuleSet>,
+    pub base: Url,
+    pub request_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub metrics: Arc<RelayMetrics>,
+    pub debug: bool,
+}
+
+/// Why an allowed request did not complete.
+struct Failure {
+    reason: String,
+    /// Whether the request may have reached the VCS.
+    sent: bool,
+}
+
+/// Checks a request against the path rules, the allowlist and the target; the refusal says
+/// which rule set refused it and why.
+pub fn check(
+    rules: &RuleSet,
+    base: &Url,
+    inc: &Incoming,
+) -> Result<(Method, Url, Allowed), Refusal> {
+    let method = Method::from_bytes(inc.method.as_bytes()).map_err(|_| {
+        Refusal::new(
+            "allowlist",
+            format!("{:?} is not an HTTP method", inc.method),
+        )
+    })?;
+    let checked = check_path(&inc.path)?;
+    let allowed = rules.judge(&method, &checked)?;
+    let url = target_url(base, &checked)?;
+    Ok((method, url, allowed))
+}
+
+/// The headers sent to the VCS: the server's, in order and with repeats, minus `Host` (set
+/// from the base URL), hop-by-hop headers (and those `Connection` names), `Proxy-*`,
+/// `Forwarded` and `X-Forwarded-*`.
+pub fn request_headers(pairs: &[(String, String)]) -> Result<HeaderMap, Refusal> {
+    let named: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = HeaderMap::new();
+    for (k, v) in pairs {
+        let lower = k.to_ascii_lowercase();
+        if lower == "host"
+            || HOP_BY_HOP.contains(&lower.as_str())
+            || named.contains(&lower)
+            || lower.starts_with("proxy-")
+            || lower == "forwarded"
+            || lower.starts_with("x-forwarded-")
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| Refusal::new("headers", format!("{k:?} is not a header name")))?;
+        let mut value = HeaderValue::from_str(v).map_err(|_| {
+            Refusal::new(
+                "headers",
+                format!("the value of {k} is not a valid header value"),
+            )
+        })?;
+        if lower == "authorization" || lower == "cookie" || lower.contains("token") {
+            value.set_sensitive(true);
+        }
+        out.append(name, value);
+    }
+    Ok(out)
+}
+
+/// The VCS's response headers as sent back: repeats kept, hop-by-hop headers dropped,
+/// everything else (`Content-Encoding`, `Content-Length`, `Link`, `Set-Cookie`) untouched.
+pub fn response_headers(h: &HeaderMap) -> Vec<(String, String)> {
+    let named: Vec<String> = h
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    h.iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !HOP_BY_HOP.contains(&k) && !named.iter().any(|n| n == k) && k != "proxy-authenticate"
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Counts a body's bytes, refuses it past `limit`, and records why it broke.
+fn counted<S, E>(
+    s: S,
+    count: Arc<AtomicU64>,
+    limit: u64,
+    broke: Arc<Mutex<Option<String>>>,
+    what: &'static str,
+) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    s.map(move |r| {
+        let fail = |reason: String| {
+            broke.lock().unwrap().get_or_insert(reason.clone());
+            io::Error::other(reason)
+        };
+        match r {
+            Ok(b) => {
+                let n = count.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+                if n > limit {
+                    Err(fail(format!("the {what} is larger than the {limit}-byte limit (SCALR_AGENT_RELAY_MAX_BODY_MB)")))
+                } else {
+                    Ok(b)
+                }
+            }
+            Err(e) => Err(fail(format!(
+                "the {what} broke after {} bytes: {}",
+                count.load(Ordering::Relaxed),
+                crate::http::error_chain(&e)
+            ))),
+        }
+    })
+}
+
+/// Relays one request to its end: refused, failed or answered. Never panics on input;
+/// reports the outcome to the server and writes the audit line.
+pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
+    let started = Instant::now();
+    let mut rec = Record {
+        request_id: &inc.request_id,
+        method: &inc.method,
+        path: &inc.path,
+        ..Record::default()
+    };
+    let checked = check(&ctx.rules, &ctx.base, &inc)
+        .and_then(|ok| request_headers(&inc.headers).map(|h| (ok, h)));
+    let ((method, url, allowed), headers) = match checked {
+        Ok(v) => v,
+        Err(refusal) => {
+            ctx.metrics.refused(refusal.rule_set);
+            let reason = refusal.to_string();
+            rec.outcome = "refused";
+            rec.reason = Some(&reason);
+            rec.duration = started.elapsed();
+            audit::log(&rec);
+            if let Err(e) = ctx
+                .gateway
+                .refused(&inc.request_id, refusal.rule_set, &reason)
+                .await
+            {
+                tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
+            }
+            return;
+        }
+    };
+    if ctx.debug {
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        tracing::debug!(request_id = %inc.request_id, rule = %allowed.rule, headers = ?names, "relaying");
+    }
+    rec.rule = Some(&allowed.rule);
+    rec.project = allowed.project.as_deref();
+    let to_vcs = Arc::new(AtomicU64::new(0));
+    let from_vcs = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicBool::new(false));
+    let broke = Arc::new(Mutex::new(None));
+    ctx.metrics.in_flight_add(1);
+    let work = perform(
+        ctx, &inc, method, url, headers, &to_vcs, &from_vcs, &sent, &broke,
+    );
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(ctx.request_timeout, work) => match r {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                reason: format!("timed out after {:?} (SCALR_AGENT_RELAY_REQUEST_TIMEOUT)", ctx.request_timeout),
+                sent: sent.load(Ordering::Relaxed),
+            }),
+        },
+        _ = cancel.cancelled() => Err(Failure {
+            reason: "cancelled (by the server, or the relay's stop window ended)".into(),
+            sent: sent.load(Ordering::Relaxed),
+        }),
+    };
+    ctx.metrics.in_flight_add(-1);
+    rec.bytes_to_vcs = to_vcs.load(Ordering::Relaxed);
+    rec.bytes_from_vcs = from_vcs.load(Ordering::Relaxed);
+    rec.duration = started.elapsed();
+    match outcome {
+        Ok(status) => {
+            ctx.metrics
+                .relayed(&allowed.rule, status, rec.bytes_to_vcs, rec.bytes_from_vcs);
+            rec.outcome = "relayed";
+            rec.status = Some(status);
+            audit::log(&rec);
+        }
+        Err(f) => {
+            ctx.metrics.failed(rec.bytes_to_vcs, rec.bytes_from_vcs);
+            rec.outcome = "failed";
+            rec.reason = Some(&f.reason);
+            audit::log(&rec);
+            if let Err(e) = ctx.gateway.failed(&inc.request_id, &f.reason, f.sent).await {
+                tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a failure");
+            }
+        }
+    }
+}
+
+/// Performs an allowed request and streams its answer to the server; the response's status.
+#[allow(clippy::too_many_arguments)]
+async fn perform(
+    ctx: &Ctx,
+    inc: &Incoming,
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    to_vcs: &Arc<AtomicU64>,
+    from_vcs: &Arc<AtomicU64>,
+    sent: &Arc<AtomicBool>,
+    broke: &Arc<Mutex<Option<String>>>,
+) -> Result<u16, Failure> {
+    let unsent = |reason: String| Failure {
+        reason,
+        sent: false,
+    };
+    let body = if inc.body {
+        let r = ctx
+            .gateway
+            .body(&inc.request_id)
+            .await
+            .map_err(|e| unsent(e.to_string()))?;
+        let s = counted(
+            r.bytes_stream(),
+            to_vcs.clone(),
+            ctx.max_body_bytes,
+            broke.clone(),
+            "request body",
+        );
+        Some(reqwest::Body::wrap_stream(s))
+    } else {
+        None
+    };
+    sent.store(true, Ordering::Relaxed);
+    let why = |e: String| broke.lock().unwrap().clone().unwrap_or(e);
+    let resp = ctx
+        .upstream
+        .stream(method, &url, headers, body, None)
+        .await
+        .map_err(|e| Failure {
+            reason: why(format!("the VCS did not answer: {e}")),
+            sent: true,
+        })?;
+    let status = resp.status().as_u16();
+    let head = Head {
+        status,
+        headers: response_headers(resp.headers()),
+    };
+    let mut line = serde_json::to_vec(&head).expect("serializable");
+    line.push(b'\n');
+    let first = futures_util::stream::once(async move { Ok::<_, io::Error>(Bytes::from(line)) });
+    let rest = counted(
+        resp.bytes_stream(),
+        from_vcs.clone(),
+        ctx.max_body_bytes,
+        broke.clone(),
+        "response body",
+    );
+    ctx.gateway
+        .respond(
+            &inc.request_id,
+            reqwest::Body::wrap_stream(first.chain(rest)),
+        )
+        .await
+        .map_err(|e| Failure {
+            reason: why(e.to_string()),
+            sent: true,
+        })?;
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_and_hop_by_hop_are_dropped_repeats_kept() {
+        let pairs: Vec<(String, String)> = [
+            ("Host", "evil"),
+            ("Connection", "close, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("Transfer-Encoding", "chunked"),
+            ("Accept", "a"),
+            ("Accept", "b"),
+            ("Git-Protocol", "version=2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let h = request_headers(&pairs).unwrap();
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept", "git-protocol"]);
+        assert_eq!(h.get_all("accept").iter().count(), 2);
+    }
+}
