@@ -334,3 +334,36 @@ async fn a_hostile_task_never_stalls_the_daemon() {
     assert!(status.success(), "{status:?}\n{}", agent.stderr());
     assert!(!agent.stderr().contains(ENV_CANARY));
 }
+
+/// The cost estimate is read back too: a (hostile) Infracost that prints its JSON and then
+/// swaps its output file for a link to the agent's environment gets the estimate refused, the
+/// task failed, and nothing of the agent's environment in `--out` or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_estimate_swapped_for_a_link_is_refused() {
+    use crate::support::{releases, standins};
+    let e = Exec::new().await;
+    let hostile = format!(
+        "{}\nR=$(dirname \"$SCALR_AGENT_ENV\"); rm -f \"$R/artifacts/cost-estimate.json\"; \
+         ln -s /proc/self/environ \"$R/artifacts/cost-estimate.json\"\n",
+        standins::INFRACOST.trim_end()
+    );
+    let tarball = releases::tar_gz(&[releases::Entry::File(
+        "infracost-linux-amd64",
+        hostile.as_bytes(),
+    )]);
+    releases::publish_infracost(&e.h.mirror, "0.10.39", "amd64", &tarball);
+    let mut plan = e.task("cost-hostile");
+    plan["tools"] = json!({"infracost": "0.10.39"});
+    plan["cost_estimation"] = json!({"api_key": "ico-secret-key-123"});
+    let (out, result, dir) = e.run(&plan, &[("SCALR_AGENT_CANARY", ENV_CANARY)]).await;
+    let log = text(&out.stdout);
+    assert_eq!(result["status"], "failed", "{result:#}\n{log}");
+    assert!(
+        log.contains("Error: cost estimate artifacts/cost-estimate.json refused: a symbolic link"),
+        "{log}"
+    );
+    assert!(result["artifacts"]["cost_estimate"].is_null());
+    assert!(!dir.join("cost-estimate.json").exists());
+    let task_log = std::fs::read_to_string(dir.join("task.log")).unwrap();
+    assert_no_canary(&dir, &[&log, &text(&out.stderr), &task_log]);
+}
