@@ -283,6 +283,8 @@ async fn a_hostile_task_never_stalls_the_daemon() {
         "trusting",
         &[
             ("SCALR_AGENT_CONCURRENCY", "2"),
+            ("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown"),
+            ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "3s"),
             ("SCALR_AGENT_HEALTH_ADDR", &health),
             ("SCALR_AGENT_CANARY", ENV_CANARY),
         ],
@@ -333,6 +335,8 @@ async fn a_hostile_task_never_stalls_the_daemon() {
     let status = agent.exit().await;
     assert!(status.success(), "{status:?}\n{}", agent.stderr());
     assert!(!agent.stderr().contains(ENV_CANARY));
+    let sleeper = s.finished(&agent, "sleeper").await;
+    assert_eq!(sleeper["status"], "canceled", "{sleeper:#}");
 }
 
 /// The cost estimate is read back too: a (hostile) Infracost that prints its JSON and then
