@@ -106,16 +106,23 @@ pub async fn run(
     };
     let execution = async {
         let (action, outcome) = execute(&ctx, &acquired, &spool, &controls, steps).await;
-        let outcome = keep_artifacts(&spool, outcome);
-        let finish = Finish {
-            status: outcome.status,
-            result: outcome.result,
-            error: outcome.error,
-            log_size: spool.log_len(),
-        };
-        if let Err(e) = spool.write_final(&finish) {
-            tracing::error!(task = %id, error = %e, "cannot record the final status in the spool");
-        }
+        // Copying artifacts and the fsync of the final status block: on the blocking pool.
+        let s = spool.clone();
+        let finish = tokio::task::spawn_blocking(move || {
+            let outcome = keep_artifacts(&s, outcome);
+            let finish = Finish {
+                status: outcome.status,
+                result: outcome.result,
+                error: outcome.error,
+                log_size: s.log_len(),
+            };
+            if let Err(e) = s.write_final(&finish) {
+                tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
+            }
+            finish
+        })
+        .await
+        .expect("spooling the outcome does not panic");
         spool.close_log();
         ctx.remove_running(&id);
         ctx.metrics
@@ -171,7 +178,8 @@ async fn execute(
     };
     if let Err(reason) = fetched {
         let _ = writeln!(log, "[scalr-agent] {reason}");
-        let _ = std::fs::remove_dir_all(inputs_dir.parent().unwrap_or(&inputs_dir));
+        let dir = inputs_dir.parent().unwrap_or(&inputs_dir).to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         let mut o = JobOutcome::errored(reason);
         if controls.stopped() {
             o.status = super::executor::FinalStatus::Canceled;
