@@ -148,6 +148,8 @@ async fn every_read_back_file_refuses_every_attack() {
             "{log}"
         );
         assert!(!log.contains("variable \"code\""), "{log}");
+        let walked = stderr.contains("openat2 is unavailable");
+        assert_eq!(walked, round % 2 == 1, "round {round}: the walk\n{stderr}");
         let task_log = std::fs::read_to_string(dir.join("task.log")).unwrap();
         assert_no_canary(&dir, &[&log, &stderr, &task_log]);
     }
