@@ -74,7 +74,8 @@ pub async fn deliver(api: &TaskApi, spool: &TaskSpool, metrics: &Metrics) {
             tracing::error!(task = %api.task_id(), error = %e, "the control plane refused the task's report; dropping it")
         }
     }
-    spool.remove();
+    let spool = spool.clone();
+    let _ = tokio::task::spawn_blocking(move || spool.remove()).await;
 }
 
 async fn deliver_inner(

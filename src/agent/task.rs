@@ -107,23 +107,31 @@ pub async fn run(
     };
     let execution = async {
         let (action, outcome, inputs) = execute(&ctx, &acquired, &spool, &controls, steps).await;
-        let outcome = keep_artifacts(&spool, outcome);
         // The inputs and the executor's copies of the artifacts are no longer needed (the
-        // spool holds what is owed); the spool goes once delivered.
-        if let Some(inputs) = inputs
-            && !ctx.keep_task_dirs
-        {
-            let _ = tokio::task::spawn_blocking(move || inputs.remove()).await;
-        }
-        let finish = Finish {
-            status: outcome.status,
-            result: outcome.result,
-            error: outcome.error,
-            log_size: spool.log_len(),
-        };
-        if let Err(e) = spool.write_final(&finish) {
-            tracing::error!(task = %id, error = %e, "cannot record the final status in the spool");
-        }
+        // spool holds what is owed); the spool goes once delivered. Copying artifacts, the
+        // fsync of the final status and the removal block: on the blocking pool.
+        let s = spool.clone();
+        let keep_inputs = ctx.keep_task_dirs;
+        let finish = tokio::task::spawn_blocking(move || {
+            let outcome = keep_artifacts(&s, outcome);
+            if let Some(inputs) = inputs
+                && !keep_inputs
+            {
+                inputs.remove();
+            }
+            let finish = Finish {
+                status: outcome.status,
+                result: outcome.result,
+                error: outcome.error,
+                log_size: s.log_len(),
+            };
+            if let Err(e) = s.write_final(&finish) {
+                tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
+            }
+            finish
+        })
+        .await
+        .expect("spooling the outcome does not panic");
         spool.close_log();
         ctx.remove_running(&id);
         ctx.metrics

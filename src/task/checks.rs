@@ -67,7 +67,7 @@ pub(super) async fn cost_estimate(
     if status != StepStatus::Succeeded {
         return Err("infracost breakdown failed".into());
     }
-    let bytes = read_back(run, p, "artifacts/cost-estimate.json", Kind::CostEstimate).await?;
+    let bytes = read_back(p, "artifacts/cost-estimate.json", Kind::CostEstimate).await?;
     let doc: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("infracost output is not JSON: {e}"))?;
     let estimate = parse_cost(&doc).ok_or("infracost output lacks totalMonthlyCost")?;
@@ -160,10 +160,10 @@ pub(super) async fn policy_check(
 ) -> Result<PolicyCheck, String> {
     let dir = p.dirs.root.join("policies");
     let opa = p.opa.as_ref().ok_or("no OPA executable")?;
-    let hcl = read_back(run, p, "policies/scalr-policy.hcl", Kind::Policy).await?;
+    let hcl = read_back(p, "policies/scalr-policy.hcl", Kind::Policy).await?;
     let specs = parse_policy_file(&String::from_utf8_lossy(&hcl))?;
     let task = run.task;
-    let plan = read_back(run, p, "artifacts/plan.json", Kind::PlanJson).await?;
+    let plan = read_back(p, "artifacts/plan.json", Kind::PlanJson).await?;
     let plan: Value =
         serde_json::from_slice(&plan).map_err(|e| format!("plan JSON is not JSON: {e}"))?;
     let cost = match task
@@ -212,7 +212,7 @@ pub(super) async fn policy_check(
     for spec in specs.iter().filter(|s| s.enabled) {
         let rego = dir.join(format!("{}.rego", spec.name));
         let rel = format!("policies/{}.rego", spec.name);
-        let text = read_back(run, p, &rel, Kind::Policy).await?;
+        let text = read_back(p, &rel, Kind::Policy).await?;
         let text = String::from_utf8_lossy(&text);
         let package = text
             .lines()
@@ -265,7 +265,7 @@ pub(super) async fn policy_check(
             return Err(format!("opa eval of policy {:?} failed", spec.name));
         }
         let rel = format!("artifacts/opa-{}.json", spec.name);
-        let doc = read_back(run, p, &rel, Kind::CheckOutput).await?;
+        let doc = read_back(p, &rel, Kind::CheckOutput).await?;
         let doc: Value = serde_json::from_slice(&doc)
             .map_err(|e| format!("opa output for {:?} is not JSON: {e}", spec.name))?;
         let messages = deny_messages(&doc);
@@ -303,22 +303,12 @@ pub(super) async fn policy_check(
     })
 }
 
-/// Reads a file back from the task through `taskfs`; a refusal is recorded (log, errors, the
-/// task fails) and ends the check.
-async fn read_back(
-    run: &mut Run<'_>,
-    p: &Prepared,
-    rel: &str,
-    kind: Kind,
-) -> Result<Vec<u8>, String> {
-    match p.fs.read_blocking(Path::new(rel), kind).await {
-        Ok(bytes) => Ok(bytes),
-        Err(e) if e.is_missing() => Err(e.to_string()),
-        Err(e) => {
-            run.refuse(&e);
-            Err(format!("{} refused", kind.name()))
-        }
-    }
+/// Reads a file back from the task through `taskfs`. A refusal ends the check with the error,
+/// which the runner logs and records; the task fails.
+async fn read_back(p: &Prepared, rel: &str, kind: Kind) -> Result<Vec<u8>, String> {
+    p.fs.read_blocking(Path::new(rel), kind)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The `deny` messages from `opa eval --format json` output: `result[0].expressions[0].value`,

@@ -48,7 +48,13 @@ pub fn open_beneath(
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(root, rel, flags, mode, resolve) {
-            Err(Errno::NOSYS) => WALK.store(true, Ordering::SeqCst),
+            Err(Errno::NOSYS) => {
+                if !WALK.swap(true, Ordering::SeqCst) {
+                    tracing::info!(
+                        "openat2 is unavailable: task files are resolved by a per-component walk"
+                    );
+                }
+            }
             other => return other,
         }
     }

@@ -78,7 +78,7 @@ fn client() -> reqwest::Client {
 }
 
 /// `GET path`: the status and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = client()
         .get(format!("http://{addr}{path}"))
         .send()

@@ -148,6 +148,8 @@ async fn every_read_back_file_refuses_every_attack() {
             "{log}"
         );
         assert!(!log.contains("variable \"code\""), "{log}");
+        let walked = stderr.contains("openat2 is unavailable");
+        assert_eq!(walked, round % 2 == 1, "round {round}: the walk\n{stderr}");
         let task_log = std::fs::read_to_string(dir.join("task.log")).unwrap();
         assert_no_canary(&dir, &[&log, &stderr, &task_log]);
     }
@@ -196,7 +198,7 @@ async fn policy_files_are_refused_by_name() {
     let (out, result, _) = e.run(&task("policy-big"), &[]).await;
     let log = text(&out.stdout);
     assert!(
-        log.contains("policy file policies/scalr-policy.hcl refused: the limit is 1048576 bytes, found 1200022 bytes"),
+        log.contains("policy file policies/scalr-policy.hcl refused: the limit is 1048576 bytes, found 1200021 bytes"),
         "{log}\n{result:#}"
     );
 }
@@ -214,9 +216,9 @@ fn disallowed_file_methods_are_allowed_only_in_listed_files() {
     let end = arch.find("<!-- /fs-allow-list -->").unwrap();
     let listed: Vec<String> = arch[start..end]
         .lines()
-        .filter_map(|l| l.strip_prefix("- `"))
-        .filter_map(|l| l.split('`').next())
-        .map(str::to_string)
+        .filter_map(|l| l.trim_start().strip_prefix("- `"))
+        .filter_map(|l| l.split(':').next())
+        .flat_map(|names| names.split(", ").map(|n| n.trim_matches('`').to_string()))
         .collect();
     assert!(
         listed.iter().any(|f| f == "src/taskfs/mod.rs"),
@@ -231,7 +233,8 @@ fn disallowed_file_methods_are_allowed_only_in_listed_files() {
                 stack.push(path);
             } else if path.extension().is_some_and(|x| x == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                if text.contains("allow(clippy::disallowed_methods") {
+                let compact: String = text.split_whitespace().collect();
+                if compact.contains("allow(clippy::disallowed_methods") {
                     let rel = path.strip_prefix(root).unwrap().display().to_string();
                     found.push(rel);
                 }
@@ -282,6 +285,8 @@ async fn a_hostile_task_never_stalls_the_daemon() {
         "trusting",
         &[
             ("SCALR_AGENT_CONCURRENCY", "2"),
+            ("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown"),
+            ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "3s"),
             ("SCALR_AGENT_HEALTH_ADDR", &health),
             ("SCALR_AGENT_CANARY", ENV_CANARY),
         ],
@@ -309,12 +314,8 @@ async fn a_hostile_task_never_stalls_the_daemon() {
         s.cp.lock().heartbeats.len() > beats
     })
     .await;
-    let answer = tokio::process::Command::new("curl")
-        .args(["-sf", &format!("http://{health}/healthz")])
-        .output()
-        .await
-        .expect("curl runs");
-    assert!(answer.status.success(), "/healthz: {answer:?}");
+    let (code, body) = crate::health::get(health.parse().unwrap(), "/healthz").await;
+    assert_eq!(code, 200, "/healthz: {body}");
 
     // Nothing of the agent's environment reached the control plane.
     {
@@ -336,4 +337,39 @@ async fn a_hostile_task_never_stalls_the_daemon() {
     let status = agent.exit().await;
     assert!(status.success(), "{status:?}\n{}", agent.stderr());
     assert!(!agent.stderr().contains(ENV_CANARY));
+    let sleeper = s.finished(&agent, "sleeper").await;
+    assert_eq!(sleeper["status"], "canceled", "{sleeper:#}");
+}
+
+/// The cost estimate is read back too: a (hostile) Infracost that prints its JSON and then
+/// swaps its output file for a link to the agent's environment gets the estimate refused, the
+/// task failed, and nothing of the agent's environment in `--out` or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_estimate_swapped_for_a_link_is_refused() {
+    use crate::support::{releases, standins};
+    let e = Exec::new().await;
+    let hostile = format!(
+        "{}\nR=$(dirname \"$SCALR_AGENT_ENV\"); rm -f \"$R/artifacts/cost-estimate.json\"; \
+         ln -s /proc/self/environ \"$R/artifacts/cost-estimate.json\"\n",
+        standins::INFRACOST.trim_end()
+    );
+    let tarball = releases::tar_gz(&[releases::Entry::File(
+        "infracost-linux-amd64",
+        hostile.as_bytes(),
+    )]);
+    releases::publish_infracost(&e.h.mirror, "0.10.39", "amd64", &tarball);
+    let mut plan = e.task("cost-hostile");
+    plan["tools"] = json!({"infracost": "0.10.39"});
+    plan["cost_estimation"] = json!({"api_key": "ico-secret-key-123"});
+    let (out, result, dir) = e.run(&plan, &[("SCALR_AGENT_CANARY", ENV_CANARY)]).await;
+    let log = text(&out.stdout);
+    assert_eq!(result["status"], "failed", "{result:#}\n{log}");
+    assert!(
+        log.contains("Error: cost estimate artifacts/cost-estimate.json refused: a symbolic link"),
+        "{log}"
+    );
+    assert!(result["artifacts"]["cost_estimate"].is_null());
+    assert!(!dir.join("cost-estimate.json").exists());
+    let task_log = std::fs::read_to_string(dir.join("task.log")).unwrap();
+    assert_no_canary(&dir, &[&log, &text(&out.stderr), &task_log]);
 }
