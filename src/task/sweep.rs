@@ -15,6 +15,7 @@
 //! `openat(O_NOFOLLOW)` and `unlinkat` relative to directory descriptors: a link planted by
 //! job code is removed, never followed. The directories removed are named by the agent inside
 //! its own `tasks/` (0711, root-owned), so no component of the path is job-controlled.
+//! The start also cleans the task uids whose holder died mid-task (`sandbox::uid::recover`).
 //! Everything here is blocking: call it from a blocking thread.
 
 use std::fs::{self, File};
@@ -124,6 +125,14 @@ pub fn at_start(data_dir: &Path, binaries_dir: &Path) -> Result<usize, SweepErro
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover task directory")
             }
         }
+    }
+    drop(guard);
+    let uids = crate::sandbox::uid::recover(data_dir);
+    if !uids.is_empty() {
+        tracing::warn!(
+            ?uids,
+            "cleaned the task uids of tasks that ran when an agent stopped abruptly"
+        );
     }
     if removed > 0 {
         tracing::warn!(
