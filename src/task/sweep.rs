@@ -7,7 +7,7 @@
 //! held by its creator with an exclusive `flock` on the directory itself for as long as it is
 //! in use; the kernel drops it when that process dies. The start-time sweep removes each entry
 //! whose lock it can take, and leaves the others (another agent process on the same data
-//! directory is using them). Creators hold `<data>/tasks/.lock` shared from `mkdir` until their
+//! directory is using them). Creators hold `<data>/.tasks.lock` shared from `mkdir` until their
 //! directory lock is taken, and the sweep holds it exclusively, so a sweep never removes a
 //! directory between its creation and its lock.
 //!
@@ -45,6 +45,7 @@ impl DirLock {
     }
 }
 
+/// `<data>/.tasks.lock`, beside `tasks/` (which holds task directories only).
 fn open_sweep_lock(tasks: &Path) -> io::Result<File> {
     fs::OpenOptions::new()
         .read(true)
@@ -53,7 +54,7 @@ fn open_sweep_lock(tasks: &Path) -> io::Result<File> {
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tasks.join(".lock"))
+        .open(tasks.with_file_name(".tasks.lock"))
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
@@ -105,9 +106,6 @@ pub fn at_start(data_dir: &Path, binaries_dir: &Path) -> Result<usize, SweepErro
     let mut removed = 0;
     for entry in fs::read_dir(&tasks).map_err(err)?.flatten() {
         let path = entry.path();
-        if entry.file_name() == ".lock" {
-            continue;
-        }
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir {
             let Ok(fd) = open_dir(&path) else { continue };

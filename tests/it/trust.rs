@@ -102,7 +102,6 @@ fn task_dirs(data: &Path) -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != ".lock")
                 .collect()
         })
         .unwrap_or_default()
