@@ -499,8 +499,24 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
     assert_eq!(result["status"], "failed", "{result:#}");
     let hook = &result["steps"][0];
     assert_eq!(hook["status"], "failed", "{hook:#}");
+    // The shell reports its pipeline's last command killed by SIGKILL (the OOM killer).
+    assert_eq!(hook["exit_code"], 137, "{hook:#}\n{log}");
     assert!(
         log.contains("allocating") && !log.contains("survived"),
         "{log}"
+    );
+    // The kernel's first choice: every stage process has oom_score_adj 1000.
+    let rlimits = result["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "rlimits")
+        .unwrap();
+    assert!(
+        rlimits["detail"]
+            .as_str()
+            .unwrap()
+            .contains("oom_score_adj=1000"),
+        "{rlimits}"
     );
 }
