@@ -520,3 +520,28 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
         "{rlimits}"
     );
 }
+
+#[tokio::test]
+async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field() {
+    let e = Exec::new().await;
+    let mut task = e.task("loud");
+    task["workspace"]["hooks"] =
+        json!({"pre_init": "head -c 3145728 /dev/zero | tr '\\0' x; echo; echo after-the-flood"});
+    let (out, result, dir) = e
+        .run(&task, &[("SCALR_AGENT_TASK_LOG_LIMIT_MB", "1")])
+        .await;
+    let log = std::fs::read_to_string(dir.join("task.log")).unwrap();
+    assert_eq!(result["status"], "succeeded", "{}", text(&out.stderr));
+    assert_eq!(result["log_truncated"], true, "{result:#}");
+    assert!(
+        log.contains("[scalr-agent] log truncated: the task's log reached 1 MiB (SCALR_AGENT_TASK_LOG_LIMIT_MB)"),
+        "no truncation line"
+    );
+    assert!(!log.contains("after-the-flood"));
+    // The agent's own closing line still goes out; the file stays near the limit.
+    assert!(log.contains("Task loud: succeeded"), "no closing line");
+    let size = std::fs::metadata(dir.join("task.log")).unwrap().len();
+    assert!(size < (1 << 20) + 4096, "task.log is {size} bytes");
+    let (_, small, _) = e.run(&e.task("quiet"), &[]).await;
+    assert_eq!(small["log_truncated"], false, "{small:#}");
+}
