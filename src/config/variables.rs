@@ -202,7 +202,7 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_TASK_UID_RANGE",
         &[],
         "20000-20999",
-        "Dedicated uids (gid = uid) for concurrently running tasks, `FIRST-LAST`; no `/etc/passwd` entries needed; must not contain the agent's own uid.",
+        "Dedicated uids (gid = uid) for concurrently running tasks, `FIRST-LAST`; no `/etc/passwd` entries needed; must not contain the agent's own uid. Leased through the data directory, so agents and `exec`s sharing one never share a uid; agents on different data directories need disjoint ranges.",
     ),
     var(
         "SCALR_AGENT_TASK_RLIMIT_NOFILE",

@@ -49,7 +49,15 @@ pub struct DoctorReport {
     pub refused: bool,
     pub advice: Vec<String>,
     pub test_deny: Vec<TestDeny>,
+    /// What bounds a task's memory (nothing per task yet: see [`MEMORY_UNBOUNDED`]).
+    pub memory: &'static str,
+    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`.
+    pub task_log_limit_mb: u64,
 }
+
+/// The memory line of the report: no per-task memory bound is applied (no cgroup is created
+/// per task); stages are the kernel's first choice when memory runs out.
+pub const MEMORY_UNBOUNDED: &str = "unbounded per task: no per-task memory limit is applied; every stage has oom_score_adj 1000, so when the agent's container runs out of memory the kernel kills a stage, not the agent (bound the container's memory)";
 
 /// Guesses the platform from the runtime hints in the configuration and `/.dockerenv`.
 pub fn detect_platform(config: &Config) -> (Platform, String) {
@@ -110,6 +118,8 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
         refused,
         advice,
         test_deny: config.sandbox.test_deny.clone(),
+        memory: MEMORY_UNBOUNDED,
+        task_log_limit_mb: config.runner.log_limit_bytes >> 20,
     }
 }
 
@@ -224,6 +234,8 @@ impl DoctorReport {
             "verdict: {} (minimum: {}): {outcome}",
             self.verdict, self.min_isolation
         );
+        let _ = writeln!(s, "memory: {}", self.memory);
+        let _ = writeln!(s, "task log limit: {} MiB", self.task_log_limit_mb);
         let _ = writeln!(s, "advice:");
         for a in &self.advice {
             let _ = writeln!(s, "  - {a}");
@@ -293,6 +305,9 @@ mod tests {
             r.to_text()
                 .contains("verdict: degraded (minimum: degraded)")
         );
+        let text = r.to_text();
+        assert!(text.contains("memory: unbounded per task"), "{text}");
+        assert!(text.contains("task log limit: 100 MiB"), "{text}");
     }
 
     #[test]

@@ -124,6 +124,48 @@ impl UidPool {
     }
 }
 
+/// At start, before any task: every uid whose holder died mid-task (a non-empty lease file
+/// that nobody holds) gets what its task left removed, so nothing of a crashed task waits for
+/// the uid's next lease. Returns the uids cleaned. Blocking.
+pub fn recover(data_dir: &Path) -> Vec<u32> {
+    let mut cleaned = Vec::new();
+    let Ok(entries) = fs::read_dir(data_dir.join("uids")) else {
+        return cleaned;
+    };
+    for entry in entries.flatten() {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(mut file) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(entry.path())
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        if holder.trim().is_empty() || leftovers::has_processes(id) {
+            continue;
+        }
+        let removed = leftovers::remove(id);
+        removed.log(id);
+        if removed.errors.is_empty() {
+            let _ = file.set_len(0);
+        }
+        cleaned.push(id);
+    }
+    cleaned
+}
+
 impl UidLease {
     /// The task's uid.
     pub fn uid(&self) -> u32 {

@@ -7,7 +7,7 @@
 //! held by its creator with an exclusive `flock` on the directory itself for as long as it is
 //! in use; the kernel drops it when that process dies. The start-time sweep removes each entry
 //! whose lock it can take, and leaves the others (another agent process on the same data
-//! directory is using them). Creators hold `<data>/tasks/.lock` shared from `mkdir` until their
+//! directory is using them). Creators hold `<data>/.tasks.lock` shared from `mkdir` until their
 //! directory lock is taken, and the sweep holds it exclusively, so a sweep never removes a
 //! directory between its creation and its lock.
 //!
@@ -15,6 +15,7 @@
 //! `openat(O_NOFOLLOW)` and `unlinkat` relative to directory descriptors: a link planted by
 //! job code is removed, never followed. The directories removed are named by the agent inside
 //! its own `tasks/` (0711, root-owned), so no component of the path is job-controlled.
+//! The start also cleans the task uids whose holder died mid-task (`sandbox::uid::recover`).
 //! Everything here is blocking: call it from a blocking thread.
 
 use std::fs::{self, File};
@@ -44,6 +45,7 @@ impl DirLock {
     }
 }
 
+/// `<data>/.tasks.lock`, beside `tasks/` (which holds task directories only).
 fn open_sweep_lock(tasks: &Path) -> io::Result<File> {
     fs::OpenOptions::new()
         .read(true)
@@ -52,7 +54,7 @@ fn open_sweep_lock(tasks: &Path) -> io::Result<File> {
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tasks.join(".lock"))
+        .open(tasks.with_file_name(".tasks.lock"))
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
@@ -104,9 +106,6 @@ pub fn at_start(data_dir: &Path, binaries_dir: &Path) -> Result<usize, SweepErro
     let mut removed = 0;
     for entry in fs::read_dir(&tasks).map_err(err)?.flatten() {
         let path = entry.path();
-        if entry.file_name() == ".lock" {
-            continue;
-        }
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir {
             let Ok(fd) = open_dir(&path) else { continue };
@@ -124,6 +123,14 @@ pub fn at_start(data_dir: &Path, binaries_dir: &Path) -> Result<usize, SweepErro
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover task directory")
             }
         }
+    }
+    drop(guard);
+    let uids = crate::sandbox::uid::recover(data_dir);
+    if !uids.is_empty() {
+        tracing::warn!(
+            ?uids,
+            "cleaned the task uids of tasks that ran when an agent stopped abruptly"
+        );
     }
     if removed > 0 {
         tracing::warn!(
