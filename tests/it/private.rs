@@ -1,7 +1,7 @@
-//! The trust boundary by permission, as root with real agents (the `private` module; `trust` holds the task-file attacks): tasks kept apart without
-//! Landlock, uids dedicated across agent processes, nothing of a task left after it (task
-//! directories, IPC objects, temporary files, crashed agents' leftovers), `--out` reuse, and a
-//! memory-hungry hook killed instead of the agent.
+//! The trust boundary by permission (`trust` holds the task-file attacks), as root with real
+//! agents: tasks kept apart without Landlock, uids dedicated across agent processes, nothing of
+//! a task left after it (task directories, IPC objects, temporary files, crashed agents'
+//! leftovers), `--out` reuse, and a memory-hungry hook killed instead of the agent.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
