@@ -6,6 +6,10 @@
 //! - small API calls per second at parallelism 1, 4 and 16.
 //!
 //! `cargo bench --bench relay [-- ROUNDS]` (3 clone rounds by default).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark reads its own fixtures and starts its own processes"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -11,6 +11,10 @@
 //! comments and blank lines ignored. `key=value` pairs are required query values; `key=value`
 //! preceded by `only` (`only service=git-upload-pack`) requires the query to be exactly those
 //! pairs.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the operator's rules file, named by a variable"
+)]
 
 use std::fmt;
 use std::path::Path;

@@ -9,6 +9,10 @@
 //! everything in it); other directories are entered only when world-writable (the only places
 //! a task uid can create anything besides its own directories). Links are removed, never
 //! followed. Blocking: call from a blocking thread.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "/proc entries of the agent's own view (sysvipc, process status)"
+)]
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};

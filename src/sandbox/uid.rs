@@ -16,6 +16,10 @@
 //!
 //! Leasing and releasing are blocking (file locks, a `/proc` scan, a walk of the temporary
 //! directories): call them from a blocking thread.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the uid lease files in the agent's data directory"
+)]
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};

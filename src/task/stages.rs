@@ -210,8 +210,7 @@ impl Run<'_> {
         let ca_file = match extra.is_empty() {
             true => None,
             false => {
-                let mut pem =
-                    crate::http::system_roots_pem();
+                let mut pem = crate::http::system_roots_pem();
                 for bundle in extra {
                     pem.extend_from_slice(b"\n");
                     pem.extend_from_slice(bundle);

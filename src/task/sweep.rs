@@ -17,6 +17,10 @@
 //! its own `tasks/` (0711, root-owned), so no component of the path is job-controlled.
 //! The start also cleans the task uids whose holder died mid-task (`sandbox::uid::recover`).
 //! Everything here is blocking: call it from a blocking thread.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "lock files of the agent's own tasks directory"
+)]
 
 use std::fs::{self, File};
 use std::io;
