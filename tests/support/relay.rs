@@ -15,11 +15,15 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 pub struct RelayProc {
     pub child: tokio::process::Child,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// The relay's own data directory (never a shared one such as `/tmp`, whose modes the
+    /// agent refuses to narrow).
+    _data: tempfile::TempDir,
 }
 
 impl RelayProc {
     /// Starts the relay against `gateway` for `vcs` with `vendor`, plus `extra` variables.
     pub fn start(gateway: &Url, vcs: &Url, vendor: &str, extra: &[(&str, &str)]) -> RelayProc {
+        let data = tempfile::tempdir().expect("a data directory for the relay");
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("relay")
             .env_clear()
@@ -32,7 +36,7 @@ impl RelayProc {
             .env("SCALR_AGENT_LOG_FORMAT", "json")
             .env("SCALR_AGENT_DEBUG", "true")
             .env("SCALR_AGENT_HTTP_BACKOFF", "100ms")
-            .env("SCALR_AGENT_DATA_DIR", "/tmp")
+            .env("SCALR_AGENT_DATA_DIR", data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -50,7 +54,11 @@ impl RelayProc {
                 sink.lock().unwrap().push(l);
             }
         });
-        RelayProc { child, lines }
+        RelayProc {
+            child,
+            lines,
+            _data: data,
+        }
     }
 
     pub fn log(&self) -> String {
