@@ -490,6 +490,54 @@ mod tests {
     }
 
     #[test]
+    fn relay_settings_are_filled_and_bad_values_reported_together() {
+        let base = [
+            ("SCALR_URL", "https://acme.scalr.io"),
+            ("SCALR_AGENT_TOKEN", "tok"),
+            ("SCALR_AGENT_VCS_URL", "https://gitlab.internal/gitlab"),
+            ("SCALR_AGENT_VCS_VENDOR", "gitlab"),
+            ("SCALR_AGENT_VCS_ALLOWED_PROJECTS", "acme/.*"),
+            ("SCALR_AGENT_METADATA_instance_id", "i-1"),
+        ];
+        let c = load(&base, Needs::Relay).unwrap();
+        assert!(c.unknown_variables.is_empty());
+        let r = c.relay.unwrap();
+        assert_eq!(r.vendor, crate::relay::Vendor::Gitlab);
+        assert_eq!(r.parallelism.get(), 4);
+        assert_eq!(r.metadata["instance_id"], "i-1");
+        let re = r.allowed_projects.unwrap();
+        assert!(re.is_match("acme/infra") && !re.is_match("xacme/infra"));
+        let err = load(
+            &[
+                ("SCALR_URL", "https://acme.scalr.io"),
+                ("SCALR_AGENT_TOKEN", "tok"),
+                ("SCALR_AGENT_VCS_URL", "https://user:pw@gitlab.internal"),
+                ("SCALR_AGENT_VCS_VENDOR", "gitea"),
+                ("SCALR_AGENT_VCS_ALLOWED_PROJECTS", "acme/("),
+                ("SCALR_AGENT_RELAY_PARALLELISM", "0"),
+                ("SCALR_AGENT_METADATA_bad-tag", "x"),
+            ],
+            Needs::Relay,
+        )
+        .unwrap_err();
+        let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            names,
+            [
+                "SCALR_AGENT_METADATA_*",
+                "SCALR_AGENT_RELAY_PARALLELISM",
+                "SCALR_AGENT_VCS_ALLOWED_PROJECTS",
+                "SCALR_AGENT_VCS_URL",
+                "SCALR_AGENT_VCS_VENDOR",
+            ]
+        );
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let err = load(&base[..2], Needs::Relay).unwrap_err();
+        let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(names, ["SCALR_AGENT_VCS_URL", "SCALR_AGENT_VCS_VENDOR"]);
+    }
+
+    #[test]
     fn readme_documents_every_variable() {
         let readme = include_str!("../../README.md");
         for v in VARIABLES {

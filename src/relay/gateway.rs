@@ -464,8 +464,16 @@ impl Gateway {
     }
 }
 
+/// Characters of a request id that are escaped in a path segment (all but RFC 3986's
+/// unreserved ones).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn enc(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
 }
 
 fn message(a: &Answer) -> String {

@@ -282,6 +282,10 @@ async fn bitbucket_datacenter_preset() {
             ),
             (
                 "GET",
+                "/rest/api/1.0/projects/ACME/repos/infra/pull-requests/5/comments/2",
+            ),
+            (
+                "GET",
                 "/scm/ACME/infra.git/info/refs?service=git-upload-pack",
             ),
         ],
@@ -499,7 +503,11 @@ async fn headers_redirects_encoding_metrics_and_no_credentials_in_logs() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("scalr_agent_relay_requests_total{rule=\"get project\",status=\"200\"} 3"),
+        metrics.contains("scalr_agent_relay_requests_total{rule=\"get project\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scalr_agent_relay_requests_total{rule=\"get project\",status=\"302\"} 1"),
         "{metrics}"
     );
     assert!(
