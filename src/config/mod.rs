@@ -11,6 +11,7 @@
 
 mod agent;
 mod parse;
+mod providers;
 mod sandbox;
 mod variables;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub software: SoftwareConfig,
+    /// The provider store's settings.
+    pub providers: crate::providers::Settings,
     pub http: HttpConfig,
     pub sandbox: SandboxConfig,
     pub runner: RunnerConfig,

@@ -132,15 +132,7 @@ impl Layout {
 
     /// A fresh staging directory on the cache's own filesystem.
     pub fn staging(&self, key: &Key) -> io::Result<Staging> {
-        let dir = self.tmp().join(format!(
-            "{}.{}.{:x}",
-            key.slug(),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        fs::create_dir_all(self.tmp())?;
-        fs::create_dir(&dir)?;
-        Ok(Staging { dir: Some(dir) })
+        Staging::create(&self.tmp(), &key.slug())
     }
 
     /// Moves an entry aside (atomically, so no reader sees it half-deleted) and deletes it.
@@ -230,7 +222,8 @@ impl Layout {
     }
 }
 
-fn open_lock(path: &Path) -> io::Result<File> {
+/// Opens (creating it and its directory) a lock file, unlocked. Shared by the provider store.
+pub fn open_lock(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -249,6 +242,18 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// Creates `<tmp>/<slug>.<pid>.<random>` (and `tmp` itself when missing).
+    pub fn create(tmp: &Path, slug: &str) -> io::Result<Staging> {
+        let dir = tmp.join(format!(
+            "{slug}.{}.{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::create_dir_all(tmp)?;
+        fs::create_dir(&dir)?;
+        Ok(Staging { dir: Some(dir) })
+    }
+
     pub fn path(&self) -> &Path {
         self.dir
             .as_deref()
@@ -332,6 +337,14 @@ pub fn check_entry(dir: &Path, key: &Key) -> Result<Manifest, Damage> {
     Ok(m)
 }
 
+/// Writes a small file and fsyncs it (manifests).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
     meta.mtime()
         .saturating_mul(1_000_000_000)
@@ -376,13 +389,21 @@ pub fn dir_size(dir: &Path) -> u64 {
 /// Tries to take both locks of an entry exclusively without waiting: `None` when the entry is
 /// being installed or used by a task (in this process or another).
 pub fn try_lock_for_removal(layout: &Layout, key: &Key) -> io::Result<Option<(File, File)>> {
-    let install = layout.install_lock(key)?;
+    try_lock_both(layout.install_lock(key)?, || layout.lease_lock(key))
+}
+
+/// Takes an install lock then a lease lock exclusively without waiting: `None` when either is
+/// held. Shared by the provider store.
+pub fn try_lock_both(
+    install: File,
+    lease: impl FnOnce() -> io::Result<File>,
+) -> io::Result<Option<(File, File)>> {
     match install.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => return Ok(None),
         Err(fs::TryLockError::Error(e)) => return Err(e),
     }
-    let lease = layout.lease_lock(key)?;
+    let lease = lease()?;
     match lease.try_lock() {
         Ok(()) => Ok(Some((install, lease))),
         Err(fs::TryLockError::WouldBlock) => Ok(None),

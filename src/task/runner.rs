@@ -70,6 +70,8 @@ impl IsolationContext {
 /// The task runner.
 pub struct Runner {
     pub cache: Arc<SoftwareCache>,
+    /// The shared provider store (`None`: disabled).
+    pub providers: Option<Arc<crate::providers::ProviderStore>>,
     pub launcher: Launcher,
     pub settings: RunnerSettings,
     pub isolation: Arc<IsolationContext>,
@@ -127,6 +129,10 @@ pub(super) struct Run<'a> {
     pub agent_env_lines: usize,
     /// Where steps are announced as they start and end (`None`: nobody listens).
     pub step_events: Option<StepEvents>,
+    /// Leases on the provider store entries linked into this run, held until it ends.
+    pub provider_leases: Vec<crate::providers::Lease>,
+    /// A variable the provider seeding needs in the steps' environment.
+    pub provider_env: Option<(String, String)>,
 }
 
 impl Runner {
@@ -155,6 +161,8 @@ impl Runner {
             hook_env: Vec::new(),
             agent_env_lines: 0,
             step_events,
+            provider_leases: Vec::new(),
+            provider_env: None,
         };
         let status = match run.execute(&paths, cancel).await {
             Ok(status) => status,
@@ -253,6 +261,8 @@ impl Run<'_> {
             TaskStatus::Failed
         });
         self.collect(&prepared, paths.out);
+        self.fill_providers_after(&prepared).await;
+        self.provider_leases.clear();
         if !self.runner.settings.keep_task_dirs {
             prepared.dirs.remove();
         } else {

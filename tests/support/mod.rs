@@ -6,6 +6,8 @@ pub mod control_plane;
 pub mod executor;
 pub mod keys;
 pub mod mirror;
+pub mod providers;
+pub mod registry;
 pub mod releases;
 pub mod standins;
 pub mod terraform;
