@@ -11,6 +11,7 @@ mod exec;
 mod harness;
 mod health;
 mod isolation;
+mod providers;
 mod sandbox;
 mod shutdown;
 mod software;
