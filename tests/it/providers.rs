@@ -391,15 +391,10 @@ async fn a_hook_cannot_modify_the_store() {
 async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
     let f = Fixture::new().await;
     f.plan("lease-fill", None).await;
-    let gate = f.e.h.dir.path().join("gate");
-    std::fs::create_dir(&gate).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&gate, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The hook sleeps (the sandbox lets it write nowhere the test could see); the test finds
+    // its sleep by its unique duration while the run, leasing the entry since init, waits.
     let mut task = f.task("lease-1");
-    let g = gate.display();
-    task["workspace"]["hooks"] = json!({
-        "pre_plan": format!("touch {g}/waiting; while [ ! -e {g}/go ]; do sleep 0.1; done")
-    });
+    task["workspace"]["hooks"] = json!({ "pre_plan": "sleep 6.4321" });
     let run = f.e.run(&task, &[]);
     tokio::pin!(run);
     let prune = || {
@@ -412,9 +407,8 @@ async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    // Wait for the hook (the run holds its lease from init to the end).
     let waited = async {
-        while !gate.join("waiting").exists() {
+        while crate::stage::processes_with("6.4321").is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
@@ -429,7 +423,6 @@ async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
         "{report:#}"
     );
     assert_store_intact(&f.store_root(), &null_pkg());
-    std::fs::write(gate.join("go"), "").unwrap();
     let (out, result, _) = run.await;
     assert_eq!(result["status"], "succeeded", "{}", text(&out.stdout));
     // Lease released: the same forced eviction now removes it.
