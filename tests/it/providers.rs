@@ -312,7 +312,7 @@ async fn fills_verify_signature_zh_and_h1_and_refuse_bad_packages() {
 async fn concurrent_runs_in_separate_agents_share_one_store() {
     let f = Fixture::new().await;
     const TASKS: usize = 8;
-    const ROUNDS: usize = 2;
+    const ROUNDS: usize = 5;
     let mut logs = Vec::new();
     for round in 0..ROUNDS {
         let runs = (0..TASKS).map(|i| {
