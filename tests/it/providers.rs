@@ -437,3 +437,57 @@ async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
         "{report:#}"
     );
 }
+
+#[tokio::test]
+async fn kill_9_during_a_fill_leaves_no_entry_that_passes_the_check() {
+    use crate::support::mirror::Fault;
+    let f = Fixture::new().await;
+    let zip = Registry::zip_path("hashicorp", "null", "2.1.2");
+    // Terraform's own download goes through; the agent's fill after the run hangs on the zip.
+    f.reg.server.fail_next(
+        &zip,
+        [
+            Fault::Delay(std::time::Duration::ZERO),
+            Fault::Delay(std::time::Duration::from_secs(120)),
+        ],
+    );
+    let task = f.task("kill-fill");
+    let run = f.e.run(&task, &[]);
+    tokio::pin!(run);
+    let waited = async {
+        while f.zips() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = waited => {}
+        r = &mut run => panic!("the run ended before its fill: {}", text(&r.0.stdout)),
+    }
+    let exec = crate::stage::processes_with("kill-fill.json");
+    let pid: i32 = exec
+        .iter()
+        .find(|p| p.contains(" exec "))
+        .expect("exec is running")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = run.await;
+    let layout = store::Layout {
+        root: f.store_root(),
+    };
+    assert!(
+        store::check_entry(&layout, &null_pkg()).is_err(),
+        "a killed fill left an entry that passes the check"
+    );
+    // The fill lock died with the process: the next run fills the store.
+    let log = f.plan("kill-fill-2", None).await;
+    assert!(log.contains("added to the store after the run ("), "{log}");
+    assert_store_intact(&f.store_root(), &null_pkg());
+}
