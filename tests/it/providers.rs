@@ -491,3 +491,49 @@ async fn kill_9_during_a_fill_leaves_no_entry_that_passes_the_check() {
     assert!(log.contains("added to the store after the run ("), "{log}");
     assert_store_intact(&f.store_root(), &null_pkg());
 }
+
+#[tokio::test]
+async fn fills_use_network_mirrors_in_order_then_the_registry() {
+    let reg = Registry::start().await;
+    let program = b"#!/bin/sh\necho mirrored\n";
+    let zip = provider_zip("mirrored", "1.0.0", program);
+    reg.publish("test", "mirrored", "1.0.0", &zip, Publish::default());
+    reg.publish("test", "other", "1.0.0", &zip, Publish::default());
+    // A mirror whose hash for `mirrored` is wrong must refuse, not fall back silently.
+    let bad = format!("mirror/{HOST}/test/other/1.0.0.json");
+    reg.server.put(
+        &bad,
+        json!({"archives": {"linux_amd64": {"url": format!("/{}", Registry::zip_path("test", "other", "1.0.0")), "hashes": [format!("zh:{}", "0".repeat(64))]}}}).to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = store_for(&reg, &dir.path().join("providers"));
+    let mirror = |include: &[&str]| scalr_agent::providers::NetworkMirror {
+        url: reg.server.url.join("mirror/").unwrap(),
+        token: None,
+        include: include.iter().map(|s| s.to_string()).collect(),
+    };
+    s = {
+        let mut settings = s.settings().clone();
+        settings.mirrors = vec![mirror(&[&format!("{HOST}/test/*")])];
+        ProviderStore::new(settings, scalr_agent::config::HttpConfig::default())
+    };
+    let got = s.ensure(&pkg("mirrored")).await.unwrap();
+    assert_eq!(got.manifest.origin, "mirror");
+    assert_eq!(
+        reg.server
+            .hits(&format!("mirror/{HOST}/test/mirrored/1.0.0.json")),
+        1
+    );
+    let err = s.ensure(&pkg("other")).await.unwrap_err();
+    assert!(matches!(err.kind, FillError::Hash { .. }), "{err}");
+    // A provider the mirror does not include comes from the registry.
+    let p = Package::new(
+        format!("{HOST}/else/mirrored").parse().unwrap(),
+        "1.0.0",
+        "linux_amd64",
+    )
+    .unwrap();
+    reg.publish("else", "mirrored", "1.0.0", &zip, Publish::default());
+    let got = s.ensure(&p).await.unwrap();
+    assert_eq!(got.manifest.origin, "registry");
+}
