@@ -64,7 +64,13 @@ async fn main() {
     let reg = Registry::start().await;
     let kinds: Vec<String> = (1..=5).map(|i| format!("null{i}")).collect();
     for k in &kinds {
-        reg.publish("hashicorp", k, "2.1.2", &null_zip(k, "2.1.2"), Publish::default());
+        reg.publish(
+            "hashicorp",
+            k,
+            "2.1.2",
+            &null_zip(k, "2.1.2"),
+            Publish::default(),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
 
@@ -116,8 +122,8 @@ async fn main() {
         std::fs::create_dir(&plugin).unwrap();
         let before = disk(&plugin);
         let t = Instant::now();
-        let seeded = seed::seed(&s, &plugin, None, CachePolicy::Lenient, "linux_amd64", None)
-            .unwrap();
+        let seeded =
+            seed::seed(&s, &plugin, None, CachePolicy::Lenient, "linux_amd64", None).unwrap();
         times.push(t.elapsed());
         assert_eq!(seeded.offered.len(), 5);
         disks.push(disk(&plugin) - before);
