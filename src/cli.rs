@@ -87,6 +87,18 @@ enum SoftwareCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the provider store: provider, version, platform, size, last use, h1:, verification.
+    Providers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Re-hash every stored package against its recorded h1:.
+        #[arg(long)]
+        verify: bool,
+        /// Apply the eviction policy first (damaged, unused, then LRU above the size limit).
+        #[arg(long)]
+        prune: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -248,6 +260,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Software(SoftwareCommand::Providers {
+            json,
+            verify,
+            prune,
+        }) => providers(&config, json, verify, prune).await?,
         Command::Software(SoftwareCommand::Prune { json }) => {
             let report = tokio::task::spawn_blocking(move || cache.prune()).await??;
             let mut out = std::io::stdout().lock();
@@ -271,6 +288,54 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `software providers`: the provider store's entries, optionally pruned first.
+async fn providers(config: &Config, json: bool, verify: bool, prune: bool) -> anyhow::Result<()> {
+    let store = crate::providers::ProviderStore::new(config.providers.clone(), config.http.clone());
+    let (report, rows) = tokio::task::spawn_blocking(move || {
+        let report = if prune { Some(store.prune()) } else { None };
+        (report.transpose(), store.list(verify))
+    })
+    .await?;
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({ "pruned": report, "entries": rows }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if let Some(r) = &report {
+        for line in &r.removed {
+            writeln!(out, "removed {line}")?;
+        }
+    }
+    writeln!(
+        out,
+        "{:<44} {:<12} {:<12} {:>9}  {:<20}  {:<48}  VERIFIED",
+        "PROVIDER", "VERSION", "PLATFORM", "SIZE", "LAST USED", "H1"
+    )?;
+    for r in rows {
+        let verified = match r.damage {
+            Some(d) => format!("DAMAGED: {d} (replaced on next fill)"),
+            None => r.verified.unwrap_or_default(),
+        };
+        writeln!(
+            out,
+            "{:<44} {:<12} {:<12} {:>9}  {:<20}  {:<48}  {}",
+            r.provider,
+            r.version,
+            r.target,
+            human_size(r.size),
+            r.last_used.unwrap_or_else(|| "-".into()),
+            r.h1.unwrap_or_else(|| "-".into()),
+            verified
+        )?;
+    }
+    Ok(())
 }
 
 /// `run`: the daemon, with signals turned into its shutdown token. A second signal exits at

@@ -28,6 +28,12 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             config.software.clone(),
             config.http.clone(),
         )),
+        providers: config.providers.enabled.then(|| {
+            Arc::new(crate::providers::ProviderStore::new(
+                config.providers.clone(),
+                config.http.clone(),
+            ))
+        }),
         launcher,
         settings: RunnerSettings {
             data_dir: config.data_dir.clone(),

@@ -79,4 +79,9 @@ pub trait Executor: Send + Sync + 'static {
     fn software_cache_stats(&self) -> Option<std::sync::Arc<crate::software::CacheStats>> {
         None
     }
+
+    /// The counters of the provider store its runs use, for `/metrics`; `None` when none.
+    fn provider_cache_stats(&self) -> Option<std::sync::Arc<crate::providers::ProviderStats>> {
+        None
+    }
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     draining: AtomicBool,
     /// The software cache whose counters `/metrics` shows.
     software: OnceLock<Arc<CacheStats>>,
+    /// The provider store whose counters `/metrics` shows.
+    providers: OnceLock<Arc<crate::providers::ProviderStats>>,
     /// Where the listener is bound (the real port when `SCALR_AGENT_HEALTH_ADDR` asked for 0).
     health_addr: OnceLock<SocketAddr>,
 }
@@ -68,7 +70,13 @@ impl Metrics {
             draining: AtomicBool::new(false),
             software: OnceLock::new(),
             health_addr: OnceLock::new(),
+            providers: OnceLock::new(),
         }
+    }
+
+    /// Shows this provider store's counters at `/metrics` (the first store given wins).
+    pub fn track_provider_cache(&self, stats: Arc<crate::providers::ProviderStats>) {
+        let _ = self.providers.set(stats);
     }
 
     /// Shows this software cache's counters at `/metrics` (the first cache given wins).
@@ -207,7 +215,55 @@ impl Metrics {
             );
         }
         self.render_software_cache(&mut out);
+        self.render_provider_cache(&mut out);
         out
+    }
+
+    /// The provider store's counters (see `providers::stats` for what each counts).
+    fn render_provider_cache(&self, out: &mut String) {
+        let Some(stats) = self.providers.get() else {
+            return;
+        };
+        let s = stats.snapshot();
+        let families: [(&str, &str, String); 6] = [
+            (
+                "hits_total",
+                "Provider store entries linked into runs.",
+                s.hits.to_string(),
+            ),
+            (
+                "misses_total",
+                "Providers a run downloaded itself (not in the store, or not accepted by its lock file).",
+                s.misses.to_string(),
+            ),
+            (
+                "fills_total",
+                "Provider store fills completed by this agent.",
+                s.fills.to_string(),
+            ),
+            (
+                "fill_failures_total",
+                "Provider store fills that failed.",
+                s.fill_failures.to_string(),
+            ),
+            (
+                "fill_seconds_total",
+                "Wall time of completed provider store fills.",
+                format!("{:.3}", s.fill_seconds),
+            ),
+            (
+                "downloaded_bytes_total",
+                "Bytes received over HTTP by provider store fills, retried attempts included.",
+                s.downloaded_bytes.to_string(),
+            ),
+        ];
+        for (suffix, help, value) in families {
+            let name = format!("scalr_agent_provider_cache_{suffix}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
     }
 
     /// The software cache's counters, one series per tool (see `software::stats` for what

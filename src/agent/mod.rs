@@ -165,6 +165,9 @@ pub async fn run_with_metrics(
     if let Some(stats) = ctx.executor.software_cache_stats() {
         metrics.track_software_cache(stats);
     }
+    if let Some(stats) = ctx.executor.provider_cache_stats() {
+        metrics.track_provider_cache(stats);
+    }
     if reaper::is_pid1() {
         work.spawn(reaper::run(background.clone()));
     }

@@ -126,4 +126,8 @@ impl Executor for RunnerExecutor {
     fn software_cache_stats(&self) -> Option<Arc<crate::software::CacheStats>> {
         Some(self.runner.cache.stats().clone())
     }
+
+    fn provider_cache_stats(&self) -> Option<Arc<crate::providers::ProviderStats>> {
+        self.runner.providers.as_ref().map(|p| p.stats().clone())
+    }
 }

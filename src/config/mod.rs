@@ -12,6 +12,7 @@
 mod agent;
 mod parse;
 mod relay;
+mod providers;
 mod sandbox;
 mod variables;
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub software: SoftwareConfig,
+    /// The provider store's settings.
+    pub providers: crate::providers::Settings,
     pub http: HttpConfig,
     pub sandbox: SandboxConfig,
     pub runner: RunnerConfig,

@@ -97,6 +97,11 @@ pub(super) struct Raw {
     pub(super) scalr_agent_relay_idle_timeout: Option<String>,
     pub(super) scalr_agent_relay_max_body_mb: Option<String>,
     pub(super) scalr_agent_relay_stop_timeout: Option<String>,
+    pub(super) scalr_agent_provider_cache_enabled: Option<String>,
+    pub(super) scalr_agent_provider_cache_size_limit_mb: Option<String>,
+    pub(super) scalr_agent_provider_cache_concurrency: Option<String>,
+    pub(super) scalr_agent_provider_network_mirrors: Option<String>,
+    pub(super) scalr_agent_provider_registry_hosts: Option<String>,
 }
 
 pub(super) struct Parser<'a> {
@@ -106,6 +111,7 @@ pub(super) struct Parser<'a> {
 impl Parser<'_> {
     pub(super) fn build(&mut self, raw: Raw, needs: Needs) -> Config {
         let software = self.software(&raw_software(&raw));
+        let raw_providers = super::providers::RawProviders::take(&raw);
         let http = self.http(&raw);
         let control_plane = self.control_plane(&raw, needs);
         let sandbox = self.sandbox(&raw);
@@ -154,7 +160,10 @@ impl Parser<'_> {
             None => data_dir.clone(),
             Some(v) => self.abs_path("SCALR_AGENT_CACHE_DIR", &v),
         };
+        let unused_days = software.unused_threshold.as_secs() / 86_400;
+        let providers = super::providers::parse(self, &raw_providers, &cache_dir, unused_days);
         Config {
+            providers,
             control_plane,
             name,
             debug,

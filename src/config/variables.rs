@@ -157,6 +157,36 @@ pub const VARIABLES: &[Variable] = &[
         "Largest download and largest extracted executable accepted.",
     ),
     var(
+        "SCALR_AGENT_PROVIDER_CACHE_ENABLED",
+        &[],
+        "true",
+        "The shared provider store: runs get store entries linked into their plugin cache, and providers they download are added to the store afterwards (see README, Provider cache).",
+    ),
+    var(
+        "SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB",
+        &[],
+        "2560",
+        "Soft size limit of the provider store: least recently used entries not in use are evicted above it (entries unused for `SCALR_AGENT_BINARY_CACHE_THRESHOLD_DAYS` too).",
+    ),
+    var(
+        "SCALR_AGENT_PROVIDER_CACHE_CONCURRENCY",
+        &[],
+        "10",
+        "Provider store fills (downloads) running at once, across all runs of this agent.",
+    ),
+    var(
+        "SCALR_AGENT_PROVIDER_NETWORK_MIRRORS",
+        &[],
+        "[]",
+        "JSON list of provider network mirrors `{\"url\", \"token\"?, \"include\"?: [\"host/namespace/type\"]}` (`*` = one segment) the store is filled from, in order, before the origin registry.",
+    ),
+    var(
+        "SCALR_AGENT_PROVIDER_REGISTRY_HOSTS",
+        &[],
+        "",
+        "JSON object `{\"host\": \"<providers.v1 base URL>\"}` replacing service discovery for those registry hosts, for the store and (as a `host` block) for runs.",
+    ),
+    var(
         "SCALR_AGENT_HOOKS_DIR",
         &[],
         "",
@@ -483,8 +513,5 @@ const RESERVED: &[&str] = &[
     "SCALR_AGENT_HOOKS_DIR",
     "SCALR_AGENT_TLS_CERT_FILE",
     "SCALR_AGENT_TLS_KEY_FILE",
-    "SCALR_AGENT_PROVIDER_CACHE_ENABLED",
-    "SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB",
-    "SCALR_AGENT_PROVIDER_NETWORK_MIRRORS",
     "SCALR_AGENT_ENV",
 ];

@@ -4,6 +4,11 @@
 //! absolute path or `..`, any symlink, hardlink or device entry, and a second entry of the
 //! expected name make the whole artifact invalid: a vendor never ships those, an attacker does.
 //! The executable is hashed while it is written. Runs on a blocking thread.
+//!
+//! [`extract_zip_tree`] applies the same rules to a whole zip (a provider package): every entry
+//! is a regular file with a normalised relative name, written under the destination and hashed;
+//! directory entries, links, duplicates and names that differ from their normalised form are
+//! refused, so the tree's `h1:` equals the zip's.
 #![allow(clippy::disallowed_methods, reason = "the cache's own staging files")]
 
 use std::fs::File;
@@ -235,11 +240,23 @@ fn copy_capped(
     dest: &Path,
     cap: u64,
 ) -> Result<Extracted, ExtractError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    copy_capped_mode(src, entry, dest, cap, 0o755)
+}
+
+/// [`copy_capped`] with the mode given. The file is created new (never through an existing
+/// file or link) and its final mode is set on the descriptor, whatever the umask.
+fn copy_capped_mode(
+    src: &mut impl Read,
+    entry: &str,
+    dest: &Path,
+    cap: u64,
+    mode: u32,
+) -> Result<Extracted, ExtractError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o755)
+        .mode(0o600)
         .open(dest)?;
     // Explicitly, not left to the umask: task uids run it.
     use std::os::unix::fs::PermissionsExt;
@@ -267,11 +284,101 @@ fn copy_capped(
         out.write_all(&buf[..n])?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.sync_all()?;
     Ok(Extracted {
         size,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// One file of an extracted tree: its normalised name, size, SHA-256 and whether the archive
+/// marked it executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub executable: bool,
+}
+
+/// Extracts every entry of the zip at `archive` under `dest` (an existing, empty directory).
+/// Refuses the whole archive on any unsafe, non-regular, duplicate or non-normalised entry,
+/// or when the total extracted size would pass `cap` or the count `max_entries`. Files are
+/// created with mode 0555 (executable in the zip) or 0444, fsynced, and listed sorted by name.
+pub fn extract_zip_tree(
+    archive: &Path,
+    dest: &Path,
+    cap: u64,
+    max_entries: usize,
+) -> Result<Vec<TreeFile>, ExtractError> {
+    let mut zip = zip::ZipArchive::new(BufReader::new(File::open(archive)?))
+        .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+    if zip.len() > max_entries {
+        return Err(ExtractError::Corrupt(format!(
+            "{} entries, above the {max_entries}-entry cap",
+            zip.len()
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut declared = 0u64;
+    for i in 0..zip.len() {
+        let f = zip
+            .by_index_raw(i)
+            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+        let raw = String::from_utf8_lossy(f.name_raw()).into_owned();
+        let unsafe_entry = |reason| ExtractError::Unsafe {
+            entry: raw.clone(),
+            reason,
+        };
+        let name = safe_name(&raw)?;
+        if f.is_symlink() {
+            return Err(unsafe_entry("is a symbolic link"));
+        }
+        if f.is_dir() {
+            return Err(unsafe_entry(
+                "is a directory entry (it would make the zip's h1: differ from the tree's)",
+            ));
+        }
+        if name != raw || name.is_empty() || name.contains('\n') {
+            return Err(unsafe_entry("is not a plain normalised relative name"));
+        }
+        if !names.insert(name) {
+            return Err(ExtractError::Duplicate { expected: raw });
+        }
+        declared = declared.saturating_add(f.size());
+        if declared > cap {
+            return Err(ExtractError::TooLarge {
+                entry: raw,
+                size: declared,
+                cap,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let mut left = cap;
+    for i in 0..zip.len() {
+        let mut f = zip
+            .by_index(i)
+            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
+        let name = f.name().to_string();
+        let executable = f.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        let path = dest.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        let got = copy_capped_mode(&mut f, &name, &path, left, mode)?;
+        left -= got.size;
+        out.push(TreeFile {
+            name,
+            size: got.size,
+            sha256: got.sha256,
+            executable,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -431,7 +431,7 @@ impl SoftwareCache {
             installed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
         let manifest_path = staging.path().join(store::MANIFEST);
-        write_synced(
+        store::write_synced(
             &manifest_path,
             &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
         )
@@ -611,13 +611,6 @@ fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneRepor
         .map(|k| store::dir_size(&layout.entry(k)))
         .sum();
     Ok(report)
-}
-
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// The tool's base URL as configured, for `doctor` and messages.

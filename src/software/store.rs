@@ -139,18 +139,7 @@ impl Layout {
 
     /// A fresh staging directory on the cache's own filesystem.
     pub fn staging(&self, key: &Key) -> io::Result<Staging> {
-        let dir = self.tmp().join(format!(
-            "{}.{}.{:x}",
-            key.slug(),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        fs::create_dir_all(self.tmp())?;
-        set_mode(&self.tmp(), 0o700)?;
-        fs::create_dir(&dir)?;
-        // Becomes the entry: task uids read and run what it holds, whatever the umask.
-        set_mode(&dir, 0o755)?;
-        Ok(Staging { dir: Some(dir) })
+        Staging::create(&self.tmp(), &key.slug())
     }
 
     /// Moves an entry aside (atomically, so no reader sees it half-deleted) and deletes it.
@@ -341,9 +330,10 @@ fn try_taken(r: Result<(), fs::TryLockError>) -> io::Result<bool> {
     }
 }
 
-/// Opens (creating) a lock file: the directory 0700 and the file 0600, whatever the umask, so
-/// no task uid can open it (and `flock` it to stall installs or prunes).
-fn open_lock(path: &Path) -> io::Result<File> {
+/// Opens (creating) a lock file, unlocked: the directory 0700 and the file 0600, whatever the
+/// umask, so no task uid can open it (and `flock` it to stall installs or prunes). Shared by
+/// the provider store.
+pub fn open_lock(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -382,6 +372,22 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// Creates `<tmp>/<slug>.<pid>.<random>` (and `tmp` itself when missing, 0700). The
+    /// directory is 0755 whatever the umask: it becomes the entry, whose files task uids read
+    /// and run.
+    pub fn create(tmp: &Path, slug: &str) -> io::Result<Staging> {
+        let dir = tmp.join(format!(
+            "{slug}.{}.{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::create_dir_all(tmp)?;
+        set_mode(tmp, 0o700)?;
+        fs::create_dir(&dir)?;
+        set_mode(&dir, 0o755)?;
+        Ok(Staging { dir: Some(dir) })
+    }
+
     pub fn path(&self) -> &Path {
         self.dir
             .as_deref()
@@ -469,6 +475,14 @@ pub fn check_entry(dir: &Path, key: &Key) -> Result<Manifest, Damage> {
     Ok(m)
 }
 
+/// Writes a small file and fsyncs it (manifests).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
     meta.mtime()
         .saturating_mul(1_000_000_000)
@@ -527,4 +541,23 @@ pub fn try_lock_for_removal(layout: &Layout, key: &Key) -> io::Result<Option<(Fi
         Wait::No,
     )?
     .map(|lease| (install, lease)))
+}
+
+/// Takes an install lock then a lease lock exclusively without waiting: `None` when either is
+/// held. Shared by the provider store.
+pub fn try_lock_both(
+    install: File,
+    lease: impl FnOnce() -> io::Result<File>,
+) -> io::Result<Option<(File, File)>> {
+    match install.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let lease = lease()?;
+    match lease.try_lock() {
+        Ok(()) => Ok(Some((install, lease))),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }

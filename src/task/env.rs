@@ -179,7 +179,13 @@ pub fn token_variable(host: &str) -> String {
 /// needs and the user did not set (credentials for the control plane, which Terraform before
 /// 1.2 only reads from here; the plugin cache). Returns whether the user set `plugin_cache_dir`
 /// (then `TF_PLUGIN_CACHE_DIR` must not override it).
-pub fn write_cli_config(task: &Task, dirs: &TaskDirs) -> std::io::Result<bool> {
+/// `hosts`: the operator's registry service overrides, written as `host` blocks where the user
+/// has none for that host.
+pub fn write_cli_config(
+    task: &Task,
+    dirs: &TaskDirs,
+    hosts: &std::collections::BTreeMap<String, url::Url>,
+) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let user = task
@@ -212,6 +218,13 @@ pub fn write_cli_config(task: &Task, dirs: &TaskDirs) -> std::io::Result<bool> {
         text.push_str(&format!(
             "credentials \"{host}\" {{\n  token = \"{token}\"\n}}\n"
         ));
+    }
+    for (host, url) in hosts {
+        if !contains_block(user, "host", host) {
+            text.push_str(&format!(
+                "host \"{host}\" {{\n  services = {{\n    \"providers.v1\" = \"{url}\"\n  }}\n}}\n"
+            ));
+        }
     }
     if !has_cache {
         text.push_str(&format!(

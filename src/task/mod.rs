@@ -10,6 +10,8 @@
 //! - `checks`: Infracost and OPA;
 //! - `log`: the masked task log; `result`: `result.json`; `events`: steps announced as they
 //!   happen;
+//! - `providers`: seeding the run's plugin cache from the provider store, and filling the
+//!   store after the run;
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
 mod checks;
@@ -19,6 +21,7 @@ mod hooks;
 pub mod log;
 pub mod model;
 pub mod prepare;
+mod providers;
 pub mod result;
 pub mod runner;
 mod stages;

@@ -77,6 +77,8 @@ impl IsolationContext {
 /// The task runner.
 pub struct Runner {
     pub cache: Arc<SoftwareCache>,
+    /// The shared provider store (`None`: disabled).
+    pub providers: Option<Arc<crate::providers::ProviderStore>>,
     pub launcher: Launcher,
     pub settings: RunnerSettings,
     pub isolation: Arc<IsolationContext>,
@@ -136,6 +138,10 @@ pub(super) struct Run<'a> {
     pub refusals: usize,
     /// Where steps are announced as they start and end (`None`: nobody listens).
     pub step_events: Option<StepEvents>,
+    /// Leases on the provider store entries linked into this run, held until it ends.
+    pub provider_leases: Vec<crate::providers::Lease>,
+    /// A variable the provider seeding needs in the steps' environment.
+    pub provider_env: Option<(String, String)>,
 }
 
 impl Runner {
@@ -166,6 +172,8 @@ impl Runner {
             agent_env_lines: 0,
             refusals: 0,
             step_events,
+            provider_leases: Vec::new(),
+            provider_env: None,
         };
         run.warn_short_secrets();
         let status = match run.execute(&paths, cancel).await {
@@ -287,6 +295,8 @@ impl Run<'_> {
             TaskStatus::Failed
         });
         self.collect(&prepared, paths.out).await;
+        self.fill_providers_after(&prepared).await;
+        self.provider_leases.clear();
         let status = match status {
             TaskStatus::Succeeded if self.refusals > 0 => TaskStatus::Failed,
             other => other,

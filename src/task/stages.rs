@@ -198,7 +198,13 @@ impl Run<'_> {
                 }
             }
         }
-        let user_cache = env::write_cli_config(task, dirs)
+        let hosts = self
+            .runner
+            .providers
+            .as_ref()
+            .map(|s| s.settings().registry_hosts.clone())
+            .unwrap_or_default();
+        let user_cache = env::write_cli_config(task, dirs, &hosts)
             .map_err(|e| format!("writing {}: {e}", dirs.cli_config.display()))?;
         // The stages' bundle: the system roots, then `SCALR_AGENT_CA_CERT`, then the
         // stages-only `SCALR_AGENT_CONTAINER_TASK_CA_CERT`.
@@ -236,6 +242,9 @@ impl Run<'_> {
 
         let iso = &self.runner.isolation;
         let mut read_exec = vec![settings.binaries_dir.clone()];
+        if let Some(store) = &self.runner.providers {
+            read_exec.push(store.settings().root.clone());
+        }
         read_exec.extend(settings.hooks_dir.clone());
         read_exec.extend(settings.read_paths.iter().cloned());
         let policy = Policy::for_task(&iso.probes, &iso.config, ids, &dirs.root, &read_exec);
@@ -297,6 +306,9 @@ impl Run<'_> {
 
     pub(super) fn env_with(&self, p: &Prepared, exit_code: Option<i32>) -> env::Env {
         let mut env = p.env.clone();
+        if let Some((k, v)) = &self.provider_env {
+            env.insert(k.clone(), v.clone());
+        }
         for (k, v) in &self.hook_env {
             env.insert(k.clone(), v.clone());
         }
@@ -343,6 +355,7 @@ impl Run<'_> {
 
     async fn init(&mut self, cx: &StepContext<'_>, p: &Prepared) -> Flow {
         self.hooks(cx, p, "pre-init", None).await?;
+        self.seed_providers(p).await;
         let status = self
             .tool(
                 cx,

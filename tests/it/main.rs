@@ -18,6 +18,7 @@ mod health;
 mod isolation;
 mod private;
 mod relay;
+mod providers;
 mod sandbox;
 mod shutdown;
 mod software;

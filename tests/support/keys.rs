@@ -18,14 +18,24 @@ pub struct TestKey {
 
 impl TestKey {
     pub fn generate(user_id: &str) -> TestKey {
+        TestKey::generate_with(user_id, KeyType::Ed25519Legacy)
+    }
+
+    /// An RSA-2048 key: Terraform before 1.5 (Go's old `x/crypto/openpgp`) reads no EdDSA keys,
+    /// so a provider registry's key must be RSA for it.
+    pub fn generate_rsa(user_id: &str) -> TestKey {
+        TestKey::generate_with(user_id, KeyType::Rsa(2048))
+    }
+
+    fn generate_with(user_id: &str, kind: KeyType) -> TestKey {
         let mut sign = SubkeyParamsBuilder::default();
-        sign.key_type(KeyType::Ed25519Legacy)
+        sign.key_type(kind.clone())
             .can_sign(true)
             .can_encrypt(EncryptionCaps::None)
             .can_authenticate(false);
         let mut params = SecretKeyParamsBuilder::default();
         params
-            .key_type(KeyType::Ed25519Legacy)
+            .key_type(kind)
             .can_certify(true)
             .can_sign(false)
             .can_encrypt(EncryptionCaps::None)
@@ -48,6 +58,11 @@ impl TestKey {
         SignedPublicKey::from(self.secret.clone())
             .to_armored_string(ArmorOptions::default())
             .unwrap()
+    }
+
+    /// The long key id (last 16 hex digits of the fingerprint), as registries show it.
+    pub fn key_id(&self) -> String {
+        self.fingerprint[self.fingerprint.len() - 16..].to_string()
     }
 
     pub fn write_public(&self, path: &Path) {

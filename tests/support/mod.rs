@@ -9,6 +9,8 @@ pub mod git_server;
 pub mod keys;
 pub mod mirror;
 pub mod relay;
+pub mod providers;
+pub mod registry;
 pub mod releases;
 pub mod standins;
 pub mod terraform;

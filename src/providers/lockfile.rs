@@ -1,0 +1,164 @@
+//! The run's dependency lock file (`.terraform.lock.hcl`): which provider versions and hashes
+//! it accepts. Read only to choose what to offer from the store; the agent never edits it.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::addr::Provider;
+
+/// Largest lock file read.
+pub const MAX_LOCK_FILE: u64 = 1 << 20;
+pub const LOCK_FILE: &str = ".terraform.lock.hcl";
+
+/// What the lock file says about one provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    pub version: String,
+    pub hashes: Vec<String>,
+}
+
+impl Locked {
+    pub fn h1s(&self) -> impl Iterator<Item = &str> {
+        self.hashes
+            .iter()
+            .map(String::as_str)
+            .filter(|h| !h.starts_with("zh:"))
+    }
+    pub fn has_h1(&self) -> bool {
+        self.h1s().next().is_some()
+    }
+}
+
+/// The providers of a lock file.
+pub type LockFile = BTreeMap<Provider, Locked>;
+
+/// Why a lock file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockFileError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Parses a lock file's text.
+pub fn parse(text: &str, path: &Path) -> Result<LockFile, LockFileError> {
+    let invalid = |reason: String| LockFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let body: hcl::Body = hcl::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let mut out = LockFile::new();
+    for block in body.blocks().filter(|b| b.identifier() == "provider") {
+        let Some(label) = block.labels().first() else {
+            return Err(invalid("a provider block without an address".into()));
+        };
+        let provider: Provider = label
+            .as_str()
+            .parse()
+            .map_err(|e: super::addr::AddrError| invalid(e.to_string()))?;
+        let mut version = None;
+        let mut hashes = Vec::new();
+        for attr in block.body().attributes() {
+            match (attr.key(), attr.expr()) {
+                ("version", hcl::Expression::String(v)) => version = Some(v.clone()),
+                ("hashes", hcl::Expression::Array(items)) => {
+                    for item in items {
+                        if let hcl::Expression::String(h) = item {
+                            hashes.push(h.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let version =
+            version.ok_or_else(|| invalid(format!("provider {provider} has no version")))?;
+        out.insert(provider, Locked { version, hashes });
+    }
+    Ok(out)
+}
+
+/// Reads the lock file in a working directory that the task's own processes can write.
+///
+/// TASKFS: interim until the safe task-file module (`src/taskfs*`) lands; the lead switches this
+/// one function to it at merge. Opens the last component with `O_NOFOLLOW|O_NONBLOCK` (a link or
+/// FIFO planted there is refused, not followed or waited on), checks it is a regular file and
+/// reads at most [`MAX_LOCK_FILE`] bytes. `Ok(None)`: no lock file. Blocking.
+pub fn read_task_lock_file(workdir: &Path) -> Result<Option<LockFile>, LockFileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = workdir.join(LOCK_FILE);
+    let io = |source| LockFileError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(LockFileError::Invalid {
+            path,
+            reason: "not a regular file".into(),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_LOCK_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_LOCK_FILE {
+        return Err(LockFileError::Invalid {
+            path,
+            reason: format!("larger than {MAX_LOCK_FILE} bytes"),
+        });
+    }
+    parse(&text, &path).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_providers() {
+        let text = r#"
+# This file is maintained automatically by "terraform init".
+provider "registry.terraform.io/hashicorp/null" {
+  version     = "3.2.1"
+  constraints = "~> 3.0"
+  hashes = [
+    "h1:abc=",
+    "zh:0011",
+  ]
+}
+"#;
+        let lock = parse(text, Path::new("x")).unwrap();
+        let l = &lock[&"hashicorp/null".parse().unwrap()];
+        assert_eq!(l.version, "3.2.1");
+        assert_eq!(l.h1s().collect::<Vec<_>>(), ["h1:abc="]);
+        assert!(
+            parse(
+                "provider \"../x/y\" {\n version = \"1\"\n}\n",
+                Path::new("x")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real"), "").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join(LOCK_FILE)).unwrap();
+        assert!(read_task_lock_file(dir.path()).is_err());
+        std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(read_task_lock_file(dir.path()).unwrap().is_none());
+    }
+}
