@@ -4,6 +4,10 @@
 //! one provider against the `curl` + `sha256sum` + `unzip` floor of the same zip.
 //!
 //! `cargo bench --bench provider_seed [-- ROUNDS]`
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark reads its own fixtures and starts its own processes"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -11,8 +11,8 @@
 
 mod agent;
 mod parse;
-mod relay;
 mod providers;
+mod relay;
 mod sandbox;
 mod variables;
 

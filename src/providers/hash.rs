@@ -4,6 +4,10 @@
 //! - `h1:` is Go's `dirhash.Hash1` over the package's files: for each file, sorted by its
 //!   forward-slash relative name, the line `"<hex sha256>  <name>\n"` goes into an outer SHA-256,
 //!   whose base64 (padded) follows `h1:`. Names, not modes or mtimes, are covered.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "files of the provider store and its staging directories, never a task's"
+)]
 
 use std::io;
 use std::path::Path;

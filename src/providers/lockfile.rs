@@ -2,7 +2,6 @@
 //! it accepts. Read only to choose what to offer from the store; the agent never edits it.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::addr::Provider;
@@ -36,8 +35,6 @@ pub type LockFile = BTreeMap<Provider, Locked>;
 /// Why a lock file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LockFileError {
-    #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -80,46 +77,35 @@ pub fn parse(text: &str, path: &Path) -> Result<LockFile, LockFileError> {
     Ok(out)
 }
 
-/// Reads the lock file in a working directory that the task's own processes can write.
-///
-/// TASKFS: interim until the safe task-file module (`src/taskfs*`) lands; the lead switches this
-/// one function to it at merge. Opens the last component with `O_NOFOLLOW|O_NONBLOCK` (a link or
-/// FIFO planted there is refused, not followed or waited on), checks it is a regular file and
-/// reads at most [`MAX_LOCK_FILE`] bytes. `Ok(None)`: no lock file. Blocking.
-pub fn read_task_lock_file(workdir: &Path) -> Result<Option<LockFile>, LockFileError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = workdir.join(LOCK_FILE);
-    let io = |source| LockFileError::Io {
-        path: path.clone(),
-        source,
-    };
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    };
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
+/// Reads the lock file in a working directory that the task's own processes can write, through
+/// `taskfs` (the one way the agent reads a task's files: no link followed, a regular file of the
+/// task's uid, at most the lock file's limit). `Ok(None)`: no lock file. Blocking.
+pub fn read_task_lock_file(
+    root: &crate::taskfs::TaskRoot,
+    workdir: &Path,
+) -> Result<Option<LockFile>, LockFileError> {
+    let Some(rel) = root.relative(workdir) else {
         return Err(LockFileError::Invalid {
-            path,
-            reason: "not a regular file".into(),
+            path: workdir.join(LOCK_FILE),
+            reason: "the working directory is not inside the task directory".into(),
         });
-    }
-    let mut text = String::new();
-    file.take(MAX_LOCK_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(io)?;
-    if text.len() as u64 > MAX_LOCK_FILE {
-        return Err(LockFileError::Invalid {
-            path,
-            reason: format!("larger than {MAX_LOCK_FILE} bytes"),
-        });
-    }
-    parse(&text, &path).map(Some)
+    };
+    let rel = rel.join(LOCK_FILE);
+    let bytes = match root.read(&rel, crate::taskfs::Kind::LockFile) {
+        Ok(b) => b,
+        Err(e) if e.is_missing() => return Ok(None),
+        Err(e) => {
+            return Err(LockFileError::Invalid {
+                path: rel,
+                reason: e.to_string(),
+            });
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|_| LockFileError::Invalid {
+        path: rel.clone(),
+        reason: "not UTF-8".into(),
+    })?;
+    parse(&text, &rel).map(Some)
 }
 
 #[cfg(test)]
@@ -157,8 +143,9 @@ provider "registry.terraform.io/hashicorp/null" {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("real"), "").unwrap();
         std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join(LOCK_FILE)).unwrap();
-        assert!(read_task_lock_file(dir.path()).is_err());
+        let root = crate::taskfs::TaskRoot::open(dir.path()).unwrap();
+        assert!(read_task_lock_file(&root, dir.path()).is_err());
         std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
-        assert!(read_task_lock_file(dir.path()).unwrap().is_none());
+        assert!(read_task_lock_file(&root, dir.path()).unwrap().is_none());
     }
 }

@@ -13,6 +13,10 @@
 //! `h1:`. Directories are 0755 and files 0555/0444, owned by the agent: task uids can read and
 //! execute, never write. An entry appears only by renaming a complete, fsynced staging
 //! directory, so one that fails [`check_entry`] is damage and is replaced.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the provider store's own manifests and lock files"
+)]
 
 use std::fs::{self, File};
 use std::io;

@@ -258,9 +258,6 @@ fn copy_capped_mode(
         .create_new(true)
         .mode(0o600)
         .open(dest)?;
-    // Explicitly, not left to the umask: task uids run it.
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;

@@ -55,8 +55,9 @@ impl Run<'_> {
         };
         let (workdir, plugin_dir) = (p.workdir.clone(), p.dirs.plugin_cache.clone());
         let (policy, owner) = (self.cache_policy(), p.uid.as_ref().map(|u| u.ids()));
+        let root = p.fs.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let lock = lockfile::read_task_lock_file(&workdir).map_err(|e| e.to_string())?;
+            let lock = lockfile::read_task_lock_file(&root, &workdir).map_err(|e| e.to_string())?;
             seed::seed(&store, &plugin_dir, lock.as_ref(), policy, target, owner)
                 .map_err(|e| format!("seeding {}: {e}", plugin_dir.display()))
         })
@@ -112,10 +113,11 @@ impl Run<'_> {
             return;
         };
         let (workdir, plugin_dir) = (p.workdir.clone(), p.dirs.plugin_cache.clone());
+        let root = p.fs.clone();
         let (cache, lock) = tokio::task::spawn_blocking(move || {
             (
                 seed::inspect(&plugin_dir),
-                lockfile::read_task_lock_file(&workdir),
+                lockfile::read_task_lock_file(&root, &workdir),
             )
         })
         .await
