@@ -150,8 +150,10 @@ async fn git_clone_and_fetch_through_the_relay_match_a_direct_clone() {
         "receive-pack reached the VCS"
     );
     // The audit has a line per request.
+    s.relay
+        .wait_log("\"rule\":\"git upload-pack\"", Duration::from_secs(10))
+        .await;
     let log = s.relay.log();
-    assert!(log.contains("\"rule\":\"git upload-pack\""), "{log}");
     assert!(log.contains("\"project\":\"acme/net/infra\""), "{log}");
 }
 
@@ -190,12 +192,11 @@ async fn preset(vendor: &str, allowed: &[(&str, &str)], off_list: &[&str]) {
         before,
         "a refused request reached the VCS"
     );
-    let log = s.relay.log();
-    assert_eq!(
-        log.matches("\"outcome\":\"refused\"").count(),
-        refusals,
-        "one audit line per refusal"
-    );
+    let seen = s
+        .relay
+        .wait_count("\"outcome\":\"refused\"", refusals, Duration::from_secs(10))
+        .await;
+    assert_eq!(seen, refusals, "one audit line per refusal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -612,8 +613,9 @@ async fn gateway_restart_and_vcs_outage_are_survived() {
     );
     // The relay still serves the gateway: a refusal still comes back at once.
     expect_refused(&s.gw, "DELETE", "/api/v4/user").await;
-    let log = s.relay.log();
-    assert!(log.contains("\"outcome\":\"failed\""), "{log}");
+    s.relay
+        .wait_log("\"outcome\":\"failed\"", Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -78,6 +78,19 @@ impl RelayProc {
         }
     }
 
+    /// Waits until `needle` occurs `n` times in the log (the relay writes its audit line after
+    /// it answered the gateway, so a test may see the answer first); returns the count seen.
+    pub async fn wait_count(&self, needle: &str, n: usize, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let seen = self.log().matches(needle).count();
+            if seen >= n || tokio::time::Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Peak resident set (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");
