@@ -34,6 +34,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             system_path: config.runner.system_path.clone(),
             read_paths: config.runner.read_paths.clone(),
             http: config.http.clone(),
+            nss_wrapper: crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()),
         },
         isolation: Arc::new(IsolationContext::probe(config.sandbox.clone())),
     }

@@ -11,6 +11,7 @@ pub mod control;
 pub mod exec;
 pub mod http;
 pub mod logging;
+pub mod platform;
 #[allow(unsafe_code)]
 pub mod sandbox;
 pub mod secret;

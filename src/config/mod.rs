@@ -63,6 +63,9 @@ pub struct RunnerConfig {
     pub system_path: String,
     /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
     pub read_paths: Vec<PathBuf>,
+    /// `SCALR_AGENT_NSS_WRAPPER_LIB`: the `libnss_wrapper.so` giving stages a user entry
+    /// (`None`: look in the standard places).
+    pub nss_wrapper_lib: Option<PathBuf>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -10,6 +10,7 @@
 //! - `checks`: Infracost and OPA;
 //! - `log`: the masked task log; `result`: `result.json`; `events`: steps announced as they
 //!   happen;
+//! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
 mod checks;
@@ -23,5 +24,6 @@ pub mod result;
 pub mod runner;
 mod stages;
 pub mod step;
+pub mod users;
 
 pub use checks::{deny_messages, parse_cost, parse_policy_file};

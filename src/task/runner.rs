@@ -42,6 +42,9 @@ pub struct RunnerSettings {
     /// Extra paths tasks may read and execute (provider mirrors, tools mounted in the container).
     pub read_paths: Vec<PathBuf>,
     pub http: HttpConfig,
+    /// `libnss_wrapper.so`, found at start: stages get a user entry of their own
+    /// (`task::users`); `None` when absent.
+    pub nss_wrapper: Option<PathBuf>,
 }
 
 /// What the platform allows, probed once at start.

@@ -15,3 +15,4 @@ mod sandbox;
 mod shutdown;
 mod software;
 mod stage;
+mod users;

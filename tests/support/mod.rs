@@ -7,5 +7,6 @@ pub mod executor;
 pub mod keys;
 pub mod mirror;
 pub mod releases;
+pub mod sshd;
 pub mod standins;
 pub mod terraform;
