@@ -39,6 +39,8 @@ fn summary(name: &str, mut v: Vec<f64>) {
     );
 }
 
+// The bench is not the agent: it takes its image name from the environment like its script.
+#[allow(clippy::disallowed_methods)]
 #[tokio::main]
 async fn main() {
     let rounds: usize = std::env::args()

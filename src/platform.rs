@@ -161,11 +161,14 @@ mod tests {
         detect_in(&hints(vars), root)
     }
 
+    /// Variables set, the platform expected, the evidence expected.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Platform, &'a str);
+
     #[test]
     fn variables_in_order() {
         let empty = tempfile::tempdir().unwrap();
         let root = empty.path();
-        let cases: &[(&[(&str, &str)], Platform, &str)] = &[
+        let cases: &[Case<'_>] = &[
             (
                 &[("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x")],
                 Platform::Fargate,

@@ -172,6 +172,7 @@ async fn a_download_whose_sha256_does_not_match_fails_the_runner_build() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // The runner image's name comes from images/smoke.sh.
 fn the_runner_image_has_its_tools_and_labels() {
     let runner = std::env::var("SCALR_AGENT_TEST_RUNNER_IMAGE")
         .unwrap_or_else(|_| "localhost/scalr-agent-runner:dev".into());

@@ -2,13 +2,16 @@
 
 use std::process::{Command, Output};
 
+// The test binary is not the agent: images/smoke.sh names the images in the environment.
 /// The amd64 agent image under test.
+#[allow(clippy::disallowed_methods)]
 pub fn image() -> String {
     std::env::var("SCALR_AGENT_TEST_IMAGE")
         .unwrap_or_else(|_| "localhost/scalr-agent:dev-amd64".into())
 }
 
 /// The arm64 agent image under test.
+#[allow(clippy::disallowed_methods)]
 pub fn image_arm64() -> String {
     std::env::var("SCALR_AGENT_TEST_IMAGE_ARM64")
         .unwrap_or_else(|_| "localhost/scalr-agent:dev-arm64".into())
