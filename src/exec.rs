@@ -49,6 +49,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
                 artifact: config.runner.artifact_limit_bytes,
             },
             log_limit_bytes: config.runner.log_limit_bytes,
+            nss_wrapper: crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()),
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),

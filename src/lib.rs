@@ -12,6 +12,7 @@ pub mod datadir;
 pub mod exec;
 pub mod http;
 pub mod logging;
+pub mod platform;
 pub mod providers;
 pub mod relay;
 #[allow(unsafe_code)]

@@ -2,8 +2,8 @@
 //! listener and spool bound.
 //!
 //! Shutdown defaults fit the common stop windows: drain 60 s + grace 30 s + report 10 s =
-//! 100 s, inside Fargate's 120 s `stopTimeout`. On Cloud Run (`K_SERVICE` set), whose window
-//! is 10 s, the defaults become drain 0 s + grace 4 s + report 4 s. Explicit values win.
+//! 100 s, inside Fargate's 120 s `stopTimeout`. On Cloud Run (`K_SERVICE` or `CLOUD_RUN_JOB`
+//! set: services and jobs), whose window is 10 s, the defaults become drain 0 s + grace 4 s + report 4 s. Explicit values win.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -68,7 +68,9 @@ impl Default for AgentConfig {
 
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
     let d = AgentConfig::default();
-    let cloud_run = nonempty(raw.k_service.clone()).is_some();
+    // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.
+    let cloud_run =
+        nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some();
     let concurrency = p
         .number(
             "SCALR_AGENT_CONCURRENCY",
@@ -189,5 +191,44 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
         health_addr,
         spool_limit_bytes: spool_mb << 20,
         step_flush_limit: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, Needs};
+
+    fn stop(vars: &[(&str, &str)]) -> (Duration, Duration, Duration) {
+        let a = Config::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Needs::Local,
+        )
+        .unwrap()
+        .agent;
+        (a.drain_timeout, a.grace_timeout, a.report_timeout)
+    }
+
+    #[test]
+    fn stop_defaults_follow_the_platform() {
+        let s = Duration::from_secs;
+        assert_eq!(stop(&[]), (s(60), s(30), s(10)));
+        // Cloud Run services and jobs: 0 + 4 + 4 s inside the 10 s window.
+        assert_eq!(stop(&[("K_SERVICE", "svc")]), (s(0), s(4), s(4)));
+        assert_eq!(stop(&[("CLOUD_RUN_JOB", "nightly")]), (s(0), s(4), s(4)));
+        // Container Apps jobs stop by `replicaTimeout`: the general defaults.
+        assert_eq!(
+            stop(&[("CONTAINER_APP_JOB_NAME", "j")]),
+            (s(60), s(30), s(10))
+        );
+        // Explicit values win.
+        assert_eq!(
+            stop(&[
+                ("CLOUD_RUN_JOB", "nightly"),
+                ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "6s")
+            ]),
+            (s(0), s(6), s(4))
+        );
     }
 }

@@ -80,6 +80,9 @@ pub struct RunnerConfig {
     pub artifact_limit_bytes: u64,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes: past it a task's output is dropped.
     pub log_limit_bytes: u64,
+    /// `SCALR_AGENT_NSS_WRAPPER_LIB`: the `libnss_wrapper.so` giving stages a user entry
+    /// (`None`: look in the standard places).
+    pub nss_wrapper_lib: Option<PathBuf>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

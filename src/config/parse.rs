@@ -72,6 +72,9 @@ pub(super) struct Raw {
     pub(super) scalr_agent_sandbox_test_deny: Option<String>,
     pub(super) ecs_container_metadata_uri_v4: Option<String>,
     pub(super) k_service: Option<String>,
+    pub(super) cloud_run_job: Option<String>,
+    pub(super) container_app_job_name: Option<String>,
+    pub(super) scalr_agent_nss_wrapper_lib: Option<String>,
     pub(super) container_app_name: Option<String>,
     pub(super) kubernetes_service_host: Option<String>,
     pub(super) scalr_agent_concurrency: Option<String>,
@@ -408,6 +411,8 @@ impl Parser<'_> {
                 )
                 .unwrap_or(512)
                 << 20,
+            nss_wrapper_lib: nonempty(raw.scalr_agent_nss_wrapper_lib.clone())
+                .map(|v| self.abs_path("SCALR_AGENT_NSS_WRAPPER_LIB", &v)),
             system_path: nonempty(raw.path.clone())
                 .unwrap_or_else(|| crate::task::env::SYSTEM_PATH.to_string()),
             log_limit_bytes: self

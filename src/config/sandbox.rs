@@ -47,10 +47,14 @@ pub enum TestDeny {
 pub struct RuntimeHints {
     /// `ECS_CONTAINER_METADATA_URI_V4` (AWS ECS / Fargate).
     pub ecs_metadata_uri: Option<String>,
-    /// `K_SERVICE` (Cloud Run).
+    /// `K_SERVICE` (a Cloud Run service).
     pub k_service: Option<String>,
-    /// `CONTAINER_APP_NAME` (Azure Container Apps).
+    /// `CLOUD_RUN_JOB` (a Cloud Run job).
+    pub cloud_run_job: Option<String>,
+    /// `CONTAINER_APP_NAME` (an Azure Container Apps app).
     pub container_app_name: Option<String>,
+    /// `CONTAINER_APP_JOB_NAME` (an Azure Container Apps job).
+    pub container_app_job_name: Option<String>,
     /// `KUBERNETES_SERVICE_HOST` (any Kubernetes pod).
     pub kubernetes_service_host: Option<String>,
 }
@@ -141,7 +145,9 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
         runtime: RuntimeHints {
             ecs_metadata_uri: nonempty(raw.ecs_container_metadata_uri_v4.clone()),
             k_service: nonempty(raw.k_service.clone()),
+            cloud_run_job: nonempty(raw.cloud_run_job.clone()),
             container_app_name: nonempty(raw.container_app_name.clone()),
+            container_app_job_name: nonempty(raw.container_app_job_name.clone()),
             kubernetes_service_host: nonempty(raw.kubernetes_service_host.clone()),
         },
     }

@@ -232,7 +232,13 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_TASK_UID_RANGE",
         &[],
         "20000-20999",
-        "Dedicated uids (gid = uid) for concurrently running tasks, `FIRST-LAST`; no `/etc/passwd` entries needed; must not contain the agent's own uid. Leased through the data directory, so agents and `exec`s sharing one never share a uid; agents on different data directories need disjoint ranges.",
+        "Dedicated uids (gid = uid) for concurrently running tasks, `FIRST-LAST`; must not contain the agent's own uid. Leased through the data directory, so agents and `exec`s sharing one never share a uid; agents on different data directories need disjoint ranges. They need no `/etc/passwd` lines to run, but `ssh`, `git` over ssh and `whoami` need a user entry: with `libnss-wrapper` installed (it is in the images) each stage gets one (see `SCALR_AGENT_NSS_WRAPPER_LIB`).",
+    ),
+    var(
+        "SCALR_AGENT_NSS_WRAPPER_LIB",
+        &[],
+        "the standard library paths",
+        "Path of `libnss_wrapper.so` (Debian's `libnss-wrapper`). When it exists, each stage runs with a user entry of its own (name `scalr-task`, or the image's name for that uid; home = the task's `HOME`) from `passwd` and `group` files the agent writes into the task's directory, through `LD_PRELOAD`; `/etc/passwd` is never changed. Looked for in `/usr/lib/<arch>-linux-gnu/` when unset; without it `doctor` warns that task uids do not resolve.",
     ),
     var(
         "SCALR_AGENT_TASK_RLIMIT_NOFILE",
@@ -406,13 +412,25 @@ pub const VARIABLES: &[Variable] = &[
         "K_SERVICE",
         &[],
         "",
-        "Set by Cloud Run; read only to report the platform.",
+        "Set by Cloud Run services; reported as the platform, and the stop defaults fit Cloud Run's 10 s window.",
+    ),
+    var(
+        "CLOUD_RUN_JOB",
+        &[],
+        "",
+        "Set by Cloud Run jobs; reported as the platform, and the stop defaults fit Cloud Run's 10 s window.",
     ),
     var(
         "CONTAINER_APP_NAME",
         &[],
         "",
-        "Set by Azure Container Apps; read only to report the platform.",
+        "Set by Azure Container Apps apps; read only to report the platform.",
+    ),
+    var(
+        "CONTAINER_APP_JOB_NAME",
+        &[],
+        "",
+        "Set by Azure Container Apps jobs; read only to report the platform.",
     ),
     var(
         "KUBERNETES_SERVICE_HOST",

@@ -1,29 +1,18 @@
 //! `scalr-agent doctor`: what isolation this platform gives to stages, why, and what to change.
 //!
 //! The report gathers configuration problems, the platform the agent believes it runs on
-//! (from variables the platforms set, read by `config`, and `/.dockerenv`), every probe with
+//! (from variables the platforms set, read by `config`, and the engines' marker files, with
+//! the evidence), whether stage uids resolve to user entries, every probe with
 //! the reason for a failure, the verdict against `SCALR_AGENT_MIN_ISOLATION`, and advice.
 //! The command exits non-zero when tasks would be refused.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::Serialize;
 
 use super::probe::{Decision, ProbeResult, Probes, Verdict, decide, verdict};
 use crate::config::{Config, TestDeny};
-
-/// Where the agent believes it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Platform {
-    Fargate,
-    CloudRun,
-    ContainerApps,
-    Kubernetes,
-    Docker,
-    Vm,
-}
+pub use crate::platform::Platform;
 
 /// One probe, named, for the report.
 #[derive(Debug, Clone, Serialize)]
@@ -53,34 +42,20 @@ pub struct DoctorReport {
     pub memory: &'static str,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`.
     pub task_log_limit_mb: u64,
+    /// How stages get a user entry: `libnss-wrapper` (its path), the image's `/etc/passwd`, or
+    /// not at all (a warning).
+    pub user_entries: String,
 }
 
 /// The memory line of the report: no per-task memory bound is applied (no cgroup is created
 /// per task); stages are the kernel's first choice when memory runs out.
 pub const MEMORY_UNBOUNDED: &str = "unbounded per task: no per-task memory limit is applied; every stage has oom_score_adj 1000, so when the agent's container runs out of memory the kernel kills a stage, not the agent (bound the container's memory)";
 
-/// Guesses the platform from the runtime hints in the configuration and `/.dockerenv`.
+/// Guesses the platform from the runtime hints in the configuration and the engines' marker
+/// files (see `crate::platform`).
 pub fn detect_platform(config: &Config) -> (Platform, String) {
-    let r = &config.sandbox.runtime;
-    if r.ecs_metadata_uri.is_some() {
-        (
-            Platform::Fargate,
-            "ECS_CONTAINER_METADATA_URI_V4 is set".into(),
-        )
-    } else if r.k_service.is_some() {
-        (Platform::CloudRun, "K_SERVICE is set".into())
-    } else if r.container_app_name.is_some() {
-        (Platform::ContainerApps, "CONTAINER_APP_NAME is set".into())
-    } else if r.kubernetes_service_host.is_some() {
-        (
-            Platform::Kubernetes,
-            "KUBERNETES_SERVICE_HOST is set".into(),
-        )
-    } else if Path::new("/.dockerenv").exists() {
-        (Platform::Docker, "/.dockerenv exists".into())
-    } else {
-        (Platform::Vm, "no container runtime detected".into())
-    }
+    let d = crate::platform::detect(&config.sandbox.runtime);
+    (d.platform, d.evidence)
 }
 
 /// Builds the report from the configuration and the probes.
@@ -103,6 +78,13 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
             probes.agent_uid
         ));
     }
+    let user_entries = match user_entries(config, probes) {
+        Ok(how) => how,
+        Err(warning) => {
+            problems.push(warning.clone());
+            warning
+        }
+    };
     let lines = probe_lines(probes);
     let advice = advise(config, probes, platform, v, refused);
     DoctorReport {
@@ -120,6 +102,42 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
         test_deny: config.sandbox.test_deny.clone(),
         memory: MEMORY_UNBOUNDED,
         task_log_limit_mb: config.runner.log_limit_bytes >> 20,
+        user_entries,
+    }
+}
+
+/// Whether stage uids resolve to user entries (`ssh` and `git` over ssh refuse to run without
+/// one): `Ok` says how, `Err` is the warning.
+fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
+    if let Some(lib) = crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()) {
+        return Ok(format!(
+            "each stage gets its own passwd entry through {}",
+            lib.display()
+        ));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let range = &config.sandbox.uid_range;
+    let missing: Vec<u32> = if probes.uid_switch.ok {
+        range
+            .clone()
+            .filter(|u| !crate::task::users::has_entry(&passwd, *u))
+            .take(1)
+            .collect()
+    } else {
+        Some(probes.agent_uid)
+            .filter(|u| !crate::task::users::has_entry(&passwd, *u))
+            .into_iter()
+            .collect()
+    };
+    let wanted = match &config.runner.nss_wrapper_lib {
+        Some(p) => format!("SCALR_AGENT_NSS_WRAPPER_LIB={} does not exist", p.display()),
+        None => "libnss_wrapper.so was not found".to_string(),
+    };
+    match missing.first() {
+        None => Ok("stage uids have entries in /etc/passwd".into()),
+        Some(uid) => Err(format!(
+            "stage uid {uid} has no user entry ({wanted}): ssh, git over ssh and whoami fail in stages; install libnss-wrapper (Debian) or set SCALR_AGENT_NSS_WRAPPER_LIB"
+        )),
     }
 }
 
@@ -159,7 +177,9 @@ fn advise(
                 Platform::Kubernetes => {
                     " (securityContext.runAsUser: 0, keep the SETUID, SETGID and SETPCAP capabilities; the `restricted` pod security level forbids this)"
                 }
-                Platform::Docker => " (do not pass --user; the image's USER must be root)",
+                Platform::Docker | Platform::Podman => {
+                    " (do not pass --user; the image's USER must be root)"
+                }
                 _ => "",
             };
             a.push(format!("run the container as root so tasks can get their own uid{how}; the agent drops every privilege for stages"));
@@ -179,7 +199,7 @@ fn advise(
         a.push("the platform refuses PR_SET_DUMPABLE: the agent's token is readable from /proc; run on a standard Linux kernel".into());
     }
     if !p.landlock.ok {
-        let extra = if platform == Platform::CloudRun {
+        let extra = if platform.is_cloud_run() {
             "; on Cloud Run use the second-generation execution environment (gVisor has no Landlock)"
         } else {
             ""
@@ -211,6 +231,7 @@ impl DoctorReport {
             self.platform, self.platform_evidence
         );
         let _ = writeln!(s, "agent uid: {}", self.agent_uid);
+        let _ = writeln!(s, "user entries: {}", self.user_entries);
         if self.problems.is_empty() {
             let _ = writeln!(s, "configuration: no problems");
         } else {
@@ -289,6 +310,15 @@ mod tests {
         assert_eq!(detect_platform(&c).0, Platform::Fargate);
         let c = config(&[("CONTAINER_APP_NAME", "agent")]);
         assert_eq!(detect_platform(&c).0, Platform::ContainerApps);
+        let c = config(&[("CLOUD_RUN_JOB", "nightly")]);
+        let (p, evidence) = detect_platform(&c);
+        assert_eq!(p, Platform::CloudRunJob);
+        assert_eq!(evidence, "CLOUD_RUN_JOB=nightly is set");
+        assert!(
+            report(&c, &probes(true, 0, true))
+                .to_text()
+                .contains("platform: CloudRunJob (CLOUD_RUN_JOB=nightly is set)")
+        );
     }
 
     #[test]
@@ -325,10 +355,40 @@ mod tests {
     }
 
     #[test]
+    fn unresolvable_stage_uids_are_warned_about() {
+        let c = config(&[(
+            "SCALR_AGENT_NSS_WRAPPER_LIB",
+            "/nonexistent/libnss_wrapper.so",
+        )]);
+        let r = report(&c, &probes(true, 0, true));
+        assert!(
+            r.problems.iter().any(|p| p.starts_with("stage uid 20000 has no user entry (SCALR_AGENT_NSS_WRAPPER_LIB=/nonexistent/libnss_wrapper.so does not exist)")),
+            "{:?}",
+            r.problems
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libnss_wrapper.so");
+        std::fs::write(&lib, b"").unwrap();
+        let c = config(&[("SCALR_AGENT_NSS_WRAPPER_LIB", lib.to_str().unwrap())]);
+        let r = report(&c, &probes(true, 0, true));
+        assert!(
+            r.user_entries.contains("own passwd entry"),
+            "{}",
+            r.user_entries
+        );
+        assert!(r.to_text().contains("user entries: each stage gets"));
+    }
+
+    #[test]
     fn uid_range_containing_the_agent_is_a_problem() {
         let c = config(&[("SCALR_AGENT_TASK_UID_RANGE", "1000-1999")]);
         let r = report(&c, &probes(true, 1000, true));
-        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        let own: Vec<_> = r
+            .problems
+            .iter()
+            .filter(|p| p.contains("contains the agent's own uid"))
+            .collect();
+        assert_eq!(own.len(), 1, "{:?}", r.problems);
         assert_eq!(r.advice, ["nothing to change: stages are fully isolated"]);
     }
 }

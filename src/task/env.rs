@@ -39,6 +39,8 @@ pub struct EnvContext<'a> {
     /// A CA bundle file for tools (system roots plus the configured extra CA).
     pub ca_file: Option<&'a Path>,
     pub content_root: &'a Path,
+    /// The stage's user entry through `libnss-wrapper` (library, identity), when available.
+    pub user: Option<(&'a Path, &'a super::users::Identity)>,
 }
 
 /// Builds the base environment of a task's steps.
@@ -122,6 +124,10 @@ pub fn build(task: &Task, cx: &EnvContext<'_>) -> Env {
         &token_variable(&task.control_plane.hostname),
         task.control_plane.run_token.expose(),
     );
+    if let Some((library, identity)) = cx.user {
+        // After the shell variables: the agent's user entry wins (a preload of theirs is kept).
+        super::users::apply_env(&mut env, library, &cx.dirs.root, identity);
+    }
     env
 }
 

@@ -12,6 +12,7 @@
 //!   happen;
 //! - `providers`: seeding the run's plugin cache from the provider store, and filling the
 //!   store after the run;
+//! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
 mod checks;
@@ -27,5 +28,6 @@ pub mod runner;
 mod stages;
 pub mod step;
 pub mod sweep;
+pub mod users;
 
 pub use checks::{deny_messages, parse_cost, parse_policy_file};

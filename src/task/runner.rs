@@ -48,6 +48,9 @@ pub struct RunnerSettings {
     pub task_files: crate::taskfs::Limits,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes.
     pub log_limit_bytes: u64,
+    /// `libnss_wrapper.so`, found at start: stages get a user entry of their own
+    /// (`task::users`); `None` when absent.
+    pub nss_wrapper: Option<PathBuf>,
 }
 
 /// What the platform allows, probed once at start.

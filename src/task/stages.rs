@@ -25,6 +25,29 @@ use crate::taskfs::{self, Kind};
 const DEFAULT_OPERATION_TIMEOUT: u64 = 3600;
 pub(super) const DEFAULT_HOOK_TIMEOUT: u64 = 600;
 
+/// Writes the stage's user entry into the task directory (before the tree is given to the
+/// task's uid and before any of its code runs): the dedicated `ids`, or the agent's own.
+async fn user_entry(
+    dirs: &TaskDirs,
+    ids: Option<(u32, u32)>,
+) -> Result<super::users::Identity, String> {
+    let (uid, gid) = ids.unwrap_or_else(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    let (root, home) = (dirs.root.clone(), dirs.home.clone());
+    tokio::task::spawn_blocking(move || {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        super::users::write_files(&root, uid, gid, &home, &passwd, &group)
+            .map_err(|e| format!("writing the user entry into {}: {e}", root.display()))
+    })
+    .await
+    .map_err(|e| format!("writing the user entry: {e}"))?
+}
+
 /// A failed step: stop here, with this task status.
 pub(super) type Flow = Result<(), TaskStatus>;
 
@@ -227,12 +250,17 @@ impl Run<'_> {
                 Some(path)
             }
         };
+        let identity = match &settings.nss_wrapper {
+            Some(_) => Some(user_entry(dirs, ids).await?),
+            None => None,
+        };
         let cx = EnvContext {
             dirs,
             system_path: &settings.system_path,
             http: &settings.http,
             ca_file: ca_file.as_deref(),
             content_root: &dirs.work,
+            user: settings.nss_wrapper.as_deref().zip(identity.as_ref()),
         };
         let mut env = env::build(task, &cx);
         if user_cache {

@@ -24,3 +24,4 @@ mod shutdown;
 mod software;
 mod stage;
 mod trust;
+mod users;

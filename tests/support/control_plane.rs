@@ -64,6 +64,8 @@ pub struct Inner {
     /// name -> (agent id, last contact)
     pub names: HashMap<String, (String, Instant)>,
     pub registrations: Vec<Value>,
+    /// When each registration arrived (wall clock, for start-up benchmarks).
+    pub registered_at: Vec<std::time::SystemTime>,
     pub deregistrations: u32,
     pub heartbeats: Vec<Value>,
     pub queue: VecDeque<String>,
@@ -370,6 +372,7 @@ fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
     }
     let req: Value = serde_json::from_slice(body).unwrap();
     i.registrations.push(req.clone());
+    i.registered_at.push(std::time::SystemTime::now());
     let name = req["name"].as_str().unwrap().to_string();
     let previous = req["previous_agent_id"].as_str().map(str::to_owned);
     if let Some((id, seen)) = i.names.get(&name)

@@ -12,5 +12,6 @@ pub mod providers;
 pub mod registry;
 pub mod relay;
 pub mod releases;
+pub mod sshd;
 pub mod standins;
 pub mod terraform;
