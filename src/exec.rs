@@ -35,6 +35,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             read_paths: config.runner.read_paths.clone(),
             http: config.http.clone(),
             log_limit_bytes: config.runner.log_limit_bytes,
+            task_memory_limit_bytes: config.runner.task_memory_limit_bytes,
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),

@@ -65,6 +65,8 @@ pub struct RunnerConfig {
     pub read_paths: Vec<PathBuf>,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes: past it a task's output is dropped.
     pub log_limit_bytes: u64,
+    /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes: a memory cgroup per task when set.
+    pub task_memory_limit_bytes: Option<u64>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -545,3 +545,43 @@ async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field()
     let (_, small, _) = e.run(&e.task("quiet"), &[]).await;
     assert_eq!(small["log_truncated"], false, "{small:#}");
 }
+
+#[tokio::test]
+async fn a_task_memory_limit_kills_the_task_in_its_own_cgroup_and_removes_the_cgroup() {
+    let e = Exec::new().await;
+    let mut task = e.task("bounded");
+    task["workspace"]["hooks"] = json!({"pre_init": "echo allocating; head -c 536870912 /dev/zero | tail >/dev/null && echo survived"});
+    let (out, result, _) = e
+        .run(&task, &[("SCALR_AGENT_TASK_MEMORY_LIMIT_MB", "128")])
+        .await;
+    let log = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}\n{}", text(&out.stderr));
+    assert_eq!(result["status"], "failed", "{result:#}");
+    assert_eq!(result["steps"][0]["exit_code"], 137, "{result:#}");
+    assert!(
+        log.contains("allocating") && !log.contains("survived"),
+        "{log}"
+    );
+    let rlimits = result["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "rlimits")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rlimits.contains("memory cgroup "), "{rlimits}");
+    let (parent, _) = scalr_agent::sandbox::cgroup::own_memory_cgroup().unwrap();
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("scalr-task-bounded."))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "task cgroups left in {}: {left:?}",
+        parent.display()
+    );
+}
