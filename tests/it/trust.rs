@@ -298,7 +298,8 @@ async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
     let hook = format!(
         "ipcmk -M 4096 && ipcmk -Q && ipcmk -S 2 && echo t > /tmp/trust-{n} && mkdir /var/tmp/trust-dir-{n} \
          && echo t > /var/tmp/trust-dir-{n}/f && ln -s /etc/passwd /tmp/trust-link-{n} && echo t > /dev/shm/trust-{n} \
-         && echo left-behind"
+         && echo left-behind; \
+         python3 -c 'import ctypes,os; c=ctypes.CDLL(None, use_errno=True); print(\"mq_open\", c.mq_open(b\"/trust-q\", os.O_CREAT|os.O_RDWR, 0o600, None), ctypes.get_errno())'"
     );
     let mut task = e.task("leftovers");
     task["workspace"]["hooks"] = json!({ "pre_init": hook });
@@ -307,6 +308,8 @@ async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
     let log = text(&out.stdout);
     assert_eq!(result["status"], "succeeded", "{log}");
     assert!(log.contains("left-behind"), "{log}");
+    // POSIX message queues cannot be created: the stage filter denies mq_open (EPERM).
+    assert!(log.contains("mq_open -1 1"), "{log}");
     assert!(
         log.contains("Removed what the task left under its uid: 3 IPC objects, "),
         "{log}"
