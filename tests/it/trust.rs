@@ -2,6 +2,9 @@
 //! Landlock, uids dedicated across agent processes, nothing of a task left after it (task
 //! directories, IPC objects, temporary files, crashed agents' leftovers), `--out` reuse, and a
 //! memory-hungry hook killed instead of the agent.
+//!
+//! Each test has its own data directory, so each gets its own uid range (the rule for agents on
+//! different data directories): a task's end removes what its uid owns on the host.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -90,6 +93,22 @@ async fn hook_uid(marker: &str) -> u32 {
     }
 }
 
+/// Pids running with `uid` as their real uid.
+fn uid_processes(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
+                == Some(uid)
+        })
+        .collect()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -125,7 +144,7 @@ fn ipc_of(uid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn two_execs_and_a_daemon_on_one_data_dir_get_three_distinct_uids() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21000-21019")]).await;
     let go = go_dir(&e);
     let read = (
         "SCALR_AGENT_TASK_READ_PATHS",
@@ -172,7 +191,7 @@ async fn two_execs_and_a_daemon_on_one_data_dir_get_three_distinct_uids() {
 
 #[tokio::test]
 async fn without_landlock_a_task_cannot_reach_another_tasks_files_or_the_cache_locks() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21020-21039")]).await;
     let go = go_dir(&e);
     let deny = ("SCALR_AGENT_SANDBOX_TEST_DENY", "landlock");
     let data = e.h.dir.path().join("data");
@@ -292,7 +311,7 @@ async fn without_landlock_a_task_cannot_reach_another_tasks_files_or_the_cache_l
 
 #[tokio::test]
 async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21040-21059")]).await;
     let data = e.h.dir.path().join("data");
     let n = std::process::id();
     let hook = format!(
@@ -356,7 +375,7 @@ async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
 
 #[tokio::test]
 async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21060-21079")]).await;
     let data = e.h.dir.path().join("data");
     let n = std::process::id();
     // Cancelled exec: SIGTERM while the hook runs.
@@ -379,14 +398,40 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
     assert_eq!(ipc_of(uid), Vec::<String>::new());
     assert_eq!(task_dirs(&data), Vec::<String>::new());
 
-    // kill -9 of the daemon mid-task, then a restart.
+    // A daemon task cancelled by the control plane: once delivered, nothing of it remains.
     let cp = ControlPlane::start().await;
+    enqueue(
+        &cp,
+        "canceled",
+        &format!("ipcmk -M 4096; : canceled{n}; sleep 3600"),
+    );
+    let mut first = start_daemon(&e, &cp, &[]);
+    let cuid = hook_uid(&format!("canceled{n}")).await;
+    let deadline = Instant::now() + LONG;
+    while ipc_of(cuid).is_empty() {
+        assert!(Instant::now() < deadline, "the hook made no IPC object");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.signal("canceled", "cancel");
+    let f = cp.wait_finished("canceled", LONG).await;
+    assert_eq!(f["status"], "canceled", "{f:#}");
+    let deadline = Instant::now() + LONG;
+    while data.join("spool/canceled").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered task's spool stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(task_dirs(&data), Vec::<String>::new());
+    assert_eq!(ipc_of(cuid), Vec::<String>::new());
+
+    // kill -9 of the daemon mid-task, then a restart.
     enqueue(
         &cp,
         "killed",
         &format!("ipcmk -M 4096; echo killed-hook; : killed{n}; sleep 3600"),
     );
-    let mut first = start_daemon(&e, &cp, &[]);
     let uid = hook_uid(&format!("killed{n}")).await;
     let deadline = Instant::now() + LONG;
     while ipc_of(uid).is_empty() {
@@ -405,8 +450,10 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
         data.join("tasks/killed/inputs/configuration.tar.gz")
             .exists()
     );
+    // Every process of the task's uid goes away by itself (parent-death signal to the helper,
+    // which kills the whole tree).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_with(&format!("killed{n}")).is_empty() {
+    while !uid_processes(uid).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the killed task's processes survive"
@@ -461,7 +508,7 @@ fn memory_cgroup(name: &str) -> (PathBuf, &'static str) {
 
 #[tokio::test]
 async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_reports_it() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21080-21099")]).await;
     let (cg, procs) = memory_cgroup(&format!("scalr-agent-test-{}", std::process::id()));
     let mut task = e.task("hungry");
     task["workspace"]["hooks"] = json!({"pre_init": "echo allocating; head -c 1073741824 /dev/zero | tail >/dev/null && echo survived"});
@@ -526,7 +573,7 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
 
 #[tokio::test]
 async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21100-21119")]).await;
     let mut task = e.task("loud");
     task["workspace"]["hooks"] =
         json!({"pre_init": "head -c 3145728 /dev/zero | tr '\\0' x; echo; echo after-the-flood"});
@@ -551,7 +598,7 @@ async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field()
 
 #[tokio::test]
 async fn a_task_memory_limit_kills_the_task_in_its_own_cgroup_and_removes_the_cgroup() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21120-21139")]).await;
     let mut task = e.task("bounded");
     task["workspace"]["hooks"] = json!({"pre_init": "echo allocating; head -c 536870912 /dev/zero | tail >/dev/null && echo survived"});
     let (out, result, _) = e
