@@ -53,7 +53,15 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), DataDirError> {
     if !meta.is_dir() {
         return Err(err(io::Error::other("not a directory")));
     }
-    if meta.mode() & 0o7777 != mode {
+    let found = meta.mode() & 0o7777;
+    if found != mode {
+        // A shared directory (sticky or world-writable, like /tmp) is never the agent's own:
+        // narrowing it would break every other user of it.
+        if found & 0o1002 != 0 {
+            return Err(err(io::Error::other(format!(
+                "it is a shared directory (mode {found:o}); give the agent a directory of its own"
+            ))));
+        }
         fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(err)?;
     }
     Ok(())
@@ -177,6 +185,20 @@ mod tests {
         assert_eq!(mode(&data.join(".agent.state")), 0o600);
         assert_eq!(mode(&bin.join(".locks")), 0o700);
         assert_eq!(mode(&bin.join(".locks/x.lease")), 0o600);
+    }
+
+    #[test]
+    fn a_shared_directory_is_refused_not_narrowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = ensure_dir(&shared, TRAVERSE_ONLY).unwrap_err();
+        assert!(
+            err.to_string().contains("shared directory (mode 1777)"),
+            "{err}"
+        );
+        assert_eq!(mode(&shared), 0o1777);
     }
 
     #[test]

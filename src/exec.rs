@@ -50,6 +50,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             },
             log_limit_bytes: config.runner.log_limit_bytes,
             nss_wrapper: crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()),
+            task_memory_limit_bytes: config.runner.task_memory_limit_bytes,
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),

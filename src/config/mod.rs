@@ -83,6 +83,8 @@ pub struct RunnerConfig {
     /// `SCALR_AGENT_NSS_WRAPPER_LIB`: the `libnss_wrapper.so` giving stages a user entry
     /// (`None`: look in the standard places).
     pub nss_wrapper_lib: Option<PathBuf>,
+    /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes: a memory cgroup per task when set.
+    pub task_memory_limit_bytes: Option<u64>,
 }
 
 /// Where the control plane is and how the agent proves it belongs to the pool.

@@ -61,6 +61,7 @@ pub(super) struct Raw {
     pub(super) scalr_agent_keep_task_dirs: Option<String>,
     pub(super) scalr_agent_task_artifact_limit_mb: Option<String>,
     pub(super) scalr_agent_task_log_limit_mb: Option<String>,
+    pub(super) scalr_agent_task_memory_limit_mb: Option<String>,
     pub(super) scalr_agent_cancel_grace: Option<String>,
     pub(super) path: Option<String>,
     pub(super) scalr_agent_task_read_paths: Option<String>,
@@ -424,6 +425,14 @@ impl Parser<'_> {
                 )
                 .unwrap_or(100)
                 << 20,
+            task_memory_limit_bytes: self
+                .number(
+                    "SCALR_AGENT_TASK_MEMORY_LIMIT_MB",
+                    &raw.scalr_agent_task_memory_limit_mb,
+                    16,
+                    1 << 24,
+                )
+                .map(|mb| mb << 20),
         }
     }
 

@@ -337,6 +337,12 @@ pub const VARIABLES: &[Variable] = &[
         "Largest log of one task; past it the task's output is dropped after one truncation line, and `result.json` says `log_truncated: true` (the task goes on).",
     ),
     var(
+        "SCALR_AGENT_TASK_MEMORY_LIMIT_MB",
+        &[],
+        "",
+        "Memory bound of each task: a memory cgroup per task (cgroup v1 memory hierarchy, or v2 with the memory controller delegated to the agent's cgroup) that every stage joins; the kernel kills the task's process, not the agent. Unset: no per-task bound (`doctor` says so). A task fails when its cgroup cannot be created.",
+    ),
+    var(
         "SCALR_AGENT_SPOOL_LIMIT_MB",
         &[],
         "1024",

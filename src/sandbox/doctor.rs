@@ -38,8 +38,9 @@ pub struct DoctorReport {
     pub refused: bool,
     pub advice: Vec<String>,
     pub test_deny: Vec<TestDeny>,
-    /// What bounds a task's memory (nothing per task yet: see [`MEMORY_UNBOUNDED`]).
-    pub memory: &'static str,
+    /// What bounds a task's memory (`SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, or
+    /// [`MEMORY_UNBOUNDED`]).
+    pub memory: String,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`.
     pub task_log_limit_mb: u64,
     /// How stages get a user entry: `libnss-wrapper` (its path), the image's `/etc/passwd`, or
@@ -47,8 +48,8 @@ pub struct DoctorReport {
     pub user_entries: String,
 }
 
-/// The memory line of the report: no per-task memory bound is applied (no cgroup is created
-/// per task); stages are the kernel's first choice when memory runs out.
+/// The memory line of the report without `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`; stages are the
+/// kernel's first choice when memory runs out.
 pub const MEMORY_UNBOUNDED: &str = "unbounded per task: no per-task memory limit is applied; every stage has oom_score_adj 1000, so when the agent's container runs out of memory the kernel kills a stage, not the agent (bound the container's memory)";
 
 /// Guesses the platform from the runtime hints in the configuration and the engines' marker
@@ -100,7 +101,7 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
         refused,
         advice,
         test_deny: config.sandbox.test_deny.clone(),
-        memory: MEMORY_UNBOUNDED,
+        memory: memory_line(config),
         task_log_limit_mb: config.runner.log_limit_bytes >> 20,
         user_entries,
     }
@@ -138,6 +139,21 @@ fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
         Some(uid) => Err(format!(
             "stage uid {uid} has no user entry ({wanted}): ssh, git over ssh and whoami fail in stages; install libnss-wrapper (Debian) or set SCALR_AGENT_NSS_WRAPPER_LIB"
         )),
+    }
+}
+
+fn memory_line(config: &Config) -> String {
+    let Some(limit) = config.runner.task_memory_limit_bytes else {
+        return MEMORY_UNBOUNDED.into();
+    };
+    match super::cgroup::own_memory_cgroup() {
+        Ok((dir, v2)) => format!(
+            "{} MiB per task: a memory cgroup per task under {} (cgroup {})",
+            limit >> 20,
+            dir.display(),
+            if v2 { "v2" } else { "v1" }
+        ),
+        Err(e) => format!("unbounded: tasks FAIL: {e}"),
     }
 }
 

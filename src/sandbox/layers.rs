@@ -262,6 +262,15 @@ fn rlimits(policy: &Policy) -> Result<LayerReport, LayerError> {
     std::fs::write("/proc/self/oom_score_adj", OOM_SCORE_ADJ)
         .map_err(|e| LayerError::new("rlimits", format!("oom_score_adj={OOM_SCORE_ADJ}"), e))?;
     detail.push(format!("oom_score_adj={OOM_SCORE_ADJ}"));
+    if let Some(procs) = &policy.memory_cgroup {
+        // "0" is the writing process; everything it starts stays in the cgroup.
+        std::fs::write(procs, "0")
+            .map_err(|e| LayerError::new("rlimits", format!("joining {}", procs.display()), e))?;
+        detail.push(format!(
+            "memory cgroup {}",
+            procs.parent().unwrap_or(procs).display()
+        ));
+    }
     Ok(LayerReport::applied("rlimits", detail.join(" ")))
 }
 

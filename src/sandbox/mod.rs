@@ -15,6 +15,7 @@
 //!
 //! This is the only module allowed `unsafe`; every block carries a `// SAFETY:` comment.
 
+pub mod cgroup;
 pub mod doctor;
 pub mod filter;
 pub mod helper;

@@ -62,6 +62,10 @@ pub struct Policy {
     pub seccomp: bool,
     /// Why a layer is off, by layer name; reported as the `detail` of its `applied: false`.
     pub disabled: Vec<(String, String)>,
+    /// The task's memory cgroup's `cgroup.procs` (`SCALR_AGENT_TASK_MEMORY_LIMIT_MB`), joined
+    /// before the uid switch.
+    #[serde(default)]
+    pub memory_cgroup: Option<PathBuf>,
 }
 
 /// Resource limits; soft and hard are set to the same value, clamped to the current hard limit.
@@ -126,6 +130,7 @@ impl Policy {
             no_new_privs: false,
             landlock: false,
             seccomp: false,
+            memory_cgroup: None,
             disabled: ["uid", "capabilities", "no_new_privs", "landlock", "seccomp"]
                 .map(off)
                 .to_vec(),
@@ -193,6 +198,7 @@ impl Policy {
             landlock: probes.landlock.ok,
             seccomp: probes.seccomp.ok,
             disabled,
+            memory_cgroup: None,
         }
     }
 

@@ -157,7 +157,20 @@ pub fn recover(data_dir: &Path) -> Vec<u32> {
         }
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        if holder.trim().is_empty() || leftovers::has_processes(id) {
+        if holder.trim().is_empty() {
+            continue;
+        }
+        // The dead holder's stages are being killed (parent-death signal): give them a moment.
+        let mut waited = 0;
+        while leftovers::has_processes(id) && waited < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        }
+        if leftovers::has_processes(id) {
+            tracing::warn!(
+                uid = id,
+                "a crashed task's uid still runs processes; it is cleaned at its next lease"
+            );
             continue;
         }
         let removed = leftovers::remove(id);

@@ -51,6 +51,8 @@ pub struct RunnerSettings {
     /// `libnss_wrapper.so`, found at start: stages get a user entry of their own
     /// (`task::users`); `None` when absent.
     pub nss_wrapper: Option<PathBuf>,
+    /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes.
+    pub task_memory_limit_bytes: Option<u64>,
 }
 
 /// What the platform allows, probed once at start.
@@ -275,10 +277,29 @@ impl Run<'_> {
             p = self.prepare(paths) => Some(p?),
             () = cancel.cancelled() => None,
         };
-        let Some(prepared) = prepared else {
+        let Some(mut prepared) = prepared else {
             self.log
                 .line("Canceled while preparing the task: no step was started.");
             return Ok(TaskStatus::Canceled);
+        };
+        let cgroup = match self.runner.settings.task_memory_limit_bytes {
+            None => None,
+            Some(limit) => {
+                let name = prepared
+                    .dirs
+                    .root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let created = tokio::task::spawn_blocking(move || {
+                    crate::sandbox::cgroup::TaskCgroup::create(&name, limit)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                prepared.policy.memory_cgroup = Some(created.procs());
+                Some(created)
+            }
         };
         let cx = StepContext {
             launcher: &self.runner.launcher,
@@ -315,6 +336,9 @@ impl Run<'_> {
         // still owns (IPC objects, temporary files). Blocking work, off the async threads.
         let Prepared { dirs, uid, .. } = prepared;
         let ended = tokio::task::spawn_blocking(move || {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
             if !keep {
                 dirs.remove();
             }

@@ -90,6 +90,22 @@ async fn hook_uid(marker: &str) -> u32 {
     }
 }
 
+/// Pids running with `uid` as their real uid.
+fn uid_processes(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
+                == Some(uid)
+        })
+        .collect()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -125,7 +141,7 @@ fn ipc_of(uid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn two_execs_and_a_daemon_on_one_data_dir_get_three_distinct_uids() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21000-21019")]).await;
     let go = go_dir(&e);
     let read = (
         "SCALR_AGENT_TASK_READ_PATHS",
@@ -172,7 +188,7 @@ async fn two_execs_and_a_daemon_on_one_data_dir_get_three_distinct_uids() {
 
 #[tokio::test]
 async fn without_landlock_a_task_cannot_reach_another_tasks_files_or_the_cache_locks() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21020-21039")]).await;
     let go = go_dir(&e);
     let deny = ("SCALR_AGENT_SANDBOX_TEST_DENY", "landlock");
     let data = e.h.dir.path().join("data");
@@ -292,13 +308,14 @@ async fn without_landlock_a_task_cannot_reach_another_tasks_files_or_the_cache_l
 
 #[tokio::test]
 async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21040-21059")]).await;
     let data = e.h.dir.path().join("data");
     let n = std::process::id();
     let hook = format!(
         "ipcmk -M 4096 && ipcmk -Q && ipcmk -S 2 && echo t > /tmp/trust-{n} && mkdir /var/tmp/trust-dir-{n} \
          && echo t > /var/tmp/trust-dir-{n}/f && ln -s /etc/passwd /tmp/trust-link-{n} && echo t > /dev/shm/trust-{n} \
-         && echo left-behind"
+         && echo left-behind; \
+         python3 -c 'import ctypes,os; c=ctypes.CDLL(None, use_errno=True); print(\"mq_open\", c.mq_open(b\"/trust-q\", os.O_CREAT|os.O_RDWR, 0o600, None), ctypes.get_errno())'"
     );
     let mut task = e.task("leftovers");
     task["workspace"]["hooks"] = json!({ "pre_init": hook });
@@ -307,6 +324,8 @@ async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
     let log = text(&out.stdout);
     assert_eq!(result["status"], "succeeded", "{log}");
     assert!(log.contains("left-behind"), "{log}");
+    // POSIX message queues cannot be created: the stage filter denies mq_open (EPERM).
+    assert!(log.contains("mq_open -1 1"), "{log}");
     assert!(
         log.contains("Removed what the task left under its uid: 3 IPC objects, "),
         "{log}"
@@ -353,7 +372,7 @@ async fn nothing_of_an_exec_task_outlives_it_and_out_can_be_reused() {
 
 #[tokio::test]
 async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21060-21079")]).await;
     let data = e.h.dir.path().join("data");
     let n = std::process::id();
     // Cancelled exec: SIGTERM while the hook runs.
@@ -376,14 +395,40 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
     assert_eq!(ipc_of(uid), Vec::<String>::new());
     assert_eq!(task_dirs(&data), Vec::<String>::new());
 
-    // kill -9 of the daemon mid-task, then a restart.
+    // A daemon task cancelled by the control plane: once delivered, nothing of it remains.
     let cp = ControlPlane::start().await;
+    enqueue(
+        &cp,
+        "canceled",
+        &format!("ipcmk -M 4096; : canceled{n}; sleep 3600"),
+    );
+    let mut first = start_daemon(&e, &cp, &[]);
+    let cuid = hook_uid(&format!("canceled{n}")).await;
+    let deadline = Instant::now() + LONG;
+    while ipc_of(cuid).is_empty() {
+        assert!(Instant::now() < deadline, "the hook made no IPC object");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.signal("canceled", "cancel");
+    let f = cp.wait_finished("canceled", LONG).await;
+    assert_eq!(f["status"], "canceled", "{f:#}");
+    let deadline = Instant::now() + LONG;
+    while data.join("spool/canceled").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered task's spool stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(task_dirs(&data), Vec::<String>::new());
+    assert_eq!(ipc_of(cuid), Vec::<String>::new());
+
+    // kill -9 of the daemon mid-task, then a restart.
     enqueue(
         &cp,
         "killed",
         &format!("ipcmk -M 4096; echo killed-hook; : killed{n}; sleep 3600"),
     );
-    let mut first = start_daemon(&e, &cp, &[]);
     let uid = hook_uid(&format!("killed{n}")).await;
     let deadline = Instant::now() + LONG;
     while ipc_of(uid).is_empty() {
@@ -402,8 +447,10 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
         data.join("tasks/killed/inputs/configuration.tar.gz")
             .exists()
     );
+    // Every process of the task's uid goes away by itself (parent-death signal to the helper,
+    // which kills the whole tree).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_with(&format!("killed{n}")).is_empty() {
+    while !uid_processes(uid).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the killed task's processes survive"
@@ -458,7 +505,7 @@ fn memory_cgroup(name: &str) -> (PathBuf, &'static str) {
 
 #[tokio::test]
 async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_reports_it() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21080-21099")]).await;
     let (cg, procs) = memory_cgroup(&format!("scalr-agent-test-{}", std::process::id()));
     let mut task = e.task("hungry");
     task["workspace"]["hooks"] = json!({"pre_init": "echo allocating; head -c 1073741824 /dev/zero | tail >/dev/null && echo survived"});
@@ -523,7 +570,7 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
 
 #[tokio::test]
 async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field() {
-    let e = Exec::new().await;
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21100-21119")]).await;
     let mut task = e.task("loud");
     task["workspace"]["hooks"] =
         json!({"pre_init": "head -c 3145728 /dev/zero | tr '\\0' x; echo; echo after-the-flood"});
@@ -544,4 +591,44 @@ async fn a_task_log_past_its_limit_is_truncated_with_a_line_and_a_result_field()
     assert!(size < (1 << 20) + 4096, "task.log is {size} bytes");
     let (_, small, _) = e.run(&e.task("quiet"), &[]).await;
     assert_eq!(small["log_truncated"], false, "{small:#}");
+}
+
+#[tokio::test]
+async fn a_task_memory_limit_kills_the_task_in_its_own_cgroup_and_removes_the_cgroup() {
+    let e = Exec::with(&[("SCALR_AGENT_TASK_UID_RANGE", "21120-21139")]).await;
+    let mut task = e.task("bounded");
+    task["workspace"]["hooks"] = json!({"pre_init": "echo allocating; head -c 536870912 /dev/zero | tail >/dev/null && echo survived"});
+    let (out, result, _) = e
+        .run(&task, &[("SCALR_AGENT_TASK_MEMORY_LIMIT_MB", "128")])
+        .await;
+    let log = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}\n{}", text(&out.stderr));
+    assert_eq!(result["status"], "failed", "{result:#}");
+    assert_eq!(result["steps"][0]["exit_code"], 137, "{result:#}");
+    assert!(
+        log.contains("allocating") && !log.contains("survived"),
+        "{log}"
+    );
+    let rlimits = result["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "rlimits")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(rlimits.contains("memory cgroup "), "{rlimits}");
+    let (parent, _) = scalr_agent::sandbox::cgroup::own_memory_cgroup().unwrap();
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("scalr-task-bounded."))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "task cgroups left in {}: {left:?}",
+        parent.display()
+    );
 }
