@@ -5,6 +5,10 @@
 //!
 //! `IMAGE=localhost/scalr-agent:dev-amd64 cargo bench --bench container_start [-- ROUNDS]`,
 //! with podman configured by `images/env.sh` (`images/bench.sh` does both).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark reads its own fixtures and starts its own processes"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -8,6 +8,10 @@
 //! Order matters: a managed platform's variable wins over an engine's marker file (Cloud Run,
 //! Container Apps and Fargate run containers whose engine may leave its own marker), jobs are
 //! checked before services of the same platform, and Kubernetes before the engines.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the container engine's marker files, which job code cannot write"
+)]
 
 use std::path::Path;
 

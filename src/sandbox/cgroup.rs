@@ -8,6 +8,7 @@
 //! controller delegated to the agent's cgroup (`+memory` in its `cgroup.subtree_control`,
 //! which the kernel refuses while the agent's cgroup itself holds processes — run the agent in
 //! a leaf it does not share, or leave the setting unset). Creation and removal are blocking.
+#![allow(clippy::disallowed_methods, reason = "the agent's own cgroup files")]
 
 use std::fs;
 use std::io;

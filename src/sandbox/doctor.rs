@@ -116,7 +116,7 @@ fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
             lib.display()
         ));
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let (passwd, _) = crate::task::users::system_databases();
     let range = &config.sandbox.uid_range;
     let missing: Vec<u32> = if probes.uid_switch.ok {
         range

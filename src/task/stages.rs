@@ -39,8 +39,7 @@ async fn user_entry(
     });
     let (root, home) = (dirs.root.clone(), dirs.home.clone());
     tokio::task::spawn_blocking(move || {
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        let (passwd, group) = super::users::system_databases();
         super::users::write_files(&root, uid, gid, &home, &passwd, &group)
             .map_err(|e| format!("writing the user entry into {}: {e}", root.display()))
     })

@@ -9,6 +9,10 @@
 //! `images/smoke.sh` builds nothing and runs `cargo test --test images` with the images named
 //! by `SCALR_AGENT_TEST_IMAGE` (amd64) and `SCALR_AGENT_TEST_IMAGE_ARM64`, podman configured
 //! by `images/env.sh`. Needs root, podman, buildah and qemu-user-static; fails, never skips.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks read their own fixtures and start their own processes"
+)]
 
 #[path = "../support/mod.rs"]
 mod support;
