@@ -102,14 +102,8 @@ pub struct Listed {
     pub damage: Option<String>,
 }
 
-/// What a prune removed and kept.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PruneReport {
-    pub removed: Vec<String>,
-    pub kept_in_use: Vec<String>,
-    pub freed_bytes: u64,
-    pub remaining_bytes: u64,
-}
+/// What a prune removed and kept: the software cache's report, the same fields.
+pub use crate::software::PruneReport;
 
 /// The provider store.
 #[derive(Debug)]
