@@ -9,6 +9,7 @@ pub mod git_server;
 pub mod keys;
 pub mod mirror;
 pub mod providers;
+pub mod queue_depth;
 pub mod registry;
 pub mod relay;
 pub mod releases;
