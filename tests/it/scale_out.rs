@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::exec::Exec;
 use crate::support::control_plane::ControlPlane;
+use crate::support::exec::Exec;
+use crate::support::procs;
 use crate::support::queue_depth::{self, QUEUE_TOKEN};
 use crate::support::releases;
 
@@ -122,6 +123,9 @@ async fn launcher_starts_single_mode_agents_until_every_task_ran_once() {
     );
     assert!(i.sessions.is_empty());
     drop(i);
+    // No process left that runs from the test's directories (agents, tools, the launcher).
+    let left = procs::processes_with(&e.h.dir.path().display().to_string());
+    assert!(left.is_empty(), "{left:?}");
     // Nothing of a task left in any agent's data directory.
     for dir in std::fs::read_dir(&agents).unwrap().flatten() {
         let tasks = dir.path().join("tasks");
