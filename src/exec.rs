@@ -51,6 +51,8 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
             log_limit_bytes: config.runner.log_limit_bytes,
             nss_wrapper: crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()),
             task_memory_limit_bytes: config.runner.task_memory_limit_bytes,
+            // Filled from the environment once `config` reads the identity settings (issue 12).
+            identity: crate::task::identity::Settings::default(),
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),

@@ -50,6 +50,17 @@ impl Masker {
         }
     }
 
+    /// This masker plus `extra` values (a token read while the task runs).
+    pub fn extended<'a>(&self, extra: impl IntoIterator<Item = &'a str>) -> Masker {
+        let mut values: Vec<String> = self
+            .patterns
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        values.extend(extra.into_iter().map(str::to_owned));
+        Masker::new(values.iter().map(String::as_str))
+    }
+
     /// Masks a complete text (error messages, command lines).
     pub fn mask(&self, text: &str) -> String {
         match &self.matcher {
@@ -124,6 +135,18 @@ impl TaskLog {
 
     pub fn masker(&self) -> &Arc<Masker> {
         &self.masker
+    }
+
+    /// Masks `values` too from now on (credentials the runner learns while the task runs).
+    pub fn add_secrets(&mut self, values: &[String]) {
+        let new: Vec<&str> = values
+            .iter()
+            .map(String::as_str)
+            .filter(|v| !self.masker.patterns.iter().any(|p| p == v.as_bytes()))
+            .collect();
+        if !new.is_empty() {
+            self.masker = Arc::new(self.masker.extended(new));
+        }
     }
 
     /// Bytes written so far (after masking).

@@ -12,6 +12,7 @@
 //!   happen;
 //! - `providers`: seeding the run's plugin cache from the provider store, and filling the
 //!   store after the run;
+//! - `identity`: the platform's identity variables and token files stages inherit;
 //! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
 //! - `runner`: the entry point shared by `exec` and the daemon.
 
@@ -19,6 +20,7 @@ mod checks;
 pub mod env;
 pub mod events;
 mod hooks;
+pub mod identity;
 pub mod log;
 pub mod model;
 pub mod prepare;

@@ -53,6 +53,8 @@ pub struct RunnerSettings {
     pub nss_wrapper: Option<PathBuf>,
     /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes.
     pub task_memory_limit_bytes: Option<u64>,
+    /// The platform's identity variables and token files stages inherit (`task::identity`).
+    pub identity: crate::task::identity::Settings,
 }
 
 /// What the platform allows, probed once at start.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::env::{self, EnvContext};
 use super::events::StepEvent;
-use super::model::{Action, IacPlatform, RunMode};
+use super::model::{Action, IacPlatform, RunMode, VariableCategory};
 use super::prepare::{self, TaskDirs};
 use super::result::{Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run, TaskPaths};
@@ -140,6 +140,8 @@ impl Run<'_> {
             None => dirs.fs.clone(),
         }
         .with_limits(settings.task_files);
+        let mut env = env;
+        self.inherit_identity(&fs, &mut env).await?;
         Ok(Prepared {
             fs,
             dirs,
@@ -151,6 +153,48 @@ impl Run<'_> {
             infracost,
             uid,
         })
+    }
+
+    /// Adds the inherited identity variables under the workspace's shell variables, their
+    /// token files copied into the task (`task::identity`).
+    async fn inherit_identity(
+        &mut self,
+        fs: &crate::taskfs::TaskRoot,
+        env: &mut env::Env,
+    ) -> Result<(), String> {
+        let inherited = self.copy_identity(fs).await?;
+        let task = self.task;
+        let shell = |k: &str| {
+            task.variables
+                .iter()
+                .any(|v| v.category == VariableCategory::Shell && v.key == k)
+        };
+        for (k, v) in inherited {
+            if !shell(&k) {
+                env.insert(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the platform's identity token files into the task (at the start and again before
+    /// every step, so a rotated token replaces the copy) and masks the credentials; returns the
+    /// variables, token files pointing at the copies.
+    async fn copy_identity(
+        &mut self,
+        fs: &crate::taskfs::TaskRoot,
+    ) -> Result<Vec<(String, String)>, String> {
+        let settings = &self.runner.settings.identity;
+        if settings.inherited.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (settings, root) = (settings.clone(), fs.clone());
+        let identity = tokio::task::spawn_blocking(move || settings.copy_tokens(&root))
+            .await
+            .expect("copying token files does not panic")
+            .map_err(|e| e.to_string())?;
+        self.log.add_secrets(&identity.secrets);
+        Ok(identity.env)
     }
 
     async fn fill(
@@ -306,6 +350,13 @@ impl Run<'_> {
     ) -> StepStatus {
         let index = self.steps.len();
         let kind = cmd.kind;
+        if index > 0
+            && let Err(e) = self.copy_identity(&p.fs).await
+        {
+            // The previous copy stays; the step may still work with it.
+            let line = self.log.masker().mask(&format!("Warning: {e}"));
+            self.log.line(&line);
+        }
         let name = self.log.masker().mask(cmd.name);
         self.announce(StepEvent::Started {
             index,

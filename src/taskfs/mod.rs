@@ -43,6 +43,8 @@ pub const LOCK_FILE_LIMIT: u64 = 16 << 20;
 pub const POLICY_LIMIT: u64 = 1 << 20;
 /// The JSON a check tool (OPA) prints.
 pub const CHECK_OUTPUT_LIMIT: u64 = 64 << 20;
+/// A platform's identity token file (a JWT of a few KiB).
+pub const IDENTITY_TOKEN_LIMIT: u64 = 64 << 10;
 /// Default of `SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`: plan file, plan JSON, cost estimate.
 pub const DEFAULT_ARTIFACT_LIMIT: u64 = 512 << 20;
 
@@ -74,6 +76,8 @@ pub enum Kind {
     CostEstimate,
     CheckOutput,
     PolicyInput,
+    /// A copy of the platform's identity token file (`task::identity`): read-only to the task.
+    IdentityToken,
 }
 
 impl Kind {
@@ -87,6 +91,7 @@ impl Kind {
             Kind::CostEstimate => "cost estimate",
             Kind::CheckOutput => "check output",
             Kind::PolicyInput => "policy input",
+            Kind::IdentityToken => "identity token file",
         }
     }
 
@@ -95,6 +100,7 @@ impl Kind {
             Kind::AgentEnv => AGENT_ENV_LIMIT,
             Kind::LockFile => LOCK_FILE_LIMIT,
             Kind::Policy => POLICY_LIMIT,
+            Kind::IdentityToken => IDENTITY_TOKEN_LIMIT,
             Kind::CheckOutput | Kind::PolicyInput => CHECK_OUTPUT_LIMIT,
             Kind::PlanFile | Kind::PlanJson | Kind::CostEstimate => limits.artifact,
         }
@@ -295,7 +301,8 @@ impl TaskRoot {
         result
     }
 
-    /// Writes `bytes` as `rel` (mode 0600, owned by the task's uid): a fresh name created
+    /// Writes `bytes` as `rel` (mode 0600, 0400 for an identity token, owned by the task's
+    /// uid): a fresh name created
     /// beneath the root, then renamed over `rel`, so a link or FIFO at `rel` is replaced, never
     /// followed.
     pub fn write(&self, rel: &Path, kind: Kind, bytes: &[u8]) -> Result<(), TaskFileError> {
@@ -312,7 +319,10 @@ impl TaskRoot {
             dir.as_fd(),
             &tmp,
             flags,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(match kind {
+                Kind::IdentityToken => 0o400,
+                _ => 0o600,
+            }),
             self.walk,
         )
         .map_err(|e| err(e.into()))?;

@@ -14,6 +14,7 @@ mod daemon;
 mod exec;
 mod first_hour;
 mod health;
+mod identity;
 mod isolation;
 mod private;
 mod providers;
