@@ -22,8 +22,11 @@
 mod deliver;
 pub mod executor;
 pub mod health;
+mod heartbeat;
 pub mod reaper;
+mod registration;
 pub mod runner_executor;
+mod signals;
 mod state;
 mod steps;
 mod task;
@@ -39,13 +42,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StopAction};
-use crate::control::wire::{AgentStatus, FinalStatus, Finish, Heartbeat, RegisterRequest};
+use crate::control::wire::{FinalStatus, Finish};
 use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
 use crate::spool::{Spool, SpoolError};
 
 pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
+use heartbeat::heartbeat;
+use registration::{register, registration};
 
 /// The longest the deregistration may take at the end of the stop window.
 pub const DEREGISTER_LIMIT: Duration = Duration::from_secs(2);
@@ -393,22 +398,6 @@ async fn deregister(client: &ControlClient, deadline: Instant, data_dir: &std::p
     }
 }
 
-/// Registers, retrying outages with backoff; fatal refusals end the agent.
-async fn register(client: &ControlClient) -> Result<crate::control::Session, ControlError> {
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match client.register().await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Finds what a previous process left in the spool and delivers it in the background: a
 /// task without a final status was running when that process died.
 fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
@@ -438,80 +427,4 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
         work.spawn(async move { deliver::deliver(&api, &spooled, &metrics).await });
     }
     Ok(())
-}
-
-/// Beats every interval until stopped; a fatal answer stops the agent.
-async fn heartbeat(
-    ctx: Arc<Ctx>,
-    slots: u32,
-    draining: CancellationToken,
-    fatal: Arc<Mutex<Option<ControlError>>>,
-    stop: CancellationToken,
-    background: CancellationToken,
-) {
-    loop {
-        let interval = ctx
-            .client
-            .session()
-            .map_or(Duration::from_secs(10), |s| s.heartbeat_interval);
-        tokio::select! {
-            _ = background.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
-        let beat = Heartbeat {
-            status: if draining.is_cancelled() {
-                AgentStatus::Draining
-            } else if running.is_empty() {
-                AgentStatus::Idle
-            } else {
-                AgentStatus::Busy
-            },
-            free_slots: slots.saturating_sub(running.len() as u32),
-            running,
-        };
-        let result = tokio::select! {
-            _ = background.cancelled() => return,
-            r = ctx.client.heartbeat(&beat) => r,
-        };
-        match result {
-            Ok(()) => ctx.metrics.heartbeat_ok(),
-            Err(e) if e.is_fatal() => {
-                tracing::error!(error = %e, "heartbeat refused; stopping");
-                ctx.metrics.heartbeat_failure();
-                *fatal.lock().unwrap() = Some(e);
-                stop.cancel();
-            }
-            Err(e) => {
-                ctx.metrics.heartbeat_failure();
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
-        }
-    }
-}
-
-/// What the agent says about itself at registration.
-fn registration(
-    config: &Config,
-    executor: &dyn Executor,
-    previous: Option<String>,
-) -> RegisterRequest {
-    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
-    let runtime = serde_json::to_value(runtime)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "vm".into());
-    RegisterRequest {
-        name: config.name.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        os: std::env::consts::OS.into(),
-        cpu_platform: crate::software::catalog::Platform::host()
-            .map_or("unsupported", |p| p.name())
-            .into(),
-        driver: "local".into(),
-        runtime,
-        concurrency: config.agent.concurrency.get(),
-        isolation: executor.isolation(),
-        previous_agent_id: previous,
-    }
 }

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::Ctx;
 use super::deliver::{append_error, deliver, ship_log};
 use super::executor::{Job, JobOutcome, StepEvents};
+use super::signals::watch_signals;
 use super::steps::report_steps;
-use crate::control::wire::{Acquired, Finish, Signal};
-use crate::control::{ControlError, TaskApi};
+use crate::control::TaskApi;
+use crate::control::wire::{Acquired, Finish};
 use crate::spool::TaskSpool;
 use crate::task::model::Task;
 use crate::task::sweep::DirLock;
@@ -36,7 +37,7 @@ pub struct Controls {
 impl Controls {
     /// Kills now, and marks the task canceled. `kill` goes first: a step woken by either
     /// token then sees the kill and sends no SIGINT before the SIGKILL.
-    fn force_cancel(&self) {
+    pub(super) fn force_cancel(&self) {
         self.kill.cancel();
         self.cancel.cancel();
     }
@@ -282,45 +283,6 @@ fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
         }
     }
     outcome
-}
-
-/// Relays cancellation signals from the control plane until the task is done.
-async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &CancellationToken) {
-    let hold = ctx
-        .client
-        .session()
-        .map_or(std::time::Duration::from_secs(25), |s| s.poll_timeout);
-    loop {
-        let signal = tokio::select! {
-            _ = done.cancelled() => return,
-            s = api.signal(hold) => s,
-        };
-        match signal {
-            Ok(None) => {}
-            Ok(Some(Signal::Cancel)) => {
-                if !controls.cancel.is_cancelled() {
-                    tracing::info!(task = %api.task_id(), "cancel requested");
-                }
-                controls.cancel.cancel();
-            }
-            Ok(Some(Signal::ForceCancel)) => {
-                tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
-            }
-            Err(e @ ControlError::TaskGone { .. }) => {
-                tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.force_cancel();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, "signal poll failed");
-                tokio::select! {
-                    _ = done.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
 }
 
 fn spool_dir_name(id: &str) -> String {
