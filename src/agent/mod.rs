@@ -413,7 +413,7 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
             }
             spooled.write_final(&Finish {
                 status: FinalStatus::Errored,
-                result: serde_json::Value::Null,
+                result: None,
                 error: Some("agent restarted".into()),
                 log_size: spooled.log_len(),
             })?;

@@ -26,18 +26,18 @@ pub(super) async fn watch_signals(
         match signal {
             Ok(None) => {}
             Ok(Some(Signal::Cancel)) => {
-                if !controls.cancel.is_cancelled() {
+                if !controls.graceful.is_cancelled() {
                     tracing::info!(task = %api.task_id(), "cancel requested");
                 }
-                controls.cancel.cancel();
+                controls.graceful.cancel();
             }
             Ok(Some(Signal::ForceCancel)) => {
                 tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
+                controls.force();
             }
             Err(e @ ControlError::TaskGone { .. }) => {
                 tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.force_cancel();
+                controls.force();
                 return;
             }
             Err(e) => {
