@@ -108,7 +108,7 @@ pub async fn run(
         step_events,
         &ctx.metrics,
         &done,
-        &ctx.stop,
+        &ctx.stop.token,
         ctx.flush_limit,
     );
     let shipper = async {
