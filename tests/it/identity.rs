@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use scalr_agent::sandbox::stage::Launcher;
+use scalr_agent::task::cancel::Cancel;
 use scalr_agent::task::identity::{self, Pattern, Settings};
-use scalr_agent::task::log::{Sink, TaskLog};
+use scalr_agent::task::log::{Masker, Sink, TaskLog};
 use scalr_agent::task::model::Task;
-use scalr_agent::task::runner::{Cancel, TaskPaths};
+use scalr_agent::task::runner::TaskPaths;
 use serde_json::{Value, json};
 
 use crate::support::exec::Exec;
@@ -50,7 +51,7 @@ async fn run(e: &Exec, id: &str, settings: Settings, shell: &[(&str, &str)]) -> 
     runner.settings.identity = settings;
     let buf = Buf::default();
     let sinks: Vec<Sink> = vec![Box::new(buf.clone())];
-    let mut log = TaskLog::new(Arc::new(scalr_agent::exec::secrets(&task)), sinks);
+    let mut log = TaskLog::new(Arc::new(Masker::for_task(&task)), sinks);
     let out = e.dir.join(format!("{id}.out"));
     std::fs::create_dir_all(&out).unwrap();
     let result = runner
