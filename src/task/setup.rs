@@ -59,6 +59,9 @@ pub(super) enum SetupError {
     /// The stage's user entry (see `users`).
     #[error("{0}")]
     UserEntry(String),
+    /// A platform identity token file (see `identity`).
+    #[error(transparent)]
+    Identity(#[from] super::identity::TokenFileError),
 }
 
 impl From<crate::software::SoftwareError> for SetupError {
@@ -120,7 +123,7 @@ impl Run<'_> {
         &mut self,
         fs: &crate::taskfs::TaskRoot,
         env: &mut env::Env,
-    ) -> Result<(), String> {
+    ) -> Result<(), SetupError> {
         let inherited = self.copy_identity(fs).await?;
         let task = self.task;
         let shell = |k: &str| {
@@ -142,7 +145,7 @@ impl Run<'_> {
     pub(super) async fn copy_identity(
         &mut self,
         fs: &crate::taskfs::TaskRoot,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, super::identity::TokenFileError> {
         let settings = &self.runner.settings.identity;
         if settings.inherited.is_empty() {
             return Ok(Vec::new());
@@ -150,8 +153,7 @@ impl Run<'_> {
         let (settings, root) = (settings.clone(), fs.clone());
         let identity = tokio::task::spawn_blocking(move || settings.copy_tokens(&root))
             .await
-            .expect("copying token files does not panic")
-            .map_err(|e| e.to_string())?;
+            .expect("copying token files does not panic")?;
         self.log.add_secrets(&identity.secrets);
         Ok(identity.env)
     }

@@ -292,11 +292,13 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
 
     a.stop().await;
     assert_eq!(cp.task("slow").finishes[0]["status"], "canceled");
-    // The listener stops with the agent.
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the health listener outlived the agent"
-    );
+    // The listener stops with the agent (its task ends just after the agent's: wait for it).
+    crate::support::wait::until(
+        "the health listener to close with the agent",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(addr).is_err(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
