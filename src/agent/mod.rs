@@ -427,6 +427,7 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
                 result: serde_json::Value::Null,
                 error: Some("agent restarted".into()),
                 log_size: spooled.log_len(),
+                log_sha256: spooled.log_sha256().ok(),
             })?;
         }
         let api = TaskApi::new(
@@ -435,7 +436,7 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
             spooled.token().clone(),
         );
         let metrics = ctx.metrics.clone();
-        work.spawn(async move { deliver::deliver(&api, &spooled, &metrics).await });
+        work.spawn(async move { deliver::deliver(&api, &spooled, &metrics, None).await });
     }
     Ok(())
 }
@@ -504,6 +505,7 @@ fn registration(
     RegisterRequest {
         name: config.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        protocol: crate::control::wire::PROTOCOL_V1_1.into(),
         os: std::env::consts::OS.into(),
         cpu_platform: crate::software::catalog::Platform::host()
             .map_or("unsupported", |p| p.name())

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,7 @@ pub async fn run(
                 result: serde_json::Value::Null,
                 error: Some(format!("the agent cannot spool the task: {e}")),
                 log_size: 0,
+                log_sha256: None,
             };
             if let Err(e) = api.finish(&finish).await {
                 tracing::error!(task = %id, error = %e, "cannot report the task");
@@ -98,15 +99,20 @@ pub async fn run(
     );
     let shipper = async {
         // Errors that end the task for this agent stop the execution too.
-        if let Err(e) = ship_log(&api, &spool, &ctx.metrics).await {
-            tracing::warn!(task = %id, error = %e, "log shipping stopped");
-            if !e.is_retryable() {
-                controls.kill.cancel();
+        match ship_log(&api, &spool, &ctx.metrics, 0).await {
+            Ok(committed) => Some(committed),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "log shipping stopped");
+                if !e.is_retryable() {
+                    controls.kill.cancel();
+                }
+                None
             }
         }
     };
     let execution = async {
-        let (action, outcome, inputs) = execute(&ctx, &acquired, &spool, &controls, steps).await;
+        let (action, outcome, inputs) =
+            execute(&ctx, &api, &acquired, &spool, &controls, steps).await;
         // The inputs and the executor's copies of the artifacts are no longer needed (the
         // spool holds what is owed); the spool goes once delivered. Copying artifacts, the
         // fsync of the final status and the removal block: on the blocking pool.
@@ -119,11 +125,16 @@ pub async fn run(
             {
                 inputs.remove();
             }
+            let log_sha256 = s
+                .log_sha256()
+                .inspect_err(|e| tracing::warn!(task = %s.task_id(), error = %e, "cannot hash the spooled log"))
+                .ok();
             let finish = Finish {
                 status: outcome.status,
                 result: outcome.result,
                 error: outcome.error,
                 log_size: s.log_len(),
+                log_sha256,
             };
             if let Err(e) = s.write_final(&finish) {
                 tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
@@ -141,14 +152,15 @@ pub async fn run(
         drop(permit);
     };
     // The finish goes out only after the step reports: the server sees steps first.
-    tokio::join!(watcher, shipper, execution, reporter);
-    deliver(&api, &spool, &ctx.metrics).await;
+    let ((), committed, (), ()) = tokio::join!(watcher, shipper, execution, reporter);
+    deliver(&api, &spool, &ctx.metrics, committed).await;
 }
 
 /// Parses the task, fetches its inputs and runs the executor. Returns the action (for
 /// metrics), the outcome and the task's directory of inputs (locked, for the caller to remove).
 async fn execute(
     ctx: &Ctx,
+    api: &TaskApi,
     acquired: &Acquired,
     spool: &TaskSpool,
     controls: &Controls,
@@ -184,11 +196,6 @@ async fn execute(
         }
     };
     let inputs_dir = lock.path().join("inputs");
-    let api = TaskApi::new(
-        ctx.client.clone(),
-        acquired.task_id.clone(),
-        spool.token().clone(),
-    );
     // Biased: a task stopped before it got here (a stop right after its acquisition) is not
     // started at all.
     let fetched = tokio::select! {
@@ -196,7 +203,7 @@ async fn execute(
         _ = controls.kill.cancelled() => Err("killed before it started".to_string()),
         _ = controls.cancel.cancelled() => Err("canceled before it started".to_string()),
         _ = controls.terminate.cancelled() => Err("the agent stopped before the task started".to_string()),
-        r = fetch_inputs(&api, &task, &inputs_dir) => r,
+        r = fetch_inputs(api, &task, &inputs_dir) => r,
     };
     if let Err(reason) = fetched {
         let _ = writeln!(log, "[scalr-agent] {reason}");
@@ -284,40 +291,73 @@ fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
     outcome
 }
 
-/// Relays cancellation signals from the control plane until the task is done.
+/// The shortest time between the starts of two signal polls of one task: at most 9 polls in
+/// any 5 s window, under the protocol's budget of 2 a second per task.
+const SIGNAL_SPACING: Duration = Duration::from_millis(600);
+/// The pause after a v1 server (no cursor) repeated a signal already acted on.
+const SIGNAL_REPEAT_PAUSE: Duration = Duration::from_secs(2);
+/// The first pause after a failed signal poll (doubling up to [`SIGNAL_MAX_PAUSE`]).
+const SIGNAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
+const SIGNAL_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Relays cancellation signals from the control plane until the task is done, within the
+/// signal budget (`docs/protocol.md`, "Cancellation"): polls held on a cursor by a v1.1
+/// server, at most one poll started per [`SIGNAL_SPACING`] in every state, a backoff after
+/// errors. A `force-cancel` is the last signal: polling stops there.
 async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &CancellationToken) {
     let hold = ctx
         .client
         .session()
-        .map_or(std::time::Duration::from_secs(25), |s| s.poll_timeout);
+        .map_or(Duration::from_secs(25), |s| s.poll_timeout);
+    let mut cursor = api.v1_1().then_some(0u64);
+    let mut seen = None;
+    let mut error_pause = SIGNAL_ERROR_PAUSE;
+    let mut next = tokio::time::Instant::now();
     loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = tokio::time::Instant::now();
+        next = started + SIGNAL_SPACING;
         let signal = tokio::select! {
             _ = done.cancelled() => return,
-            s = api.signal(hold) => s,
+            s = api.signal(hold, cursor) => s,
         };
-        match signal {
-            Ok(None) => {}
-            Ok(Some(Signal::Cancel)) => {
-                if !controls.cancel.is_cancelled() {
-                    tracing::info!(task = %api.task_id(), "cancel requested");
-                }
-                controls.cancel.cancel();
-            }
-            Ok(Some(Signal::ForceCancel)) => {
-                tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
-            }
+        let answer = match signal {
+            Ok(answer) => answer,
             Err(e @ ControlError::TaskGone { .. }) => {
                 tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
                 controls.force_cancel();
                 return;
             }
             Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, "signal poll failed");
-                tokio::select! {
-                    _ = done.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                tracing::debug!(task = %api.task_id(), error = %e, ?error_pause, "signal poll failed");
+                next = started.max(tokio::time::Instant::now()) + error_pause;
+                error_pause = (error_pause * 2).min(SIGNAL_MAX_PAUSE);
+                continue;
+            }
+        };
+        error_pause = SIGNAL_ERROR_PAUSE;
+        let Some(answer) = answer else { continue };
+        if let (Some(_), Some(c)) = (cursor, answer.cursor) {
+            cursor = Some(c);
+        } else if seen == Some(answer.signal) {
+            // A v1 server answers the current signal at once: do not spin on it.
+            next = started + SIGNAL_REPEAT_PAUSE;
+        }
+        seen = Some(answer.signal);
+        match answer.signal {
+            Signal::Cancel => {
+                if !controls.cancel.is_cancelled() {
+                    tracing::info!(task = %api.task_id(), "cancel requested");
                 }
+                controls.cancel.cancel();
+            }
+            Signal::ForceCancel => {
+                tracing::info!(task = %api.task_id(), "forced cancel requested");
+                controls.force_cancel();
+                return;
             }
         }
     }

@@ -1,8 +1,10 @@
-//! A fake control plane on 127.0.0.1 implementing `docs/protocol.md` (v1) in memory: a task
-//! queue with leases and acknowledgements, long polls, idempotent log offsets, step reports
-//! (checked and kept in order), exactly-once finish, and fault injection (statuses, answers
-//! lost after the work was done, delays, token revocation, a restart that forgets sessions).
-//! It counts everything it receives.
+//! A fake control plane on 127.0.0.1 implementing `docs/protocol.md` (v1.1, or v1 when
+//! [`Inner::version`] says so) in memory: a task queue with leases and acknowledgements,
+//! idempotent acquisition by request id, long polls (signals held on a cursor), idempotent log
+//! offsets, step reports (checked and kept in order), exactly-once finish checked against the
+//! log's size and SHA-256, and fault injection (statuses, answers lost after the work was done,
+//! delays, a lost log tail, token revocation, a restart that forgets sessions). It counts
+//! everything it receives, per endpoint and per task with the time of each request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, Uri};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use url::Url;
 
@@ -32,6 +35,19 @@ pub enum Fault {
     /// connection without answering: an upload cut off midway. Records the bytes read in
     /// `Inner::cut_uploads`.
     CutUpload(usize),
+    /// Forget the task's log past this many bytes (a failover lost its tail), then answer
+    /// normally.
+    LoseLogTail(usize),
+}
+
+/// The protocol version the fake speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Version {
+    /// Announces nothing; signal polls answer the current signal at once; acquire ids are
+    /// ignored.
+    V1,
+    #[default]
+    V1_1,
 }
 
 /// A task as the server keeps it.
@@ -48,6 +64,10 @@ pub struct TaskRec {
     pub finishes: Vec<Value>,
     pub finish_calls: u32,
     pub signal: Option<&'static str>,
+    /// The cursor of the newest signal (0: none yet).
+    pub signal_cursor: u64,
+    /// `(offset, length)` of every log chunk received, in order.
+    pub log_puts: Vec<(u64, usize)>,
     pub artifacts: HashMap<String, Vec<u8>>,
     pub inputs: HashMap<String, Vec<u8>>,
     /// Every step report accepted, in the order received (a repeat would appear twice).
@@ -79,6 +99,12 @@ pub struct Inner {
     pub cut_uploads: Vec<usize>,
     /// The `Content-Length` declared by each artifact upload, in order (`None`: chunked).
     pub artifact_lengths: Vec<Option<u64>>,
+    /// The version this server speaks.
+    pub version: Version,
+    /// Acquire request id -> the task handed out for it.
+    pub acquire_ids: HashMap<String, String>,
+    /// Every request naming a task (`/tasks/{id}/...`), by task id: endpoint and arrival.
+    pub task_requests: HashMap<String, Vec<(String, Instant)>>,
     next_id: u32,
 }
 
@@ -170,8 +196,43 @@ impl ControlPlane {
     }
 
     pub fn signal(&self, task: &str, signal: &'static str) {
-        self.lock().tasks.get_mut(task).unwrap().signal = Some(signal);
+        let mut i = self.lock();
+        let t = i.tasks.get_mut(task).unwrap();
+        t.signal = Some(signal);
+        t.signal_cursor += 1;
+        drop(i);
         self.changed.notify_waiters();
+    }
+
+    /// How many `endpoint` requests naming `task` arrived.
+    pub fn task_hits(&self, task: &str, endpoint: &str) -> usize {
+        self.times(task, endpoint).len()
+    }
+
+    /// When each `endpoint` request naming `task` arrived.
+    pub fn times(&self, task: &str, endpoint: &str) -> Vec<Instant> {
+        self.lock()
+            .task_requests
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    /// The most `endpoint` requests naming `task` that arrived within any `window`.
+    pub fn max_in_window(&self, task: &str, endpoint: &str, window: Duration) -> usize {
+        let times = self.times(task, endpoint);
+        (0..times.len())
+            .map(|a| {
+                times[a..]
+                    .iter()
+                    .take_while(|t| **t - times[a] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Forgets every session, as a restarted server with in-memory sessions would.
@@ -263,6 +324,14 @@ async fn handle(
     let fault = {
         let mut i = cp.lock();
         *i.hits.entry(endpoint.clone()).or_default() += 1;
+        if let ["tasks", id, ..] = parts.as_slice()
+            && *id != "acquire"
+        {
+            i.task_requests
+                .entry(id.to_string())
+                .or_default()
+                .push((endpoint.clone(), Instant::now()));
+        }
         if endpoint == "artifacts" {
             let declared = headers
                 .get("content-length")
@@ -297,6 +366,12 @@ async fn handle(
                 .unwrap();
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::LoseLogTail(keep)) => {
+            let mut i = cp.lock();
+            if let Some(t) = parts.get(1).and_then(|id| i.tasks.get_mut(*id)) {
+                t.log.truncate(*keep);
+            }
+        }
         _ => {}
     }
     let token = bearer(&headers);
@@ -354,7 +429,7 @@ async fn route(
                     i.names.retain(|_, (a, _)| *a != agent);
                     empty(204)
                 }
-                _ => acquire(cp, &agent).await,
+                _ => acquire(cp, &agent, &body).await,
             }
         }
         (m, ["tasks", id, rest @ ..]) => task_call(cp, m, id, rest, query, token, body).await,
@@ -390,14 +465,32 @@ fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
     i.sessions.retain(|_, a| *a != id);
     i.sessions.insert(session.clone(), id.clone());
     i.names.insert(name, (id.clone(), Instant::now()));
-    respond(
-        201,
-        json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}}),
-    )
+    let mut answer = json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}});
+    if i.version == Version::V1_1 {
+        answer["protocol"] = json!("1.1");
+    }
+    respond(201, answer)
 }
 
-async fn acquire(cp: &ControlPlane, agent: &str) -> Response<Body> {
+async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> {
     let hold = Duration::from_millis(cp.lock().poll_ms);
+    let request_id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["request_id"].as_str().map(str::to_owned))
+        .filter(|_| cp.lock().version == Version::V1_1);
+    // A retried acquire whose answer was lost gets the same task again (v1.1).
+    if let Some(rid) = &request_id {
+        let i = cp.lock();
+        if let Some(t) = i.acquire_ids.get(rid).and_then(|id| i.tasks.get(id))
+            && t.acked_by.is_none()
+        {
+            let id = &i.acquire_ids[rid];
+            return respond(
+                200,
+                json!({"task_id": id, "task_token": t.token, "task": t.doc}),
+            );
+        }
+    }
     let deadline = tokio::time::Instant::now() + hold;
     loop {
         let notified = cp.changed.notified();
@@ -421,10 +514,11 @@ async fn acquire(cp: &ControlPlane, agent: &str) -> Response<Body> {
                 let t = i.tasks.get_mut(&id).unwrap();
                 t.handed_to.push(agent.into());
                 t.leased_at = Some(Instant::now());
-                return respond(
-                    200,
-                    json!({"task_id": id, "task_token": t.token, "task": t.doc}),
-                );
+                let answer = json!({"task_id": id, "task_token": t.token, "task": t.doc});
+                if let Some(rid) = request_id {
+                    i.acquire_ids.insert(rid, id);
+                }
+                return respond(200, answer);
             }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -447,17 +541,34 @@ async fn task_call(
         match i.tasks.get(id) {
             Some(t) if t.token == token && t.finishes.is_empty() => {}
             Some(t) if t.token == token && rest == ["finish"] => {}
+            Some(t) if t.token == token => {
+                return respond(410, json!({"error": "gone", "message": "task finished"}));
+            }
             _ => return respond(401, json!({"error": "unauthorized"})),
         }
     }
     if let (method, ["signal"]) = (method, rest) {
         assert_eq!(method, "GET");
-        let hold = Duration::from_millis(cp.lock().poll_ms);
+        let (hold, version) = {
+            let i = cp.lock();
+            (Duration::from_millis(i.poll_ms), i.version)
+        };
+        // v1.1: held while the agent has the newest signal; v1: the current signal at once.
+        let cursor = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| version == Version::V1_1);
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             let notified = cp.changed.notified();
-            if let Some(s) = cp.lock().tasks[id].signal {
-                return respond(200, json!({"signal": s}));
+            let (signal, at) = {
+                let i = cp.lock();
+                (i.tasks[id].signal, i.tasks[id].signal_cursor)
+            };
+            if let Some(s) = signal
+                && cursor.is_none_or(|seen| at > seen)
+            {
+                return respond(200, json!({"signal": s, "cursor": at}));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return empty(204);
@@ -465,6 +576,7 @@ async fn task_call(
         }
     }
     let mut i = cp.lock();
+    let v1_1 = i.version == Version::V1_1;
     let t = i.tasks.get_mut(id).unwrap();
     match (method, rest) {
         ("POST", ["ack"]) => match &t.acked_by {
@@ -485,6 +597,7 @@ async fn task_call(
                 .and_then(|v| v.parse().ok())
                 .unwrap();
             let committed = t.log.len() as u64;
+            t.log_puts.push((offset, body.len()));
             if offset > committed {
                 return respond(409, json!({"error": "gap", "committed": committed}));
             }
@@ -536,6 +649,13 @@ async fn task_call(
                     409,
                     json!({"error": "log_incomplete", "committed": t.log.len()}),
                 );
+            }
+            if let Some(sum) = f["log_sha256"].as_str().filter(|_| v1_1)
+                && sum != hex::encode(Sha256::digest(&t.log))
+            {
+                // What it assembled does not match: start over.
+                t.log.clear();
+                return respond(409, json!({"error": "log_incomplete", "committed": 0}));
             }
             t.finishes.push(f);
             t.steps_at_finish = Some(t.steps.len());
