@@ -22,8 +22,12 @@
 mod deliver;
 pub mod executor;
 pub mod health;
+mod heartbeat;
+mod lease;
 pub mod reaper;
+mod registration;
 pub mod runner_executor;
+mod signals;
 mod state;
 mod steps;
 mod task;
@@ -39,13 +43,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StopAction};
-use crate::control::wire::{AgentStatus, FinalStatus, Finish, Heartbeat, RegisterRequest};
+use crate::control::wire::{FinalStatus, Finish};
 use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
 use crate::spool::{Spool, SpoolError};
 
 pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
+use heartbeat::heartbeat;
+use registration::{register, registration};
 
 /// The longest the deregistration may take at the end of the stop window.
 pub const DEREGISTER_LIMIT: Duration = Duration::from_secs(2);
@@ -83,6 +89,8 @@ pub(crate) struct Ctx {
     stop: CancellationToken,
     /// How long step reports left when a task ends may take (see `steps`).
     flush_limit: Duration,
+    /// The tasks this agent holds, and when their leases were last renewed.
+    leases: lease::Leases,
 }
 
 impl Ctx {
@@ -159,6 +167,7 @@ pub async fn run_with_metrics(
         flush_limit: settings
             .step_flush_limit
             .unwrap_or_else(|| steps::flush_limit(settings.report_timeout)),
+        leases: lease::Leases::default(),
     });
     let mut work = JoinSet::new();
     let background = CancellationToken::new();
@@ -213,6 +222,7 @@ pub async fn run_with_metrics(
         stop.clone(),
         background.clone(),
     ));
+    work.spawn(lease::fence(ctx.clone(), background.clone()));
 
     // The acquire loop, in this future: it owns the task set.
     let sem = Arc::new(Semaphore::new(slots as usize));
@@ -393,22 +403,6 @@ async fn deregister(client: &ControlClient, deadline: Instant, data_dir: &std::p
     }
 }
 
-/// Registers, retrying outages with backoff; fatal refusals end the agent.
-async fn register(client: &ControlClient) -> Result<crate::control::Session, ControlError> {
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match client.register().await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Finds what a previous process left in the spool and delivers it in the background: a
 /// task without a final status was running when that process died.
 fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
@@ -430,90 +424,18 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
                 log_sha256: spooled.log_sha256().ok(),
             })?;
         }
+        let lost = ctx.leases.hold(spooled.task_id());
         let api = TaskApi::new(
             ctx.client.clone(),
             spooled.task_id().into(),
             spooled.token().clone(),
-        );
-        let metrics = ctx.metrics.clone();
-        work.spawn(async move { deliver::deliver(&api, &spooled, &metrics, None).await });
+        )
+        .gone_with(lost);
+        let ctx = ctx.clone();
+        work.spawn(async move {
+            deliver::deliver(&api, &spooled, &ctx.metrics, None).await;
+            ctx.leases.release(spooled.task_id());
+        });
     }
     Ok(())
-}
-
-/// Beats every interval until stopped; a fatal answer stops the agent.
-async fn heartbeat(
-    ctx: Arc<Ctx>,
-    slots: u32,
-    draining: CancellationToken,
-    fatal: Arc<Mutex<Option<ControlError>>>,
-    stop: CancellationToken,
-    background: CancellationToken,
-) {
-    loop {
-        let interval = ctx
-            .client
-            .session()
-            .map_or(Duration::from_secs(10), |s| s.heartbeat_interval);
-        tokio::select! {
-            _ = background.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
-        let beat = Heartbeat {
-            status: if draining.is_cancelled() {
-                AgentStatus::Draining
-            } else if running.is_empty() {
-                AgentStatus::Idle
-            } else {
-                AgentStatus::Busy
-            },
-            free_slots: slots.saturating_sub(running.len() as u32),
-            running,
-        };
-        let result = tokio::select! {
-            _ = background.cancelled() => return,
-            r = ctx.client.heartbeat(&beat) => r,
-        };
-        match result {
-            Ok(()) => ctx.metrics.heartbeat_ok(),
-            Err(e) if e.is_fatal() => {
-                tracing::error!(error = %e, "heartbeat refused; stopping");
-                ctx.metrics.heartbeat_failure();
-                *fatal.lock().unwrap() = Some(e);
-                stop.cancel();
-            }
-            Err(e) => {
-                ctx.metrics.heartbeat_failure();
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
-        }
-    }
-}
-
-/// What the agent says about itself at registration.
-fn registration(
-    config: &Config,
-    executor: &dyn Executor,
-    previous: Option<String>,
-) -> RegisterRequest {
-    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
-    let runtime = serde_json::to_value(runtime)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "vm".into());
-    RegisterRequest {
-        name: config.name.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        protocol: crate::control::wire::PROTOCOL_V1_1.into(),
-        os: std::env::consts::OS.into(),
-        cpu_platform: crate::software::catalog::Platform::host()
-            .map_or("unsupported", |p| p.name())
-            .into(),
-        driver: "local".into(),
-        runtime,
-        concurrency: config.agent.concurrency.get(),
-        isolation: executor.isolation(),
-        previous_agent_id: previous,
-    }
 }

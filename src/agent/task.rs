@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::Ctx;
 use super::deliver::{append_error, deliver, ship_log};
 use super::executor::{Job, JobOutcome, StepEvents};
+use super::signals::watch_signals;
 use super::steps::report_steps;
-use crate::control::wire::{Acquired, Finish, Signal};
-use crate::control::{ControlError, TaskApi};
+use crate::control::TaskApi;
+use crate::control::wire::{Acquired, Finish};
 use crate::spool::TaskSpool;
 use crate::task::model::Task;
 use crate::task::sweep::DirLock;
@@ -36,7 +37,7 @@ pub struct Controls {
 impl Controls {
     /// Kills now, and marks the task canceled. `kill` goes first: a step woken by either
     /// token then sees the kill and sends no SIGINT before the SIGKILL.
-    fn force_cancel(&self) {
+    pub(super) fn force_cancel(&self) {
         self.kill.cancel();
         self.cancel.cancel();
     }
@@ -56,11 +57,14 @@ pub async fn run(
     permit: OwnedSemaphorePermit,
     controls: Controls,
 ) {
+    // Held (its lease renewed by the heartbeats) until its delivery ended.
+    let held = ctx.leases.guard(&acquired.task_id);
     let api = TaskApi::new(
         ctx.client.clone(),
         acquired.task_id.clone(),
         acquired.task_token.clone(),
-    );
+    )
+    .gone_with(held.lost.clone());
     let id = acquired.task_id.clone();
     if let Err(e) = api.ack().await {
         tracing::warn!(task = %id, error = %e, "task not acknowledged; not running it");
@@ -154,6 +158,7 @@ pub async fn run(
     // The finish goes out only after the step reports: the server sees steps first.
     let ((), committed, (), ()) = tokio::join!(watcher, shipper, execution, reporter);
     deliver(&api, &spool, &ctx.metrics, committed).await;
+    drop(held);
 }
 
 /// Parses the task, fetches its inputs and runs the executor. Returns the action (for
@@ -289,78 +294,6 @@ fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
         }
     }
     outcome
-}
-
-/// The shortest time between the starts of two signal polls of one task: at most 9 polls in
-/// any 5 s window, under the protocol's budget of 2 a second per task.
-const SIGNAL_SPACING: Duration = Duration::from_millis(600);
-/// The pause after a v1 server (no cursor) repeated a signal already acted on.
-const SIGNAL_REPEAT_PAUSE: Duration = Duration::from_secs(2);
-/// The first pause after a failed signal poll (doubling up to [`SIGNAL_MAX_PAUSE`]).
-const SIGNAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
-const SIGNAL_MAX_PAUSE: Duration = Duration::from_secs(30);
-
-/// Relays cancellation signals from the control plane until the task is done, within the
-/// signal budget (`docs/protocol.md`, "Cancellation"): polls held on a cursor by a v1.1
-/// server, at most one poll started per [`SIGNAL_SPACING`] in every state, a backoff after
-/// errors. A `force-cancel` is the last signal: polling stops there.
-async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &CancellationToken) {
-    let hold = ctx
-        .client
-        .session()
-        .map_or(Duration::from_secs(25), |s| s.poll_timeout);
-    let mut cursor = api.v1_1().then_some(0u64);
-    let mut seen = None;
-    let mut error_pause = SIGNAL_ERROR_PAUSE;
-    let mut next = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = done.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = tokio::time::Instant::now();
-        next = started + SIGNAL_SPACING;
-        let signal = tokio::select! {
-            _ = done.cancelled() => return,
-            s = api.signal(hold, cursor) => s,
-        };
-        let answer = match signal {
-            Ok(answer) => answer,
-            Err(e @ ControlError::TaskGone { .. }) => {
-                tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.force_cancel();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, ?error_pause, "signal poll failed");
-                next = started.max(tokio::time::Instant::now()) + error_pause;
-                error_pause = (error_pause * 2).min(SIGNAL_MAX_PAUSE);
-                continue;
-            }
-        };
-        error_pause = SIGNAL_ERROR_PAUSE;
-        let Some(answer) = answer else { continue };
-        if let (Some(_), Some(c)) = (cursor, answer.cursor) {
-            cursor = Some(c);
-        } else if seen == Some(answer.signal) {
-            // A v1 server answers the current signal at once: do not spin on it.
-            next = started + SIGNAL_REPEAT_PAUSE;
-        }
-        seen = Some(answer.signal);
-        match answer.signal {
-            Signal::Cancel => {
-                if !controls.cancel.is_cancelled() {
-                    tracing::info!(task = %api.task_id(), "cancel requested");
-                }
-                controls.cancel.cancel();
-            }
-            Signal::ForceCancel => {
-                tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
-                return;
-            }
-        }
-    }
 }
 
 fn spool_dir_name(id: &str) -> String {

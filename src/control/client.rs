@@ -10,7 +10,8 @@ use url::Url;
 
 use super::answer::{error_message, parse, unexpected};
 use super::wire::{
-    AcquireRequest, Acquired, Heartbeat, PROTOCOL_V1_1, RegisterRequest, RegisterResponse,
+    AcquireRequest, Acquired, Heartbeat, HeartbeatAnswer, PROTOCOL_V1_1, RegisterRequest,
+    RegisterResponse,
 };
 use super::{
     API_PREFIX, ControlError, POLL_SLACK, PROTOCOL_HEADER, PROTOCOL_VERSION, REQUEST_TIMEOUT,
@@ -34,6 +35,9 @@ pub struct Session {
     /// The server announced protocol v1.1 (cursors, acquire ids, the short chunk deadline);
     /// otherwise the agent keeps the v1 behaviour.
     pub v1_1: bool,
+    /// The task lease the server announced (v1.1), at least three heartbeat intervals;
+    /// `None`: no leases (the agent never fences its tasks).
+    pub lease: Option<Duration>,
     /// Counts registrations, so concurrent 401s re-register only once.
     generation: u64,
 }
@@ -94,6 +98,7 @@ impl ControlClient {
             heartbeat_interval: MAX_HEARTBEAT,
             poll_timeout: Duration::from_secs(25),
             v1_1: false,
+            lease: None,
             generation: 0,
         });
     }
@@ -135,13 +140,19 @@ impl ControlClient {
         }
         let mut slot = self.session.lock().unwrap();
         let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
+        let heartbeat_interval =
+            Duration::from_millis(r.heartbeat_interval_ms.max(100)).min(MAX_HEARTBEAT);
+        let v1_1 = r.protocol.as_deref() == Some(PROTOCOL_V1_1);
         let session = Session {
             agent_id: r.agent_id.clone(),
             token: r.session_token,
-            heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms.max(100))
-                .min(MAX_HEARTBEAT),
+            heartbeat_interval,
             poll_timeout: Duration::from_millis(r.poll_timeout_ms.clamp(100, 60_000)),
-            v1_1: r.protocol.as_deref() == Some(PROTOCOL_V1_1),
+            v1_1,
+            lease: r
+                .lease_ms
+                .filter(|_| v1_1)
+                .map(|ms| Duration::from_millis(ms).max(heartbeat_interval * 3)),
             generation,
         };
         *slot = Some(session.clone());
@@ -153,8 +164,9 @@ impl ControlClient {
         Ok(session)
     }
 
-    /// `POST /heartbeat`. One attempt: the next beat is the retry.
-    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), ControlError> {
+    /// `POST /heartbeat`. One attempt: the next beat is the retry. Returns the tasks the
+    /// server says this agent holds no more (v1.1; empty from a v1 server).
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<Vec<String>, ControlError> {
         let body = serde_json::to_vec(beat).expect("serializes");
         let answer = self
             .with_session(|token| {
@@ -164,7 +176,10 @@ impl ControlClient {
             })
             .await?;
         match answer.status {
-            s if s.is_success() => Ok(()),
+            StatusCode::OK if !answer.body.is_empty() => {
+                parse::<HeartbeatAnswer>("heartbeat", &answer).map(|a| a.ended)
+            }
+            s if s.is_success() => Ok(Vec::new()),
             s => Err(unexpected("heartbeat", s, &answer)),
         }
     }

@@ -58,6 +58,13 @@ impl TaskApi {
         }
     }
 
+    /// The same API, gone when `gone` fires (the daemon fires it when the server ended the
+    /// task or its lease was lost).
+    pub fn gone_with(mut self, gone: CancellationToken) -> TaskApi {
+        self.gone = gone;
+        self
+    }
+
     /// The task is over for this agent (a refusal, or the server ended it): nothing more is
     /// sent for it, and calls waiting for an answer return at once.
     pub fn mark_gone(&self) {

@@ -45,6 +45,10 @@ pub struct RegisterResponse {
     /// The version the server speaks for this session (v1.1); absent from a v1 server.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// The task lease (v1.1): a task whose lease the heartbeats do not renew for this long
+    /// is ended by the server. Absent: no leases.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
 }
 
 /// The minor version this agent speaks, in the registration and its answer.
@@ -74,8 +78,22 @@ pub enum AgentStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub status: AgentStatus,
+    /// The tasks whose tool runs (from their acquisition until the tool ended).
     pub running: Vec<String>,
     pub free_slots: u32,
+    /// The tasks whose tool ended and whose finish was not accepted yet (v1.1); with
+    /// `running`, the leases this beat renews.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivering: Vec<String>,
+}
+
+/// The answer to `POST /heartbeat` (v1.1; a v1 server answers 204).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// Tasks named in the beat that this agent holds no more (the server ended them, e.g. a
+    /// lease expired, or withdrew them): killed at once, nothing more sent for them.
+    #[serde(default)]
+    pub ended: Vec<String>,
 }
 
 /// `POST /tasks/acquire`.

@@ -17,6 +17,7 @@ mod harness;
 mod health;
 mod isolation;
 mod private;
+mod protocol;
 mod providers;
 mod relay;
 mod sandbox;

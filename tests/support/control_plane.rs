@@ -59,6 +59,10 @@ pub struct TaskRec {
     pub handed_to: Vec<String>,
     pub acked_by: Option<String>,
     pub leased_at: Option<Instant>,
+    /// When the lease runs out unless a heartbeat of its agent renews it (v1.1).
+    pub lease_until: Option<Instant>,
+    /// The server ended the task itself (lease expired: `errored`, "agent lost").
+    pub ended_by_server: Option<Instant>,
     pub log: Vec<u8>,
     /// Every accepted (first) finish; more than one would be a bug.
     pub finishes: Vec<Value>,
@@ -68,6 +72,12 @@ pub struct TaskRec {
     pub signal_cursor: u64,
     /// `(offset, length)` of every log chunk received, in order.
     pub log_puts: Vec<(u64, usize)>,
+    /// The `cursor` of every signal poll (`None`: sent without one).
+    pub signal_cursors: Vec<Option<u64>>,
+    /// Withdrawn: every call with its token answers 410.
+    pub withdrawn: bool,
+    /// When the first call was refused because the task is over for its agent.
+    pub refused_at: Option<Instant>,
     pub artifacts: HashMap<String, Vec<u8>>,
     pub inputs: HashMap<String, Vec<u8>>,
     /// Every step report accepted, in the order received (a repeat would appear twice).
@@ -94,6 +104,9 @@ pub struct Inner {
     pub hits: HashMap<String, u32>,
     pub heartbeat_ms: u64,
     pub poll_ms: u64,
+    /// The task lease: an unacknowledged task goes back to the queue after it; with v1.1 an
+    /// acknowledged task whose lease was not renewed by a heartbeat is ended `errored`
+    /// ("agent lost") and its token revoked.
     pub lease: Duration,
     /// Bytes read of each upload that a `Fault::CutUpload` broke off.
     pub cut_uploads: Vec<usize>,
@@ -101,6 +114,8 @@ pub struct Inner {
     pub artifact_lengths: Vec<Option<u64>>,
     /// The version this server speaks.
     pub version: Version,
+    /// Every acquire body, in order.
+    pub acquires: Vec<Value>,
     /// Acquire request id -> the task handed out for it.
     pub acquire_ids: HashMap<String, String>,
     /// Every request naming a task (`/tasks/{id}/...`), by task id: endpoint and arrival.
@@ -149,6 +164,7 @@ impl ControlPlane {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(expire_leases(cp.clone()));
         ControlPlane {
             url: Url::parse(&format!("http://{addr}/")).unwrap(),
             ..cp
@@ -235,6 +251,28 @@ impl ControlPlane {
             .unwrap_or(0)
     }
 
+    /// Withdraws a task: every call with its token answers 410 from now on, and held signal
+    /// polls end.
+    pub fn withdraw(&self, task: &str) {
+        self.lock().tasks.get_mut(task).unwrap().withdrawn = true;
+        self.changed.notify_waiters();
+    }
+
+    /// Requests naming `task` that arrived more than `after` after its first refusal.
+    pub fn requests_after_refusal(&self, task: &str, after: Duration) -> Vec<String> {
+        let i = self.lock();
+        let Some(at) = i.tasks.get(task).and_then(|t| t.refused_at) else {
+            return Vec::new();
+        };
+        i.task_requests
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter(|(_, when)| *when > at + after)
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
     /// Forgets every session, as a restarted server with in-memory sessions would.
     pub fn restart(&self) {
         let mut i = self.lock();
@@ -276,6 +314,63 @@ impl ControlPlane {
         })
         .await;
         self.task(id).finishes[0].clone()
+    }
+}
+
+/// Renews the leases of the tasks a heartbeat of `agent` names (`running` and `delivering`)
+/// that this agent holds; returns those it does not hold any more (ended, withdrawn, handed
+/// to another agent).
+fn renew_leases(i: &mut Inner, agent: &str, beat: &Value) -> Vec<String> {
+    let lease = i.lease;
+    let named = ["running", "delivering"]
+        .iter()
+        .flat_map(|k| beat[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned));
+    let mut ended = Vec::new();
+    for id in named {
+        match i.tasks.get_mut(&id) {
+            Some(t)
+                if t.handed_to.last().map(String::as_str) == Some(agent)
+                    && t.finishes.is_empty()
+                    && !t.withdrawn =>
+            {
+                t.lease_until = Some(Instant::now() + lease);
+            }
+            Some(t) if !t.finishes.is_empty() && t.ended_by_server.is_none() => {
+                // Finished by this agent; its heartbeat raced the finish.
+            }
+            _ => ended.push(id),
+        }
+    }
+    ended
+}
+
+/// Ends the acknowledged tasks whose lease ran out (v1.1): `errored`, "agent lost", recorded
+/// as their one final status; their tokens answer 410 from then on.
+async fn expire_leases(cp: ControlPlane) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut i = cp.lock();
+        if i.version == Version::V1 {
+            continue;
+        }
+        let mut any = false;
+        for t in i.tasks.values_mut() {
+            if t.acked_by.is_some()
+                && t.finishes.is_empty()
+                && t.lease_until.is_some_and(|at| at < Instant::now())
+            {
+                t.finishes.push(json!({"status": "errored", "result": null,
+                    "error": "agent lost", "ended_by": "server"}));
+                t.ended_by_server = Some(Instant::now());
+                t.withdrawn = true;
+                any = true;
+            }
+        }
+        drop(i);
+        if any {
+            cp.changed.notify_waiters();
+        }
     }
 }
 
@@ -414,13 +509,17 @@ async fn route(
                 ["heartbeat"] => {
                     let mut i = cp.lock();
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    i.heartbeats.push(v);
+                    i.heartbeats.push(v.clone());
                     for (_, (id, seen)) in i.names.iter_mut() {
                         if *id == agent {
                             *seen = Instant::now();
                         }
                     }
-                    empty(204)
+                    if i.version == Version::V1 {
+                        return empty(204);
+                    }
+                    let ended = renew_leases(&mut i, &agent, &v);
+                    respond(200, json!({"ended": ended}))
                 }
                 ["deregister"] => {
                     let mut i = cp.lock();
@@ -468,15 +567,18 @@ fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
     let mut answer = json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}});
     if i.version == Version::V1_1 {
         answer["protocol"] = json!("1.1");
+        answer["lease_ms"] = json!(i.lease.as_millis() as u64);
     }
     respond(201, answer)
 }
 
 async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> {
     let hold = Duration::from_millis(cp.lock().poll_ms);
-    let request_id = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["request_id"].as_str().map(str::to_owned))
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    cp.lock().acquires.push(req.clone());
+    let request_id = req["request_id"]
+        .as_str()
+        .map(str::to_owned)
         .filter(|_| cp.lock().version == Version::V1_1);
     // A retried acquire whose answer was lost gets the same task again (v1.1).
     if let Some(rid) = &request_id {
@@ -514,6 +616,7 @@ async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> 
                 let t = i.tasks.get_mut(&id).unwrap();
                 t.handed_to.push(agent.into());
                 t.leased_at = Some(Instant::now());
+                t.lease_until = Some(Instant::now() + lease);
                 let answer = json!({"task_id": id, "task_token": t.token, "task": t.doc});
                 if let Some(rid) = request_id {
                     i.acquire_ids.insert(rid, id);
@@ -537,14 +640,25 @@ async fn task_call(
     body: Bytes,
 ) -> Response<Body> {
     {
-        let i = cp.lock();
-        match i.tasks.get(id) {
-            Some(t) if t.token == token && t.finishes.is_empty() => {}
-            Some(t) if t.token == token && rest == ["finish"] => {}
-            Some(t) if t.token == token => {
-                return respond(410, json!({"error": "gone", "message": "task finished"}));
+        let mut i = cp.lock();
+        let refusal = match i.tasks.get(id) {
+            Some(t) if t.token == token && t.withdrawn => Some(respond(
+                410,
+                json!({"error": "gone", "message": "task withdrawn"}),
+            )),
+            Some(t) if t.token == token && t.finishes.is_empty() => None,
+            Some(t) if t.token == token && rest == ["finish"] => None,
+            Some(t) if t.token == token => Some(respond(
+                410,
+                json!({"error": "gone", "message": "task finished"}),
+            )),
+            _ => Some(respond(401, json!({"error": "unauthorized"}))),
+        };
+        if let Some(refusal) = refusal {
+            if let Some(t) = i.tasks.get_mut(id) {
+                t.refused_at.get_or_insert_with(Instant::now);
             }
-            _ => return respond(401, json!({"error": "unauthorized"})),
+            return refusal;
         }
     }
     if let (method, ["signal"]) = (method, rest) {
@@ -556,15 +670,25 @@ async fn task_call(
         // v1.1: held while the agent has the newest signal; v1: the current signal at once.
         let cursor = query
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|_| version == Version::V1_1);
+            .and_then(|v| v.parse::<u64>().ok());
+        cp.lock()
+            .tasks
+            .get_mut(id)
+            .unwrap()
+            .signal_cursors
+            .push(cursor);
+        let cursor = cursor.filter(|_| version == Version::V1_1);
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             let notified = cp.changed.notified();
-            let (signal, at) = {
+            let (signal, at, withdrawn) = {
                 let i = cp.lock();
-                (i.tasks[id].signal, i.tasks[id].signal_cursor)
+                let t = &i.tasks[id];
+                (t.signal, t.signal_cursor, t.withdrawn)
             };
+            if withdrawn {
+                return respond(410, json!({"error": "gone", "message": "task withdrawn"}));
+            }
             if let Some(s) = signal
                 && cursor.is_none_or(|seen| at > seen)
             {
