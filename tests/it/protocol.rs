@@ -423,3 +423,152 @@ async fn a_v1_server_gets_the_v1_behaviour() {
     assert_eq!(t.log, FakeExecutor::expected_log(&Script::default()));
     assert_eq!(t.finishes.len(), 1);
 }
+
+/// The lease of the lease tests, with the fake's 200 ms heartbeats.
+const LEASE: Duration = Duration::from_secs(3);
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Kills what is left of a hook whose agent was killed.
+fn kill_leftovers(marker: &str) {
+    for (pid, _) in crate::crash::processes_with(marker) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_agent_s_run_is_ended_by_the_server_within_the_lease() {
+    let s = Setup::new().await;
+    s.cp.lock().lease = LEASE;
+    let m = marker();
+    s.enqueue("orphan", &format!("echo hook-started; sleep {m}"));
+    let mut agent = s.start("doomed-agent", &[]);
+    s.wait_log(&agent, "orphan", "hook-started").await;
+    // kill -9, and the disk is thrown away (Fargate, Cloud Run): nobody will finish it.
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let died = Instant::now();
+    let _ = agent.exit().await;
+    std::fs::remove_dir_all(s.h.dir.path().join("data")).unwrap();
+    s.cp.wait_for("the server ended the run", LONG, |i| {
+        i.tasks["orphan"].ended_by_server.is_some()
+    })
+    .await;
+    let ended = s.cp.task("orphan").ended_by_server.unwrap();
+    let took = ended.duration_since(died);
+    eprintln!("agent death to run ended: {took:?} (lease {LEASE:?})");
+    // The last renewal came before the death: the lease ran out at most `LEASE` later; the
+    // fake checks expiry every 20 ms.
+    assert!(
+        took <= LEASE + HEARTBEAT + Duration::from_millis(300),
+        "{took:?}"
+    );
+    // Another agent takes the pool over; no second final from anyone.
+    let mut other = s.start("second-agent", &[]);
+    s.cp.wait_for("the second agent beats", LONG, |i| i.heartbeats.len() > 40)
+        .await;
+    let t = s.cp.task("orphan");
+    assert_eq!(t.finishes.len(), 1, "{:#?}", t.finishes);
+    assert_eq!(t.finishes[0]["status"], "errored");
+    assert_eq!(t.finishes[0]["error"], "agent lost");
+    assert_eq!(t.finish_calls, 0, "no agent sent a final");
+    // Its token is revoked.
+    assert!(t.withdrawn);
+    other.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(other.exit().await.success(), "{}", other.stderr());
+    kill_leftovers(&m);
+}
+
+#[tokio::test]
+async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_follows() {
+    let s = Setup::new().await;
+    s.cp.lock().lease = LEASE;
+    let m = marker();
+    // The tool ignores SIGINT for the whole grace (600 s here): only the fence's kill stops it.
+    s.enqueue(
+        "cut",
+        &format!("trap '' INT; echo hook-started; sleep {m}; echo never-printed"),
+    );
+    let mut agent = s.start("cut-agent", &[]);
+    s.wait_log(&agent, "cut", "hook-started").await;
+    s.cp.cut(LEASE + Duration::from_secs(10));
+    let cut = Instant::now();
+    // The tool is stopped...
+    until_gone(&m, &agent).await;
+    let stopped = Instant::now();
+    // ...before the server's lease runs out.
+    s.cp.wait_for("the server ended the run", LONG, |i| {
+        i.tasks["cut"].ended_by_server.is_some()
+    })
+    .await;
+    let expired = s.cp.task("cut").ended_by_server.unwrap();
+    assert!(
+        stopped < expired,
+        "the tool outlived the lease: stopped {:?}, expired {:?} after the cut",
+        stopped - cut,
+        expired - cut
+    );
+    // Then the network comes back: nothing is sent for the task.
+    s.cp.wait_for("the network back and some beats", LONG, |i| {
+        i.cut_until.is_some_and(|u| Instant::now() > u + Duration::from_secs(2))
+    })
+    .await;
+    let late: Vec<_> = s
+        .cp
+        .lock()
+        .task_requests
+        .get("cut")
+        .into_iter()
+        .flatten()
+        .filter(|(_, at)| *at > expired)
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert!(late.is_empty(), "sent after the lease expired: {late:?}");
+    let t = s.cp.task("cut");
+    assert_eq!(t.finish_calls, 0);
+    assert_eq!(t.finishes.len(), 1);
+    assert_eq!(t.finishes[0]["error"], "agent lost");
+    assert!(
+        agent.stderr().contains("lease could not be renewed"),
+        "{}",
+        agent.stderr()
+    );
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(agent.exit().await.success(), "{}", agent.stderr());
+}
+
+/// Waits until no process's command line contains `marker`.
+async fn until_gone(marker: &str, agent: &crate::shutdown::Agent) {
+    crate::shutdown::until("the tool stopped", agent, || {
+        crate::crash::processes_with(marker).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_shorter_than_the_fence_loses_nothing() {
+    let cp = ControlPlane::start().await;
+    cp.lock().lease = LEASE;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = FakeExecutor::default();
+    let script = Script {
+        chunks: (0..60).map(|n| format!("line {n}\n").into_bytes()).collect(),
+        pause: Duration::from_millis(50),
+        ..Script::default()
+    };
+    exec.script("t1", script.clone());
+    cp.enqueue("t1");
+    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
+    cp.wait_for("some log", LONG, |i| !i.tasks["t1"].log.is_empty())
+        .await;
+    // Shorter than lease − 2 heartbeats (2.6 s): the task goes on, nothing is lost.
+    cp.cut(Duration::from_secs(2));
+    let f = cp.wait_finished("t1", LONG).await;
+    a.stop().await.unwrap();
+    assert_eq!(f["status"], "succeeded", "{f:#}");
+    let t = cp.task("t1");
+    assert!(t.ended_by_server.is_none());
+    assert_eq!(t.log, FakeExecutor::expected_log(&script));
+    assert!(exec.seen.lock().unwrap().canceled.is_empty());
+}

@@ -205,7 +205,7 @@ pub(crate) async fn until(what: &str, agent: &Agent, mut cond: impl FnMut() -> b
 }
 
 /// Waits until no process's command line contains `marker`.
-async fn nothing_left(marker: &str) {
+pub(crate) async fn nothing_left(marker: &str) {
     let deadline = Instant::now() + LONG;
     loop {
         let left = processes_with(marker);

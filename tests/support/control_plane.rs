@@ -114,6 +114,9 @@ pub struct Inner {
     pub artifact_lengths: Vec<Option<u64>>,
     /// The version this server speaks.
     pub version: Version,
+    /// Until then every request is received (and counted) but its connection breaks before
+    /// an answer: a network cut.
+    pub cut_until: Option<Instant>,
     /// Every acquire body, in order.
     pub acquires: Vec<Value>,
     /// Acquire request id -> the task handed out for it.
@@ -249,6 +252,11 @@ impl ControlPlane {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Cuts the network for `d`: requests arrive but get no answer (their connections break).
+    pub fn cut(&self, d: Duration) {
+        self.lock().cut_until = Some(Instant::now() + d);
     }
 
     /// Withdraws a task: every call with its token answers 410 from now on, and held signal
@@ -432,6 +440,10 @@ async fn handle(
                 .get("content-length")
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             i.artifact_lengths.push(declared);
+        }
+        if i.cut_until.is_some_and(|until| Instant::now() < until) {
+            drop(i);
+            return broken(empty(200));
         }
         i.faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
     };
