@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown::{Setup, marker};
 use crate::support::control_plane::{ControlPlane, Fault, Version};
+use crate::support::daemon::{Daemon, config};
 use crate::support::executor::{FakeExecutor, Script};
+use crate::support::procs::{marker, processes_with};
 
 const LONG: Duration = Duration::from_secs(60);
 /// The signal budget: at most 2 requests per task per second over any 5 s window.
@@ -36,7 +37,7 @@ fn start(
 ) -> Agent {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(agent::run(
-        crate::control::config(cp, data, name, extra),
+        config(cp, data, name, extra),
         Arc::new(exec.clone()),
         shutdown.clone(),
     ));
@@ -177,7 +178,7 @@ async fn a_hung_chunk_holds_back_the_finish_only_for_its_deadline() {
 
 #[tokio::test]
 async fn a_cancel_ignored_for_the_whole_grace_stays_within_the_signal_budget() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     s.enqueue(
         "stubborn",
@@ -430,7 +431,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Kills what is left of a hook whose agent was killed.
 fn kill_leftovers(marker: &str) {
-    for (pid, _) in crate::crash::processes_with(marker) {
+    for (pid, _) in processes_with(marker) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -440,7 +441,7 @@ fn kill_leftovers(marker: &str) {
 
 #[tokio::test]
 async fn a_dead_agent_s_run_is_ended_by_the_server_within_the_lease() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     s.cp.lock().lease = LEASE;
     let m = marker();
     s.enqueue("orphan", &format!("echo hook-started; sleep {m}"));
@@ -450,7 +451,7 @@ async fn a_dead_agent_s_run_is_ended_by_the_server_within_the_lease() {
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     let died = Instant::now();
     let _ = agent.exit().await;
-    std::fs::remove_dir_all(s.h.dir.path().join("data")).unwrap();
+    std::fs::remove_dir_all(s.h.data_dir()).unwrap();
     s.cp.wait_for("the server ended the run", LONG, |i| {
         i.tasks["orphan"].ended_by_server.is_some()
     })
@@ -482,7 +483,7 @@ async fn a_dead_agent_s_run_is_ended_by_the_server_within_the_lease() {
 
 #[tokio::test]
 async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_follows() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     s.cp.lock().lease = LEASE;
     let m = marker();
     // The tool ignores SIGINT for the whole grace (600 s here): only the fence's kill stops it.
@@ -495,7 +496,9 @@ async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_f
     s.cp.cut(LEASE + Duration::from_secs(10));
     let cut = Instant::now();
     // The tool is stopped...
-    until_gone(&m, &agent).await;
+    agent
+        .until("the tool stopped", || processes_with(&m).is_empty())
+        .await;
     let stopped = Instant::now();
     // ...before the server's lease runs out.
     s.cp.wait_for("the server ended the run", LONG, |i| {
@@ -511,19 +514,19 @@ async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_f
     );
     // Then the network comes back: nothing is sent for the task.
     s.cp.wait_for("the network back and some beats", LONG, |i| {
-        i.cut_until.is_some_and(|u| Instant::now() > u + Duration::from_secs(2))
+        i.cut_until
+            .is_some_and(|u| Instant::now() > u + Duration::from_secs(2))
     })
     .await;
-    let late: Vec<_> = s
-        .cp
-        .lock()
-        .task_requests
-        .get("cut")
-        .into_iter()
-        .flatten()
-        .filter(|(_, at)| *at > expired)
-        .map(|(e, _)| e.clone())
-        .collect();
+    let late: Vec<_> =
+        s.cp.lock()
+            .task_requests
+            .get("cut")
+            .into_iter()
+            .flatten()
+            .filter(|(_, at)| *at > expired)
+            .map(|(e, _)| e.clone())
+            .collect();
     assert!(late.is_empty(), "sent after the lease expired: {late:?}");
     let t = s.cp.task("cut");
     assert_eq!(t.finish_calls, 0);
@@ -538,14 +541,6 @@ async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_f
     assert!(agent.exit().await.success(), "{}", agent.stderr());
 }
 
-/// Waits until no process's command line contains `marker`.
-async fn until_gone(marker: &str, agent: &crate::shutdown::Agent) {
-    crate::shutdown::until("the tool stopped", agent, || {
-        crate::crash::processes_with(marker).is_empty()
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_cut_shorter_than_the_fence_loses_nothing() {
     let cp = ControlPlane::start().await;
@@ -553,7 +548,9 @@ async fn a_cut_shorter_than_the_fence_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let exec = FakeExecutor::default();
     let script = Script {
-        chunks: (0..60).map(|n| format!("line {n}\n").into_bytes()).collect(),
+        chunks: (0..60)
+            .map(|n| format!("line {n}\n").into_bytes())
+            .collect(),
         pause: Duration::from_millis(50),
         ..Script::default()
     };
