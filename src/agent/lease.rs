@@ -152,7 +152,7 @@ pub(super) fn ended_by_server(ctx: &Ctx, id: &str) {
     if ctx.leases.lose(id) {
         tracing::warn!(task = %id, "the control plane ended this task (its lease expired or it was withdrawn); killing it, nothing more is sent for it");
         if let Some(c) = ctx.running.lock().unwrap().get(id) {
-            c.force_cancel();
+            c.force();
         }
     }
 }
@@ -180,12 +180,12 @@ pub(super) async fn fence(ctx: Arc<Ctx>, background: CancellationToken) {
             match fence {
                 Fence::Interrupt => {
                     tracing::warn!(task = %id, ?silent, ?lease, "the task's lease could not be renewed: interrupting the task (SIGINT) so that it does not outlive its lease");
-                    controls.cancel.cancel();
+                    controls.graceful.cancel();
                 }
                 Fence::Kill => {
                     tracing::warn!(task = %id, ?silent, ?lease, "the task's lease could not be renewed: killing the task before the lease expires; nothing more is sent for it (the control plane ends it)");
                     ctx.leases.lose(&id);
-                    controls.force_cancel();
+                    controls.force();
                 }
             }
         }

@@ -52,7 +52,7 @@ pub(super) async fn watch_signals(
             Ok(answer) => answer,
             Err(e @ ControlError::TaskGone { .. }) => {
                 tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.force_cancel();
+                controls.force();
                 return;
             }
             Err(e) => {
@@ -73,14 +73,14 @@ pub(super) async fn watch_signals(
         seen = Some(answer.signal);
         match answer.signal {
             Signal::Cancel => {
-                if !controls.cancel.is_cancelled() {
+                if !controls.graceful.is_cancelled() {
                     tracing::info!(task = %api.task_id(), "cancel requested");
                 }
-                controls.cancel.cancel();
+                controls.graceful.cancel();
             }
             Signal::ForceCancel => {
                 tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
+                controls.force();
                 return;
             }
         }
