@@ -17,6 +17,7 @@ mod health;
 mod identity;
 mod isolation;
 mod private;
+mod protocol;
 mod providers;
 mod relay;
 mod sandbox;
