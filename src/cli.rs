@@ -188,7 +188,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let (data, bins) = (config.data_dir.clone(), config.binaries_dir());
     tokio::task::spawn_blocking(move || crate::task::sweep::at_start(&data, &bins)).await??;
     if let Command::Exec { task, out } = command {
-        return crate::exec::run(&config, &task, out.as_deref()).await;
+        return crate::exec::run(&config.exec(), &task, out.as_deref()).await;
     }
     let cache = SoftwareCache::new(
         config.binaries_dir(),
@@ -344,9 +344,9 @@ async fn run_agent(config: Config) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let launcher = crate::sandbox::stage::Launcher::current()?;
     let executor = std::sync::Arc::new(crate::agent::runner_executor::RunnerExecutor::new(
-        crate::exec::runner(&config, launcher),
+        crate::exec::runner(&config.exec(), launcher),
     ));
-    let daemon = crate::agent::run(config, executor, shutdown.clone());
+    let daemon = crate::agent::run(config.agent, executor, shutdown.clone());
     until_stopped(daemon, shutdown).await
 }
 
@@ -384,7 +384,7 @@ where
 /// `doctor`: probes, prints the report, exits 1 when tasks would be refused.
 fn doctor(config: &Config, json: bool) -> ExitCode {
     let probes = crate::sandbox::probe::probe();
-    let report = crate::sandbox::doctor::report(config, &probes);
+    let report = crate::doctor::report(&config.doctor(), &probes);
     let text = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => t + "\n",

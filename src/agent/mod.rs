@@ -24,6 +24,7 @@ pub mod executor;
 pub mod health;
 pub mod reaper;
 pub mod runner_executor;
+mod settings;
 mod state;
 mod steps;
 mod task;
@@ -38,7 +39,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StopAction};
 use crate::control::wire::{AgentStatus, FinalStatus, Finish, Heartbeat, RegisterRequest};
 use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
@@ -46,6 +46,7 @@ use crate::spool::{Spool, SpoolError};
 
 pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
+pub use settings::{ControlPlane, Settings, StopAction};
 
 /// The longest the deregistration may take at the end of the stop window.
 pub const DEREGISTER_LIMIT: Duration = Duration::from_secs(2);
@@ -109,49 +110,48 @@ impl Ctx {
 /// reported). Returns an error only for what stops the agent: a rejected pool token, a name
 /// conflict, a protocol mismatch, an unusable data directory.
 pub async fn run(
-    config: Config,
+    settings: Settings,
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
-    run_with_metrics(config, executor, shutdown, metrics).await
+    let metrics = Arc::new(Metrics::new(settings.concurrency.get()));
+    run_with_metrics(settings, executor, shutdown, metrics).await
 }
 
 /// [`run`], with metrics the caller keeps (tests and embedders read them); build them with
 /// `Metrics::new(concurrency)`.
 pub async fn run_with_metrics(
-    config: Config,
+    settings: Settings,
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<(), AgentError> {
-    let cp = config
+    let cp = settings
         .control_plane
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
-    let settings = config.agent.clone();
     let slots = settings.concurrency.get();
-    let http = HttpClient::new(&config.http)?;
+    let http = HttpClient::new(&settings.http)?;
     let previous = settings
         .state_persistence
-        .then(|| state::load(&config.data_dir))
+        .then(|| state::load(&settings.data_dir))
         .flatten()
-        .filter(|s| s.name == config.name);
+        .filter(|s| s.name == settings.name);
     let client = Arc::new(ControlClient::new(
         http,
         &cp.url,
         cp.token.clone(),
-        registration(&config, executor.as_ref(), previous.map(|s| s.agent_id)),
+        registration(&settings, executor.as_ref(), previous.map(|s| s.agent_id)),
     ));
-    let spool = Spool::open(config.data_dir.join("spool"), settings.spool_limit_bytes)?;
+    let spool = Spool::open(settings.data_dir.join("spool"), settings.spool_limit_bytes)?;
     let (running_count, mut running_rx) = watch::channel(0usize);
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         executor,
         spool: spool.clone(),
-        tasks_dir: config.data_dir.join("tasks"),
-        keep_task_dirs: config.runner.keep_task_dirs,
+        tasks_dir: settings.data_dir.join("tasks"),
+        keep_task_dirs: settings.keep_task_dirs,
         metrics: metrics.clone(),
         running: Mutex::new(HashMap::new()),
         running_count,
@@ -195,13 +195,13 @@ pub async fn run_with_metrics(
     if settings.state_persistence {
         let s = state::State {
             agent_id: session.agent_id.clone(),
-            name: config.name.clone(),
+            name: settings.name.clone(),
         };
-        if let Err(e) = state::save(&config.data_dir, &s) {
+        if let Err(e) = state::save(&settings.data_dir, &s) {
             tracing::warn!(error = %e, "cannot write the state file");
         }
     }
-    tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots, single = settings.single, "ready to receive tasks");
+    tracing::info!(agent_id = %session.agent_id, agent_name = %settings.name, slots, single = settings.single, "ready to receive tasks");
 
     let fatal: Arc<Mutex<Option<ControlError>>> = Arc::default();
     let draining = CancellationToken::new();
@@ -344,7 +344,7 @@ pub async fn run_with_metrics(
     tasks.shutdown().await;
     let result = finish_delivery(&mut work, &background, deadline).await;
     if settings.disconnect_on_stop || settings.single {
-        deregister(&client, deadline, &config.data_dir).await;
+        deregister(&client, deadline, &settings.data_dir).await;
     }
     metrics.set_registered(false);
     match fatal.lock().unwrap().take() {
@@ -492,17 +492,17 @@ async fn heartbeat(
 
 /// What the agent says about itself at registration.
 fn registration(
-    config: &Config,
+    settings: &Settings,
     executor: &dyn Executor,
     previous: Option<String>,
 ) -> RegisterRequest {
-    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
+    let runtime = crate::platform::detect(&settings.runtime).platform;
     let runtime = serde_json::to_value(runtime)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "vm".into());
     RegisterRequest {
-        name: config.name.clone(),
+        name: settings.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         os: std::env::consts::OS.into(),
         cpu_platform: crate::software::catalog::Platform::host()
@@ -510,7 +510,7 @@ fn registration(
             .into(),
         driver: "local".into(),
         runtime,
-        concurrency: config.agent.concurrency.get(),
+        concurrency: settings.concurrency.get(),
         isolation: executor.isolation(),
         previous_agent_id: previous,
     }

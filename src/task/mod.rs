@@ -13,7 +13,8 @@
 //! - `providers`: seeding the run's plugin cache from the provider store, and filling the
 //!   store after the run;
 //! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
-//! - `runner`: the entry point shared by `exec` and the daemon.
+//! - `runner`: the entry point shared by `exec` and the daemon; `settings`: [`Settings`],
+//!   filled in by `config`.
 
 mod checks;
 pub mod env;
@@ -25,9 +26,11 @@ pub mod prepare;
 mod providers;
 pub mod result;
 pub mod runner;
+mod settings;
 mod stages;
 pub mod step;
 pub mod sweep;
 pub mod users;
 
 pub use checks::{deny_messages, parse_cost, parse_policy_file};
+pub use settings::Settings;

@@ -41,14 +41,14 @@ fn agent(
     ]);
     let config = Config::from_vars(vars, Needs::ControlPlane).unwrap();
     let executor = Arc::new(RunnerExecutor::new(scalr_agent::exec::runner(
-        &config,
+        &config.exec(),
         Launcher::new(BIN),
     )));
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
     (
         tokio::spawn(scalr_agent::agent::run_with_metrics(
-            config,
+            config.agent,
             executor,
             shutdown.clone(),
             metrics.clone(),

@@ -35,7 +35,7 @@ impl Agent {
         let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(agent::run_with_metrics(
-            config,
+            config.agent,
             executor,
             shutdown.clone(),
             metrics.clone(),
@@ -341,7 +341,7 @@ async fn metrics_count_the_software_cache_of_the_real_runner() {
     ));
     let config = Config::from_vars(vars, Needs::ControlPlane).unwrap();
     let executor = Arc::new(RunnerExecutor::new(scalr_agent::exec::runner(
-        &config,
+        &config.exec(),
         Launcher::new(BIN),
     )));
     let a = Agent::start(config, executor);
