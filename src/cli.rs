@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Needs};
 use crate::software::SoftwareCache;
 use crate::software::catalog::{Platform, Tool, Version};
+use crate::task::result::TaskStatus;
 
 /// Exit code for configuration errors (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -161,6 +162,11 @@ pub fn main() -> ExitCode {
     if let Command::Doctor { json } = cli.command {
         return doctor(&config, json);
     }
+    if matches!(cli.command, Command::Run { .. } | Command::Exec { .. })
+        && let Err(code) = check_reach(&config)
+    {
+        return code;
+    }
     // Multi-threaded (see ARCHITECTURE.md, "The runtime"): one task's slow I/O never holds the
     // heartbeat, other tasks' logs, the health listener or the signal handlers. Its worker
     // threads live as long as the runtime, so stages spawned from them keep their parent.
@@ -188,7 +194,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let (data, bins) = (config.data_dir.clone(), config.binaries_dir());
     tokio::task::spawn_blocking(move || crate::task::sweep::at_start(&data, &bins)).await??;
     if let Command::Exec { task, out } = command {
-        return crate::exec::run(&config.exec(), &task, out.as_deref()).await;
+        let status = crate::exec::run(&config.exec(), &task, out.as_deref()).await?;
+        return Ok(if status == TaskStatus::Succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILURE)
+        });
     }
     let cache = SoftwareCache::new(
         config.binaries_dir(),
@@ -381,10 +392,34 @@ where
     }
 }
 
-/// `doctor`: probes, prints the report, exits 1 when tasks would be refused.
+/// Before `exec` and `run` start anything: task uids must reach the task directories and the
+/// tools (see `datadir::check_reach`); exit 64 naming the directory and the fix if not.
+fn check_reach(config: &Config) -> Result<(), ExitCode> {
+    let switching = crate::sandbox::probe::probe_uid_switch().ok;
+    match crate::datadir::check_reach(&config.data_dir, &config.cache_dir, switching) {
+        Ok(crate::datadir::Reach::Reachable) => Ok(()),
+        Ok(crate::datadir::Reach::Skipped) => {
+            tracing::info!(
+                data_dir = %config.data_dir.display(),
+                "the agent cannot switch uids (not root): stages run as its own uid; the task \
+                 uids' reach of the data directory is not checked"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("scalr-agent: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// `doctor`: probes, prints the report, exits 64 when task uids cannot reach the data
+/// directory (as `exec` and `run` would), 1 when tasks would be refused.
 fn doctor(config: &Config, json: bool) -> ExitCode {
     let probes = crate::sandbox::probe::probe();
-    let report = crate::doctor::report(&config.doctor(), &probes);
+    let reach =
+        crate::datadir::check_reach(&config.data_dir, &config.cache_dir, probes.uid_switch.ok);
+    let report = crate::doctor::report(&config.doctor(), &probes).with_reach(&reach);
     let text = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => t + "\n",
@@ -397,7 +432,9 @@ fn doctor(config: &Config, json: bool) -> ExitCode {
         report.to_text()
     };
     print!("{text}");
-    if report.refused {
+    if report.unreachable {
+        ExitCode::from(EXIT_CONFIG)
+    } else if report.refused {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
