@@ -16,7 +16,6 @@ use crate::support::procs;
 use crate::support::queue_depth::{self, QUEUE_TOKEN};
 use crate::support::releases;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 const TASKS: usize = 30;
 const MAX_AGENTS: usize = 6;
 
@@ -53,36 +52,44 @@ async fn launcher_starts_single_mode_agents_until_every_task_ran_once() {
     let token_file = e.dir.join("queue-token");
     std::fs::write(&token_file, format!("{QUEUE_TOKEN}\n")).unwrap();
     let agents = e.dir.join("agents");
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.args(["-m", "scalr_launcher.local", "--scalr-url", cp.url.as_str()])
-        .arg("--queue-token-file")
-        .arg(&token_file)
-        .args(["--max-agents", &MAX_AGENTS.to_string(), "--interval", "0.3"])
-        .args(["--until-empty", "--timeout", "400"])
-        .arg("--per-agent")
-        .arg(format!("SCALR_AGENT_DATA_DIR={}/{{n}}", agents.display()))
-        .args([
-            "--per-agent",
-            "SCALR_AGENT_TASK_UID_RANGE=3{n:02d}00-3{n:02d}09",
-        ])
-        .args(["--", BIN, "run"])
-        .env("PYTHONPATH", launcher_dir())
-        .envs(
-            e.h.vars
-                .iter()
-                .filter(|(k, _)| k != "SCALR_AGENT_DATA_DIR")
-                .cloned(),
-        )
-        .env("SCALR_URL", cp.url.as_str())
-        .env("SCALR_AGENT_TOKEN", "pool-token")
-        // An agent started for a task another one took gives up quickly.
-        .env("SCALR_AGENT_SINGLE_WAIT_TIMEOUT", "2s")
-        .env("SCALR_AGENT_STATE_PERSISTENCE_ENABLED", "false")
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(420), cmd.output())
+    let per_agent_data = format!("SCALR_AGENT_DATA_DIR={}/{{n}}", agents.display());
+    let launcher =
+        e.h.agent()
+            .env_remove("SCALR_AGENT_DATA_DIR")
+            .env("PYTHONPATH", launcher_dir())
+            // The launcher is imported from the source tree: no bytecode written there.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("SCALR_URL", cp.url.as_str())
+            .env("SCALR_AGENT_TOKEN", "pool-token")
+            // An agent started for a task another one took gives up quickly.
+            .env("SCALR_AGENT_SINGLE_WAIT_TIMEOUT", "2s")
+            .env("SCALR_AGENT_STATE_PERSISTENCE_ENABLED", "false")
+            .wrapped(
+                "python3",
+                &[
+                    "-m",
+                    "scalr_launcher.local",
+                    "--scalr-url",
+                    cp.url.as_str(),
+                    "--queue-token-file",
+                    token_file.to_str().unwrap(),
+                    "--max-agents",
+                    &MAX_AGENTS.to_string(),
+                    "--interval",
+                    "0.3",
+                    "--until-empty",
+                    "--timeout",
+                    "400",
+                    "--per-agent",
+                    &per_agent_data,
+                    "--per-agent",
+                    "SCALR_AGENT_TASK_UID_RANGE=3{n:02d}00-3{n:02d}09",
+                    "--",
+                ],
+            );
+    let out = tokio::time::timeout(Duration::from_secs(420), launcher.output(&["run"]))
         .await
-        .expect("the launcher finished")
-        .expect("python3 runs the launcher");
+        .expect("the launcher finished");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "launcher: {}\n{stderr}", out.status);
     let summary: Value = serde_json::from_slice(&out.stdout).expect("the launcher's summary");
