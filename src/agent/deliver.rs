@@ -1,5 +1,10 @@
 //! Delivery of a task's spool: the log from the committed offset, the artifacts, then the
 //! final status, exactly once; retried until the control plane takes it.
+//!
+//! Acknowledged log bytes are never sent again unless the server says it is behind (a smaller
+//! `committed`, a `409 gap`, a `409 log_incomplete` on finish): then the log goes again from
+//! the server's offset, out of the spool, and the same finish follows. Only a task gone for
+//! this agent (401/403/404/410) ends a delivery without a final status.
 
 use std::time::Duration;
 
@@ -14,14 +19,15 @@ const CHUNK: usize = 1 << 20;
 /// Longest wait between two delivery attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
-/// Ships the log as it grows until it is closed and fully committed. Outages are waited out.
-/// Returns the committed size, or the error that ended the task for good.
+/// Ships the log as it grows, from `committed` (what the server holds), until it is closed
+/// and fully committed. Outages are waited out. Returns the committed size, or the error that
+/// ended the task for good.
 pub async fn ship_log(
     api: &TaskApi,
     spool: &TaskSpool,
     metrics: &Metrics,
+    mut committed: u64,
 ) -> Result<u64, ControlError> {
-    let mut committed = 0u64;
     let mut pause = Duration::from_millis(200);
     loop {
         if committed >= spool.log_len() {
@@ -63,11 +69,12 @@ pub async fn ship_log(
     }
 }
 
-/// Delivers a task whose final status is in the spool: the rest of the log, the artifacts,
-/// then the finish; removes the spool once the control plane accepted it (or refused the
-/// task for good). Retries outages without end: the caller bounds it (shutdown deadline).
-pub async fn deliver(api: &TaskApi, spool: &TaskSpool, metrics: &Metrics) {
-    let result = deliver_inner(api, spool, metrics).await;
+/// Delivers a task whose final status is in the spool: the rest of the log (from `committed`,
+/// the server's offset when known; otherwise the server is asked), the artifacts, then the
+/// finish; removes the spool once the control plane accepted it (or refused the task for
+/// good). Retries outages without end: the caller bounds it (shutdown deadline).
+pub async fn deliver(api: &TaskApi, spool: &TaskSpool, metrics: &Metrics, committed: Option<u64>) {
+    let result = deliver_inner(api, spool, metrics, committed).await;
     match result {
         Ok(()) => tracing::debug!(task = %api.task_id(), "task delivered"),
         Err(e) => {
@@ -82,6 +89,7 @@ async fn deliver_inner(
     api: &TaskApi,
     spool: &TaskSpool,
     metrics: &Metrics,
+    committed: Option<u64>,
 ) -> Result<(), ControlError> {
     spool.close_log();
     let finish = match spool.final_report() {
@@ -99,9 +107,49 @@ async fn deliver_inner(
             });
         }
     };
-    ship_log(api, spool, metrics).await?;
+    let committed = match committed {
+        Some(c) => c,
+        None => server_offset(api, spool, metrics).await?,
+    };
+    ship_log(api, spool, metrics, committed).await?;
     let finish = upload_artifacts(api, spool, metrics, finish).await?;
-    retry(api, metrics, || api.finish(&finish)).await
+    let mut pause = Duration::from_millis(200);
+    let mut again = false;
+    loop {
+        match retry(api, metrics, || api.finish(&finish)).await {
+            Err(ControlError::LogIncomplete { committed, .. }) => {
+                let size = spool.log_len();
+                if committed > size {
+                    return Err(ControlError::Malformed {
+                        what: format!("task {} finish", api.task_id()),
+                        reason: format!(
+                            "409 log_incomplete says {committed} bytes are committed, but the log has {size}"
+                        ),
+                    });
+                }
+                tracing::warn!(task = %api.task_id(), committed, log_size = size, "the control plane lost part of the log; sending it again from its offset, then the finish");
+                metrics.upload_failure();
+                if again {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                again = true;
+                ship_log(api, spool, metrics, committed).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Asks the server how much of the log it holds (after a restart the agent does not know): an
+/// empty chunk at offset 0, whose answer is the committed offset.
+async fn server_offset(
+    api: &TaskApi,
+    spool: &TaskSpool,
+    metrics: &Metrics,
+) -> Result<u64, ControlError> {
+    let committed = retry(api, metrics, || api.put_log(0, bytes::Bytes::new())).await?;
+    Ok(committed.min(spool.log_len()))
 }
 
 /// Uploads the spooled artifacts one by one. An artifact the control plane refuses (a `413`,
@@ -145,19 +193,19 @@ pub(super) fn append_error(error: &mut Option<String>, note: String) {
 
 /// Calls `call` until it succeeds, waiting out retryable failures with backoff (no limit: the
 /// caller bounds it); other errors are returned.
-pub(super) async fn retry<F, Fut>(
+pub(super) async fn retry<T, F, Fut>(
     api: &TaskApi,
     metrics: &Metrics,
     mut call: F,
-) -> Result<(), ControlError>
+) -> Result<T, ControlError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), ControlError>>,
+    Fut: std::future::Future<Output = Result<T, ControlError>>,
 {
     let mut pause = Duration::from_millis(200);
     loop {
         match call().await {
-            Ok(()) => return Ok(()),
+            Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() => {
                 metrics.upload_failure();
                 tracing::warn!(task = %api.task_id(), error = %e, "report failed; retrying");
