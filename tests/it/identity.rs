@@ -47,7 +47,7 @@ async fn run(e: &Exec, id: &str, settings: Settings, shell: &[(&str, &str)]) -> 
         vars.push(json!({"key": k, "value": v, "category": "shell"}));
     }
     let task = Task::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
-    let mut runner = scalr_agent::exec::runner(&e.h.config(), Launcher::new(BIN));
+    let mut runner = scalr_agent::exec::runner(&e.h.config().exec(), Launcher::new(BIN));
     runner.settings.identity = settings;
     let buf = Buf::default();
     let sinks: Vec<Sink> = vec![Box::new(buf.clone())];

@@ -16,6 +16,7 @@ mod first_hour;
 mod health;
 mod identity;
 mod isolation;
+mod layers;
 mod private;
 mod protocol;
 mod providers;
