@@ -23,7 +23,9 @@ use reqwest::header::RETRY_AFTER;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::config::HttpConfig;
+mod settings;
+
+pub use settings::{CaBundle, Settings};
 
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -116,7 +118,7 @@ pub struct Downloaded {
 impl HttpClient {
     /// Builds the client: extra CA bundle, explicit proxies (the environment is read by
     /// `config` only), timeouts.
-    pub fn new(config: &HttpConfig) -> Result<HttpClient, HttpError> {
+    pub fn new(config: &Settings) -> Result<HttpClient, HttpError> {
         let inner = Self::builder(config)?
             .read_timeout(config.read_timeout)
             .build()
@@ -136,7 +138,7 @@ impl HttpClient {
     /// whole-request timeout applies (uploads whose answer comes after a long body). Bodies
     /// are not decompressed (no decompression feature is built), so `Content-Encoding` passes
     /// through untouched.
-    pub fn streaming(config: &HttpConfig, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
+    pub fn streaming(config: &Settings, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
         let mut b = Self::builder(config)?
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64);
@@ -186,14 +188,14 @@ impl HttpClient {
     }
 
     /// The builder every client of the process starts from.
-    fn builder(config: &HttpConfig) -> Result<reqwest::ClientBuilder, HttpError> {
+    fn builder(config: &Settings) -> Result<reqwest::ClientBuilder, HttpError> {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("scalr-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
             .no_proxy()
             .tls_built_in_root_certs(true);
         if let Some(bundle) = &config.ca_bundle {
-            for cert in reqwest::Certificate::from_pem_bundle(&bundle.pem)
+            for cert in reqwest::Certificate::from_pem_bundle(bundle.pem())
                 .map_err(|e| HttpError::Client(format!("CA bundle: {e}")))?
             {
                 b = b.add_root_certificate(cert);
@@ -763,9 +765,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let c = HttpClient::new(&HttpConfig {
+        let c = HttpClient::new(&Settings {
             initial_backoff: Duration::from_millis(100),
-            ..HttpConfig::default()
+            ..Settings::default()
         })
         .unwrap();
         for _ in 0..50 {

@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::HttpConfig;
 use crate::http::{HttpClient, HttpError};
 use addr::Package;
 pub use settings::{NetworkMirror, Settings};
@@ -110,7 +109,7 @@ pub use crate::software::PruneReport;
 pub struct ProviderStore {
     layout: Layout,
     settings: Settings,
-    http_config: HttpConfig,
+    http_config: crate::http::Settings,
     http: OnceLock<HttpClient>,
     fills: tokio::sync::Semaphore,
     stats: Arc<ProviderStats>,
@@ -118,7 +117,7 @@ pub struct ProviderStore {
 
 impl ProviderStore {
     /// A store as configured. Nothing is created until the first fill.
-    pub fn new(settings: Settings, http_config: HttpConfig) -> ProviderStore {
+    pub fn new(settings: Settings, http_config: crate::http::Settings) -> ProviderStore {
         ProviderStore {
             layout: Layout {
                 root: settings.root.clone(),

@@ -12,6 +12,7 @@
 
 pub mod catalog;
 pub mod extract;
+mod settings;
 pub mod stats;
 pub mod store;
 pub mod verify;
@@ -24,9 +25,9 @@ use std::time::SystemTime;
 use reqwest::StatusCode;
 use url::Url;
 
-use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, redact};
 use catalog::{Platform, Release, Tool, Version};
+pub use settings::{Settings, SignatureCheck};
 pub use stats::{CacheStats, ToolStats};
 use store::{Key, Layout, LockMode, Manifest, Verification, Wait};
 
@@ -142,8 +143,8 @@ pub struct PruneReport {
 #[derive(Debug)]
 pub struct SoftwareCache {
     layout: Layout,
-    config: SoftwareConfig,
-    http_config: HttpConfig,
+    config: Settings,
+    http_config: crate::http::Settings,
     http: OnceLock<HttpClient>,
     stats: Arc<CacheStats>,
 }
@@ -151,7 +152,11 @@ pub struct SoftwareCache {
 impl SoftwareCache {
     /// A cache rooted at `root` (normally `<SCALR_AGENT_CACHE_DIR>/binaries`). Nothing is
     /// created until first use; the HTTP client is built on the first miss, so a hit stays cheap.
-    pub fn new(root: PathBuf, config: SoftwareConfig, http_config: HttpConfig) -> SoftwareCache {
+    pub fn new(
+        root: PathBuf,
+        config: Settings,
+        http_config: crate::http::Settings,
+    ) -> SoftwareCache {
         SoftwareCache {
             layout: Layout { root },
             config,
@@ -556,7 +561,7 @@ impl SoftwareCache {
 /// Removes damaged entries, entries unused for longer than the threshold, then least recently
 /// used entries while the cache is above its size limit. Entries being installed or leased by
 /// a task are skipped.
-fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneReport> {
+fn evict(layout: &Layout, config: &Settings) -> std::io::Result<PruneReport> {
     layout.sweep_leftovers(None);
     let mut report = PruneReport::default();
     let now = SystemTime::now();
@@ -614,7 +619,7 @@ fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneRepor
 }
 
 /// The tool's base URL as configured, for `doctor` and messages.
-pub fn configured_base(config: &SoftwareConfig, tool: Tool, version: &Version) -> Url {
+pub fn configured_base(config: &Settings, tool: Tool, version: &Version) -> Url {
     catalog::base_url(
         tool,
         version,
