@@ -481,6 +481,11 @@ async fn headers_redirects_encoding_metrics_and_no_credentials_in_logs() {
     s.relay
         .wait_log("health listener started", Duration::from_secs(10))
         .await;
+    // Audit lines are written as each relayed request ends: wait for the redacted one before
+    // reading the whole log for canaries.
+    s.relay
+        .wait_log("private_token=***", Duration::from_secs(10))
+        .await;
     let log = s.relay.log();
     let addr = log
         .lines()
