@@ -22,18 +22,19 @@ use crate::task::runner::{Cancel, IsolationContext, Runner, RunnerSettings, Task
 
 /// Builds a runner from the configuration (also used by the daemon).
 pub fn runner(config: &Config, launcher: Launcher) -> Runner {
+    let cache = SoftwareCache::new(
+        config.binaries_dir(),
+        config.software.clone(),
+        config.http.clone(),
+    );
     Runner {
-        cache: Arc::new(SoftwareCache::new(
-            config.binaries_dir(),
-            config.software.clone(),
-            config.http.clone(),
-        )),
         providers: config.providers.enabled.then(|| {
-            Arc::new(crate::providers::ProviderStore::new(
-                config.providers.clone(),
-                config.http.clone(),
-            ))
+            Arc::new(
+                crate::providers::ProviderStore::new(config.providers.clone(), config.http.clone())
+                    .sharing_client(cache.shared_client().clone()),
+            )
         }),
+        cache: Arc::new(cache),
         launcher,
         settings: RunnerSettings {
             data_dir: config.data_dir.clone(),

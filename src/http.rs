@@ -12,21 +12,19 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::config::HttpConfig;
+use crate::retry;
 
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest `Retry-After` honoured; a server asking for more gets this much.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
@@ -104,6 +102,35 @@ pub struct HttpClient {
     /// Where this handle adds the size of every response body chunk it reads (see
     /// [`HttpClient::counting`]).
     received: Option<Arc<AtomicU64>>,
+}
+
+/// The process's one HTTP client, built on first use (a run that never downloads pays no TLS
+/// setup). Clones share it: the software cache, the provider store and the tasks' downloads of
+/// one runner hold clones of the same handle.
+#[derive(Clone, Debug)]
+pub struct SharedClient {
+    config: Arc<HttpConfig>,
+    client: Arc<OnceLock<HttpClient>>,
+}
+
+impl SharedClient {
+    /// A handle that builds the client from `config` the first time [`SharedClient::get`] is
+    /// called.
+    pub fn new(config: HttpConfig) -> SharedClient {
+        SharedClient {
+            config: Arc::new(config),
+            client: Arc::default(),
+        }
+    }
+
+    /// The client, built now if this is the first call.
+    pub fn get(&self) -> Result<&HttpClient, HttpError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = HttpClient::new(&self.config)?;
+        Ok(self.client.get_or_init(|| c))
+    }
 }
 
 /// The result of a download to a file.
@@ -347,7 +374,7 @@ impl HttpClient {
                 if let Some(expected) = expected
                     && written.size != expected
                 {
-                    return Err(Attempt::Retry(HttpError::Truncated {
+                    return Err(Attempt::retry(HttpError::Truncated {
                         url: shown,
                         received: written.size,
                         expected,
@@ -360,66 +387,50 @@ impl HttpClient {
         .await
     }
 
+    /// The retry policy of this client for a request allowing `max_retries` retries.
+    fn policy(&self, max_retries: u32) -> retry::Policy {
+        retry::Policy::bounded(self.initial_backoff, max_retries)
+    }
+
     /// Runs `body` on each successful response, retrying the whole request (status and body)
     /// on retryable failures.
-    async fn retrying<T, F, Fut>(&self, url: &Url, mut body: F) -> Result<T, HttpError>
+    async fn retrying<T, F, Fut>(&self, url: &Url, body: F) -> Result<T, HttpError>
     where
-        F: FnMut(reqwest::Response, u32) -> Fut,
+        F: Fn(reqwest::Response, u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
-        let shown = redact(url);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let last = attempt > self.max_retries;
-            let (error, retry_after) = match self.inner.get(url.clone()).send().await {
-                Err(e) => (transport(&shown, &e, attempt, 0, None), None),
-                Ok(resp) if resp.status().is_success() => match body(resp, attempt).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => (e, None),
-                },
+        let shown = &redact(url);
+        let body = &body;
+        let once = move |attempt: u32| async move {
+            match self.inner.get(url.clone()).send().await {
+                Err(e) => Err(transport(shown, &e, attempt, 0, None)),
+                Ok(resp) if resp.status().is_success() => body(resp, attempt).await,
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = retry_after(&resp);
-                    let err = HttpError::Status {
+                    let error = HttpError::Status {
                         url: shown.clone(),
                         status,
                         attempts: attempt,
                     };
                     if is_retryable(status) {
-                        (Attempt::Retry(err), retry_after)
+                        let after = retry_after(&resp);
+                        Err(Attempt::Retry { error, after })
                     } else {
-                        (Attempt::Fatal(err), None)
+                        Err(Attempt::Fatal(error))
                     }
                 }
-            };
-            let error = match error {
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry(e) if last => return Err(e),
-                Attempt::Retry(e) => e,
-            };
-            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
-            tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Full-jitter exponential backoff: a random delay up to `initial * 2^(attempt-1)`, capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial_backoff
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(MAX_BACKOFF);
-        let half = ceiling / 2;
-        half + ceiling.mul_f64(rand::thread_rng().r#gen::<f64>() * 0.5)
+            }
+        };
+        self.policy(self.max_retries)
+            .run(once, |error, attempt, delay| {
+                tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
+            })
+            .await
     }
 }
 
 /// One attempt's failure: worth another try, or final.
-enum Attempt {
-    Retry(HttpError),
-    Fatal(HttpError),
-}
+type Attempt = retry::Attempt<HttpError>;
 
 fn transport(
     url: &str,
@@ -431,7 +442,7 @@ fn transport(
     if let Some(expected) = expected.filter(|_| e.is_body() || e.is_decode())
         && received < expected
     {
-        return Attempt::Retry(HttpError::Truncated {
+        return Attempt::retry(HttpError::Truncated {
             url: url.to_string(),
             received,
             expected,
@@ -446,7 +457,7 @@ fn transport(
         src = s.source();
     }
     let reason = reason.replace(url, "");
-    Attempt::Retry(HttpError::Transport {
+    Attempt::retry(HttpError::Transport {
         url: url.to_string(),
         reason,
         attempts,
@@ -579,77 +590,68 @@ impl HttpClient {
     /// answer for the caller to interpret, with its body (up to `req.limit`). Only idempotent
     /// requests may be sent this way: a retry repeats the request as it was.
     pub async fn send(&self, req: &Request) -> Result<Answer, HttpError> {
-        let shown = redact(&req.url);
+        let shown = &redact(&req.url);
         let max_retries = req.max_retries.unwrap_or(self.max_retries);
-        let fail = |reason: String, status: Option<StatusCode>, attempts: u32| HttpError::Request {
+        self.policy(max_retries)
+            .run(
+                |attempt| self.send_once(req, shown, attempt),
+                |error, attempt, delay| {
+                    tracing::debug!(method = %req.method, url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
+                },
+            )
+            .await
+    }
+
+    /// One attempt of [`HttpClient::send`].
+    async fn send_once(&self, req: &Request, shown: &str, attempt: u32) -> Result<Answer, Attempt> {
+        let fail = |reason: String, status: Option<StatusCode>| HttpError::Request {
             method: req.method.to_string(),
-            url: shown.clone(),
+            url: shown.to_string(),
             reason,
             status,
-            attempts,
+            attempts: attempt,
         };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let mut b = self
-                .inner
-                .request(req.method.clone(), req.url.clone())
-                .headers(req.headers.clone());
-            if let Some(path) = &req.body_file {
-                let (body, len) = file_body(path)
-                    .await
-                    .map_err(|source| HttpError::ReadBody {
-                        method: req.method.to_string(),
-                        url: shown.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                b = b.header(reqwest::header::CONTENT_LENGTH, len).body(body);
-            } else if let Some(body) = &req.body {
-                b = b.body(body.clone());
-            }
-            if let Some(t) = req.timeout {
-                b = b.timeout(t);
-            }
-            let (reason, status, retry_after) = match b.send().await {
-                Err(e) => (chain(&e).replace(&shown, ""), None, None),
-                Ok(resp) => {
-                    let status = resp.status();
-                    if is_retryable(status) {
-                        (
-                            format!("the server answered {status}"),
-                            Some(status),
-                            retry_after(&resp),
-                        )
-                    } else {
-                        match read_answer(resp, req, self).await {
-                            Ok(answer) => return Ok(answer),
-                            Err(AnswerError::TooLarge) => {
-                                return Err(fail(
-                                    format!("the body is larger than the {}-byte limit", req.limit),
-                                    Some(status),
-                                    attempt,
-                                ));
-                            }
-                            Err(AnswerError::Write(e)) => {
-                                return Err(fail(
-                                    format!("writing the body: {e}"),
-                                    Some(status),
-                                    attempt,
-                                ));
-                            }
-                            Err(AnswerError::Read(reason)) => (reason, Some(status), None),
-                        }
-                    }
-                }
-            };
-            if attempt > max_retries {
-                return Err(fail(reason, status, attempt));
-            }
-            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
-            tracing::debug!(method = %req.method, url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %reason, "request failed; retrying");
-            tokio::time::sleep(delay).await;
+        let mut b = self
+            .inner
+            .request(req.method.clone(), req.url.clone())
+            .headers(req.headers.clone());
+        if let Some(path) = &req.body_file {
+            let (body, len) = file_body(path).await.map_err(|source| {
+                Attempt::Fatal(HttpError::ReadBody {
+                    method: req.method.to_string(),
+                    url: shown.to_string(),
+                    path: path.clone(),
+                    source,
+                })
+            })?;
+            b = b.header(reqwest::header::CONTENT_LENGTH, len).body(body);
+        } else if let Some(body) = &req.body {
+            b = b.body(body.clone());
         }
+        if let Some(t) = req.timeout {
+            b = b.timeout(t);
+        }
+        let resp = match b.send().await {
+            Err(e) => return Err(Attempt::retry(fail(chain(&e).replace(shown, ""), None))),
+            Ok(resp) => resp,
+        };
+        let status = resp.status();
+        if is_retryable(status) {
+            return Err(Attempt::Retry {
+                after: retry_after(&resp),
+                error: fail(format!("the server answered {status}"), Some(status)),
+            });
+        }
+        read_answer(resp, req, self).await.map_err(|e| match e {
+            AnswerError::TooLarge => Attempt::Fatal(fail(
+                format!("the body is larger than the {}-byte limit", req.limit),
+                Some(status),
+            )),
+            AnswerError::Write(e) => {
+                Attempt::Fatal(fail(format!("writing the body: {e}"), Some(status)))
+            }
+            AnswerError::Read(reason) => Attempt::retry(fail(reason, Some(status))),
+        })
     }
 }
 
@@ -769,17 +771,17 @@ mod tests {
         })
         .unwrap();
         for _ in 0..50 {
-            let d1 = c.backoff(1);
+            let d1 = c.policy(3).delay(1);
             assert!(
                 d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
                 "{d1:?}"
             );
-            let d4 = c.backoff(4);
+            let d4 = c.policy(3).delay(4);
             assert!(
                 d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800),
                 "{d4:?}"
             );
-            assert!(c.backoff(30) <= MAX_BACKOFF);
+            assert!(c.policy(3).delay(30) <= retry::MAX_BACKOFF);
         }
     }
 

@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
+
 use crate::control::wire::Finish;
 use crate::control::{ControlError, TaskApi};
+use crate::retry;
 use crate::spool::TaskSpool;
 
 use super::health::Metrics;
 
 /// Largest log chunk sent at once.
 const CHUNK: usize = 1 << 20;
-/// Longest wait between two delivery attempts.
-const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// The first wait after a failed delivery attempt (then doubling, jittered, up to 30 s).
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
 
 /// Ships the log as it grows until it is closed and fully committed. Outages are waited out.
 /// Returns the committed size, or the error that ended the task for good.
@@ -22,7 +25,6 @@ pub async fn ship_log(
     metrics: &Metrics,
 ) -> Result<u64, ControlError> {
     let mut committed = 0u64;
-    let mut pause = Duration::from_millis(200);
     loop {
         if committed >= spool.log_len() {
             if spool.log_closed() && committed >= spool.log_len() {
@@ -45,21 +47,26 @@ pub async fn ship_log(
                 });
             }
         };
-        match api.put_log(offset, chunk.into()).await {
-            Ok(c) => {
-                // The server may be behind (it lost bytes) or ahead (a re-send): both are
-                // fine, the next chunk starts where it says. It cannot hold more than exists.
-                committed = c.min(spool.log_len());
-                pause = Duration::from_millis(200);
-            }
-            Err(e) if e.is_retryable() || matches!(e, ControlError::Unexpected { .. }) => {
+        let chunk = bytes::Bytes::from(chunk);
+        let policy = retry::Policy::unbounded(FIRST_PAUSE);
+        let put = policy.run(
+            |_| {
+                api.put_log(offset, chunk.clone()).map_err(|e| {
+                    if e.is_retryable() || matches!(e, ControlError::Unexpected { .. }) {
+                        retry::Attempt::retry(e)
+                    } else {
+                        retry::Attempt::Fatal(e)
+                    }
+                })
+            },
+            |e, _, _| {
                 metrics.upload_failure();
                 tracing::warn!(task = %api.task_id(), error = %e, "log upload failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(e) => return Err(e),
-        }
+            },
+        );
+        // The server may be behind (it lost bytes) or ahead (a re-send): both are fine, the
+        // next chunk starts where it says. It cannot hold more than exists.
+        committed = put.await?.min(spool.log_len());
     }
 }
 
@@ -154,17 +161,21 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), ControlError>>,
 {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match call().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() => {
+    retry::Policy::unbounded(FIRST_PAUSE)
+        .run(
+            |_| {
+                call().map_err(|e| {
+                    if e.is_retryable() {
+                        retry::Attempt::retry(e)
+                    } else {
+                        retry::Attempt::Fatal(e)
+                    }
+                })
+            },
+            |e, _, _| {
                 metrics.upload_failure();
                 tracing::warn!(task = %api.task_id(), error = %e, "report failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+            },
+        )
+        .await
 }

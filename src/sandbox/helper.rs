@@ -20,7 +20,7 @@
 //! The helper's stderr is the stage's merged stdout+stderr (one pipe, so arrival order is kept).
 #![allow(
     clippy::disallowed_methods,
-    reason = "opens /dev/null, /proc, and the stage's stdout file in the child after the task's uid is in force"
+    reason = "forks the stage (the helper side of Launcher::spawn); opens /dev/null, /proc, and the stage's stdout file in the child after the task's uid is in force"
 )]
 
 use std::io::{Read, Write};

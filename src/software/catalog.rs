@@ -205,14 +205,7 @@ impl FromStr for Version {
     }
 }
 
-/// How the executable is packed in the release artifact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveKind {
-    Zip,
-    TarGz,
-    /// The artifact is the executable itself.
-    Bare,
-}
+pub use crate::archive::ArchiveKind;
 
 /// Everything needed to fetch and verify one build of one tool.
 #[derive(Debug, Clone)]

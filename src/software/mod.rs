@@ -11,21 +11,21 @@
 //! cache's [`CacheStats`], which the daemon renders at `/metrics`.
 
 pub mod catalog;
-pub mod extract;
 pub mod stats;
 pub mod store;
 pub mod verify;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::StatusCode;
 use url::Url;
 
+use crate::archive;
 use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
-use crate::http::{HttpClient, HttpError, redact};
+use crate::http::{HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
 pub use stats::{CacheStats, ToolStats};
 use store::{Key, Layout, LockMode, Manifest, Verification, Wait};
@@ -90,7 +90,7 @@ pub enum ErrorKind {
     #[error("artifact {url} rejected: {reason}")]
     Archive {
         url: String,
-        reason: extract::ExtractError,
+        reason: archive::ExtractError,
     },
     #[error("cache I/O on {path}: {source}")]
     Io {
@@ -143,8 +143,7 @@ pub struct PruneReport {
 pub struct SoftwareCache {
     layout: Layout,
     config: SoftwareConfig,
-    http_config: HttpConfig,
-    http: OnceLock<HttpClient>,
+    http: SharedClient,
     stats: Arc<CacheStats>,
 }
 
@@ -155,8 +154,7 @@ impl SoftwareCache {
         SoftwareCache {
             layout: Layout { root },
             config,
-            http_config,
-            http: OnceLock::new(),
+            http: SharedClient::new(http_config),
             stats: Arc::default(),
         }
     }
@@ -167,10 +165,10 @@ impl SoftwareCache {
         &self.stats
     }
 
-    /// Uses an already built client (the agent's one client) instead of building one.
-    pub fn with_client(self, client: HttpClient) -> SoftwareCache {
-        let _ = self.http.set(client);
-        self
+    /// The cache's HTTP client, built on its first use: the runner's one client, shared with
+    /// the provider store and the tasks' downloads.
+    pub fn shared_client(&self) -> &SharedClient {
+        &self.http
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -178,11 +176,7 @@ impl SoftwareCache {
     }
 
     fn client(&self) -> Result<&HttpClient, ErrorKind> {
-        if let Some(c) = self.http.get() {
-            return Ok(c);
-        }
-        let c = HttpClient::new(&self.http_config).map_err(ErrorKind::Client)?;
-        Ok(self.http.get_or_init(|| c))
+        self.http.get().map_err(ErrorKind::Client)
     }
 
     /// Returns the verified executable of `tool` `version` for `platform`, installing it first
@@ -397,8 +391,8 @@ impl SoftwareCache {
         );
         let (artifact_in, exe_out) = (artifact.clone(), exe.clone());
         let extracted = tokio::task::spawn_blocking(move || {
-            let r = extract::extract(&artifact_in, archive, &entry, &exe_out, cap);
-            let _ = std::fs::remove_file(&artifact_in);
+            let r = archive::extract(&artifact_in, archive, &entry, &exe_out, cap);
+            store::discard(&artifact_in);
             r
         })
         .await

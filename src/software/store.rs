@@ -489,6 +489,12 @@ pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
+/// Removes a staging file that is no longer needed (a downloaded artifact once extracted);
+/// best effort: the staging directory goes at the end anyway.
+pub fn discard(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
 /// Records a use of an entry (best effort: a read-only cache still serves).
 pub fn touch_last_used(dir: &Path) {
     let path = dir.join(LAST_USED);

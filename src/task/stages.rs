@@ -17,7 +17,6 @@ use super::prepare::{self, TaskDirs};
 use super::result::{Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run, TaskPaths};
 use super::step::{self, Command, StepContext};
-use crate::http::HttpClient;
 use crate::sandbox::policy::Policy;
 use crate::software::catalog::{Platform, Tool};
 use crate::taskfs::{self, Kind};
@@ -165,7 +164,7 @@ impl Run<'_> {
         let ids = uid.map(|u| u.ids());
         let settings = &self.runner.settings;
         let task = self.task;
-        let http = || HttpClient::new(&settings.http);
+        let http = self.runner.cache.shared_client();
         prepare::materialize(
             "configuration",
             &task.configuration,

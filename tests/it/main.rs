@@ -16,6 +16,7 @@ mod first_hour;
 mod harness;
 mod health;
 mod isolation;
+mod lints;
 mod private;
 mod providers;
 mod relay;
