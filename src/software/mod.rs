@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::StatusCode;
-use url::Url;
 
 use crate::archive;
 use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
@@ -63,7 +62,10 @@ pub enum ErrorKind {
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("checksum file {url} is invalid: {reason}")]
-    ChecksumFile { url: String, reason: String },
+    ChecksumFile {
+        url: String,
+        reason: verify::ChecksumFileError,
+    },
     #[error(
         "checksum mismatch for {file} from {url}: expected sha256 {expected} (from {checksums_url}), found {found}"
     )]
@@ -605,16 +607,6 @@ fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneRepor
         .map(|k| store::dir_size(&layout.entry(k)))
         .sum();
     Ok(report)
-}
-
-/// The tool's base URL as configured, for `doctor` and messages.
-pub fn configured_base(config: &SoftwareConfig, tool: Tool, version: &Version) -> Url {
-    catalog::base_url(
-        tool,
-        version,
-        config.tool_mirrors.get(&tool),
-        config.mirror.as_ref(),
-    )
 }
 
 mod rfc3339_opt {

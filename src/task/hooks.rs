@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env;
+use super::model::Hooks;
 use super::prepare::TaskDirs;
 use super::result::{StepKind, StepStatus};
 use super::runner::{Prepared, Run};
@@ -17,19 +18,73 @@ use crate::taskfs::Kind;
 /// `SCALR_AGENT_ENV`, relative to the task root.
 const AGENT_ENV: &str = "agent.env";
 
+/// When a hook runs. A failed `pre-*` hook stops the task; a failed `post-*` hook is reported
+/// and the task goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPhase {
+    PreInit,
+    PrePlan,
+    PostPlan,
+    PreApply,
+    PostApply,
+}
+
+impl HookPhase {
+    pub const ALL: [HookPhase; 5] = [
+        HookPhase::PreInit,
+        HookPhase::PrePlan,
+        HookPhase::PostPlan,
+        HookPhase::PreApply,
+        HookPhase::PostApply,
+    ];
+
+    /// The phase's name: the agent-level hook's file name in `SCALR_AGENT_HOOKS_DIR` and how
+    /// the log names it (`pre-plan`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPhase::PreInit => "pre-init",
+            HookPhase::PrePlan => "pre-plan",
+            HookPhase::PostPlan => "post-plan",
+            HookPhase::PreApply => "pre-apply",
+            HookPhase::PostApply => "post-apply",
+        }
+    }
+
+    /// The workspace's hook line for this phase (`workspace.hooks.pre_plan`).
+    pub fn line(self, hooks: &Hooks) -> Option<&String> {
+        match self {
+            HookPhase::PreInit => hooks.pre_init.as_ref(),
+            HookPhase::PrePlan => hooks.pre_plan.as_ref(),
+            HookPhase::PostPlan => hooks.post_plan.as_ref(),
+            HookPhase::PreApply => hooks.pre_apply.as_ref(),
+            HookPhase::PostApply => hooks.post_apply.as_ref(),
+        }
+    }
+
+    /// Whether a failure of this phase's hook stops the task.
+    pub fn stops_on_failure(self) -> bool {
+        matches!(
+            self,
+            HookPhase::PreInit | HookPhase::PrePlan | HookPhase::PreApply
+        )
+    }
+}
+
+impl std::fmt::Display for HookPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
     /// input, reported before anything runs.
     pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
         let hooks = &self.task.workspace.hooks;
-        for (phase, line) in [
-            ("pre-init", &hooks.pre_init),
-            ("pre-plan", &hooks.pre_plan),
-            ("post-plan", &hooks.post_plan),
-            ("pre-apply", &hooks.pre_apply),
-            ("post-apply", &hooks.post_apply),
-        ] {
-            let Some(line) = line else { continue };
+        for phase in HookPhase::ALL {
+            let Some(line) = phase.line(hooks) else {
+                continue;
+            };
             let spec = crate::sandbox::helper::HelperSpec {
                 program: "/bin/sh".into(),
                 args: vec!["-n".into(), "-c".into(), line.clone()],
@@ -53,7 +108,7 @@ impl Run<'_> {
             if !exit.map_err(|e| e.to_string())?.success() {
                 return Err(format!(
                     "workspace.hooks.{}: not valid shell: {}",
-                    phase.replace('-', "_"),
+                    phase.as_str().replace('-', "_"),
                     text.trim().replace("/bin/sh: ", "")
                 ));
             }
@@ -66,22 +121,16 @@ impl Run<'_> {
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
-        phase: &str,
+        phase: HookPhase,
         exit_code: Option<i32>,
     ) -> Flow {
-        let workspace = match phase {
-            "pre-init" => &self.task.workspace.hooks.pre_init,
-            "pre-plan" => &self.task.workspace.hooks.pre_plan,
-            "post-plan" => &self.task.workspace.hooks.post_plan,
-            "pre-apply" => &self.task.workspace.hooks.pre_apply,
-            _ => &self.task.workspace.hooks.post_apply,
-        };
+        let workspace = phase.line(&self.task.workspace.hooks);
         let agent = self
             .runner
             .settings
             .hooks_dir
             .as_ref()
-            .map(|d| d.join(phase))
+            .map(|d| d.join(phase.as_str()))
             .filter(|f| f.is_file());
         let timeout = Duration::from_secs(
             self.task
@@ -127,7 +176,7 @@ impl Run<'_> {
             if !self.read_agent_env(p).await {
                 return Err(super::result::TaskStatus::Failed);
             }
-            if status != StepStatus::Succeeded && phase.starts_with("pre-") {
+            if status != StepStatus::Succeeded && phase.stops_on_failure() {
                 self.fail(format!("{name} failed ({})", describe(self.steps.last())));
                 return Err(status_of(status));
             }

@@ -127,7 +127,7 @@ pub struct CostEstimate {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PolicyOutcome {
     pub name: String,
-    pub enforcement_level: String,
+    pub enforcement_level: super::checks::EnforcementLevel,
     pub passed: bool,
     pub messages: Vec<String>,
 }
@@ -135,8 +135,7 @@ pub struct PolicyOutcome {
 /// The policy check's overall outcome.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PolicyCheck {
-    /// `passed`, `advisory_failed`, `soft_failed` or `hard_failed`.
-    pub status: String,
+    pub status: super::checks::PolicyStatus,
     pub policies: Vec<PolicyOutcome>,
 }
 
