@@ -18,74 +18,22 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use support::agent::Agent;
 use support::control_plane::ControlPlane;
-use support::keys::TestKey;
-use support::mirror::Mirror;
-use support::releases::{self, Entry, Signing};
+use support::daemon::Daemon;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_scalr-agent");
-/// A Terraform stand-in that does nothing: `show -json` prints an empty plan.
-const TRIVIAL_TOOL: &str = "#!/bin/sh\n[ \"$1\" = show ] && echo '{}'\nexit 0\n";
 const LONG: Duration = Duration::from_secs(120);
 /// 200,000 lines of 99 `x` and a newline: 20,000,000 bytes.
 const LOG_LINES: usize = 200_000;
 const LOG_BYTES_PER_TASK: usize = LOG_LINES * 100;
 const WRITERS: usize = 5;
 
-struct Setup {
-    cp: ControlPlane,
-    archive: Vec<u8>,
-    work: tempfile::TempDir,
-    mirror: Mirror,
-    key_file: std::path::PathBuf,
-}
-
-impl Setup {
-    fn doc(&self, id: &str, pre_init: &str) -> Value {
-        json!({
-            "id": id, "action": "plan",
-            "run": {"id": format!("run-{id}"), "mode": "apply", "source": "api"},
-            "workspace": {"id": "ws", "name": "bench", "iac_platform": "terraform", "iac_version": "1.9.9",
-                          "hooks": {"pre_init": pre_init}},
-            "environment": {"id": "env", "name": "bench"},
-            "control_plane": {"hostname": "scalr.example.test", "run_token": "bench-token"},
-            "configuration": {"archive": {"url": format!("{}inputs/configuration", self.cp.url),
-                                          "sha256": releases::sha256_hex(&self.archive)}},
-        })
-    }
-
-    fn enqueue(&self, id: &str, pre_init: &str) {
-        self.cp.enqueue_doc(id, self.doc(id, pre_init));
-        self.cp
-            .lock()
-            .tasks
-            .get_mut(id)
-            .unwrap()
-            .inputs
-            .insert("configuration".into(), self.archive.clone());
-    }
-
-    fn agent(&self, name: &str, concurrency: usize) -> Child {
-        let data = self.work.path().join(name);
-        std::fs::create_dir_all(&data).unwrap();
-        let log = std::fs::File::create(self.work.path().join(format!("{name}.log"))).unwrap();
-        Command::new(AGENT)
-            .arg("run")
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("SCALR_URL", self.cp.url.as_str())
-            .env("SCALR_AGENT_TOKEN", "pool-token")
-            .env("SCALR_AGENT_NAME", name)
-            .env("SCALR_AGENT_DATA_DIR", &data)
-            .env("SCALR_AGENT_SOFTWARE_MIRROR_URL", self.mirror.url.as_str())
-            .env("SCALR_AGENT_SOFTWARE_TRUSTED_KEYS", &self.key_file)
-            .env("SCALR_AGENT_CONCURRENCY", concurrency.to_string())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
+/// `scalr-agent run` named `name` with `concurrency` slots and a data directory of its own.
+fn start(d: &Daemon, name: &str, concurrency: usize) -> Agent {
+    d.agent(name)
+        .data_dir(&d.h.dir.path().join(name))
+        .env("SCALR_AGENT_CONCURRENCY", concurrency.to_string())
+        .run()
 }
 
 fn main() {
@@ -99,37 +47,16 @@ fn main() {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let work = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let mirror = rt.block_on(Mirror::start());
-    let key = TestKey::generate("Bench <bench@example.test>");
-    let zip = releases::zip(&[Entry::File("terraform", TRIVIAL_TOOL.as_bytes())]);
-    releases::publish_terraform(
-        &mirror,
-        "1.9.9",
-        &[("linux_amd64", zip)],
-        Signing::With(&key, ".sig"),
-    );
-    let key_file = work.path().join("key.asc");
-    key.write_public(&key_file);
-    let cp = rt.block_on(ControlPlane::start());
+    let s = rt.block_on(Daemon::new());
+    let cp = s.cp.clone();
     // The intervals the protocol's example gives (the test defaults, 200 ms heartbeats and
     // 500 ms polls, would make any idle agent busy).
     cp.lock().heartbeat_ms = 5000;
     cp.lock().poll_ms = 25000;
-    let s = Setup {
-        cp: cp.clone(),
-        archive: releases::tar_gz(&[Entry::File("main.tf", b"output \"x\" { value = 1 }\n")]),
-        work,
-        mirror,
-        key_file,
-    };
 
     // --- Pickup latency and idle agent --------------------------------------------------------
-    let mut agent = s.agent("agent-a", 1);
-    let pid = agent.id();
+    let mut agent = start(&s, "agent-a", 1);
+    let pid = agent.pid();
     let pickup_hook = "echo PICKUP $(date +%s%N)";
     s.enqueue("warm", pickup_hook);
     let f = rt.block_on(cp.wait_finished("warm", LONG));
@@ -172,7 +99,7 @@ fn main() {
     let idle_rss_max = *idle_rss.iter().max().unwrap();
     idle_rss.sort_unstable();
     let idle_rss_median = idle_rss[idle_rss.len() / 2];
-    stop(&mut agent);
+    assert!(rt.block_on(agent.stop()).success());
 
     // --- Five concurrent tasks each writing 20 MB of log --------------------------------------
     let x99 = "x".repeat(99);
@@ -193,8 +120,8 @@ fn main() {
     }
     let floor_time = t.elapsed();
 
-    let mut agent = s.agent("agent-b", WRITERS);
-    let pid = agent.id();
+    let mut agent = start(&s, "agent-b", WRITERS);
+    let pid = agent.pid();
     s.enqueue("warm-b", pickup_hook);
     rt.block_on(cp.wait_finished("warm-b", LONG));
     let ids: Vec<String> = (0..WRITERS).map(|n| format!("w{n}")).collect();
@@ -251,7 +178,7 @@ fn main() {
         );
         hook_bytes += lines * 100;
     }
-    stop(&mut agent);
+    assert!(rt.block_on(agent.stop()).success());
     let ship = last.duration_since(first);
     let mbps = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
 
@@ -326,17 +253,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the command.
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn stop(agent: &mut Child) {
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn ms(d: Duration) -> String {

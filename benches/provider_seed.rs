@@ -76,7 +76,7 @@ async fn main() {
             Publish::default(),
         );
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::dirs::tempdir();
 
     // Cold fill of one provider vs the shell floor, alternating, 3 times each.
     let zip_url = reg

@@ -151,7 +151,7 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::dirs::tempdir();
     let root = dir.path().join("repos");
     let t = Instant::now();
     // 2 commits x 50 files x 1 MiB of incompressible bytes: about 100 MB of pack.

@@ -21,7 +21,7 @@ use support::keys::TestKey;
 use support::mirror::Mirror;
 use support::releases::{self, Signing};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use support::agent::AgentBuilder;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -58,7 +58,7 @@ fn main() {
         &[("linux_amd64", zip)],
         Signing::With(&key, ".72D7468F.sig"),
     );
-    let work = tempfile::tempdir().unwrap();
+    let work = support::dirs::tempdir();
     let key_file = work.path().join("key.asc");
     key.write_public(&key_file);
     let artifact_url = format!(
@@ -67,16 +67,13 @@ fn main() {
     );
 
     let agent = |cache: &std::path::Path| {
-        let mut c = Command::new(AGENT);
-        c.args(["software", "install", "terraform", "1.0.3"])
-            .env_clear()
+        AgentBuilder::new(&[])
             .env("PATH", "/usr/bin:/bin")
             .env("SCALR_AGENT_CACHE_DIR", cache)
             .env("SCALR_AGENT_SOFTWARE_MIRROR_URL", mirror.url.as_str())
             .env("SCALR_AGENT_SOFTWARE_TRUSTED_KEYS", &key_file)
-            .stdout(std::process::Stdio::null());
-        c
     };
+    let install = ["software", "install", "terraform", "1.0.3"];
 
     let mut floor = Vec::new();
     let mut cold = Vec::new();
@@ -102,7 +99,7 @@ fn main() {
                 assert!(s.success());
             } else {
                 let t = Instant::now();
-                let s = agent(&dir).status().unwrap();
+                let s = agent(&dir).status_blocking(&install);
                 cold.push(t.elapsed());
                 assert!(s.success());
             }
@@ -110,16 +107,10 @@ fn main() {
         }
         // Peak RSS of a cold install, in a fresh process so no other child counts.
         let dir = work.path().join(format!("rss-{round}"));
-        let cmd = agent(&dir);
-        let mut measure = Command::new(std::env::current_exe().unwrap());
-        measure.arg("--measure-rss").arg(AGENT).args(cmd.get_args());
-        measure.env_clear();
-        for (k, v) in cmd.get_envs() {
-            if let Some(v) = v {
-                measure.env(k, v);
-            }
-        }
-        let out = measure.output().unwrap();
+        let measure = std::env::current_exe().unwrap();
+        let out = agent(&dir)
+            .wrapped(measure.to_str().unwrap(), &["--measure-rss"])
+            .output_blocking(&install);
         assert!(
             out.status.success(),
             "{}",
@@ -135,11 +126,11 @@ fn main() {
     }
 
     let warm_cache = work.path().join("warm");
-    assert!(agent(&warm_cache).status().unwrap().success());
+    assert!(agent(&warm_cache).status_blocking(&install).success());
     let mut warm = Vec::new();
     for _ in 0..(rounds * 10) {
         let t = Instant::now();
-        let s = agent(&warm_cache).status().unwrap();
+        let s = agent(&warm_cache).status_blocking(&install);
         warm.push(t.elapsed());
         assert!(s.success());
     }

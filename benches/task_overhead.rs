@@ -24,7 +24,7 @@ use support::keys::TestKey;
 use support::mirror::Mirror;
 use support::releases::{self, Entry, Signing};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use support::agent::{AgentBuilder, BIN as AGENT};
 /// A Terraform stand-in that does nothing: `show -json` prints an empty plan.
 const TRIVIAL_TOOL: &str = "#!/bin/sh\n[ \"$1\" = show ] && echo '{}'\nexit 0\n";
 
@@ -38,9 +38,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let work = tempfile::tempdir().unwrap();
+    let work = support::dirs::tempdir();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // --- Agent overhead per task ------------------------------------------------------------
     let mirror = rt.block_on(Mirror::start());
@@ -67,28 +66,22 @@ fn main() {
     });
     let task_file = work.path().join("task.json");
     std::fs::write(&task_file, task.to_string()).unwrap();
-    let exec = |out: &Path| {
-        let mut c = Command::new(AGENT);
-        c.args([
-            "exec",
-            task_file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env_clear()
+    let agent = AgentBuilder::new(&[])
         .env("PATH", "/usr/bin:/bin")
         .env("SCALR_AGENT_DATA_DIR", work.path().join("data"))
         .env("SCALR_AGENT_SOFTWARE_MIRROR_URL", mirror.url.as_str())
-        .env("SCALR_AGENT_SOFTWARE_TRUSTED_KEYS", &key_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        c
+        .env("SCALR_AGENT_SOFTWARE_TRUSTED_KEYS", &key_file);
+    let exec = |out: &Path| {
+        let args = [
+            "exec".as_ref(),
+            task_file.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ];
+        agent.clone().status_blocking(&args)
     };
     assert!(
-        exec(&work.path().join("warmup"))
-            .status()
-            .unwrap()
-            .success(),
+        exec(&work.path().join("warmup")).success(),
         "warm-up exec failed"
     );
     let tool = work.path().join("terraform");
@@ -98,10 +91,7 @@ fn main() {
     let mut children = Vec::new();
     for round in 0..rounds {
         let t = Instant::now();
-        let ok = exec(&work.path().join(format!("out-{round}")))
-            .status()
-            .unwrap()
-            .success();
+        let ok = exec(&work.path().join(format!("out-{round}"))).success();
         exec_wall.push(t.elapsed());
         assert!(ok);
         // The same three child commands (init, plan, show), run directly.

@@ -161,6 +161,11 @@ pub fn main() -> ExitCode {
     if let Command::Doctor { json } = cli.command {
         return doctor(&config, json);
     }
+    if matches!(cli.command, Command::Run { .. } | Command::Exec { .. })
+        && let Err(code) = check_reach(&config)
+    {
+        return code;
+    }
     // Multi-threaded (see ARCHITECTURE.md, "The runtime"): one task's slow I/O never holds the
     // heartbeat, other tasks' logs, the health listener or the signal handlers. Its worker
     // threads live as long as the runtime, so stages spawned from them keep their parent.
@@ -381,10 +386,34 @@ where
     }
 }
 
-/// `doctor`: probes, prints the report, exits 1 when tasks would be refused.
+/// Before `exec` and `run` start anything: task uids must reach the task directories and the
+/// tools (see `datadir::check_reach`); exit 64 naming the directory and the fix if not.
+fn check_reach(config: &Config) -> Result<(), ExitCode> {
+    let switching = crate::sandbox::probe::probe_uid_switch().ok;
+    match crate::datadir::check_reach(&config.data_dir, &config.cache_dir, switching) {
+        Ok(crate::datadir::Reach::Reachable) => Ok(()),
+        Ok(crate::datadir::Reach::Skipped) => {
+            tracing::info!(
+                data_dir = %config.data_dir.display(),
+                "the agent cannot switch uids (not root): stages run as its own uid; the task \
+                 uids' reach of the data directory is not checked"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("scalr-agent: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// `doctor`: probes, prints the report, exits 64 when task uids cannot reach the data
+/// directory (as `exec` and `run` would), 1 when tasks would be refused.
 fn doctor(config: &Config, json: bool) -> ExitCode {
     let probes = crate::sandbox::probe::probe();
-    let report = crate::sandbox::doctor::report(config, &probes);
+    let reach =
+        crate::datadir::check_reach(&config.data_dir, &config.cache_dir, probes.uid_switch.ok);
+    let report = crate::sandbox::doctor::report(config, &probes).with_reach(&reach);
     let text = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => t + "\n",
@@ -397,7 +426,9 @@ fn doctor(config: &Config, json: bool) -> ExitCode {
         report.to_text()
     };
     print!("{text}");
-    if report.refused {
+    if report.unreachable {
+        ExitCode::from(EXIT_CONFIG)
+    } else if report.refused {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS

@@ -14,6 +14,11 @@
 //! Modes are set explicitly (`chmod` after `mkdir`), never left to the umask: a umask would
 //! also strip the software cache's executables, which task uids must run. [`prepare`] runs at
 //! every start (before any task) and fixes paths an older version left with wider modes.
+//!
+//! What lies above the data and cache directories is not the agent's: it never changes those
+//! modes. [`check_reach`] runs at the start of `exec`, `run` and `doctor` and names the first
+//! directory there that task uids cannot traverse (a data directory in root's 0700 home), which
+//! would otherwise fail every task with a misleading "task directory … is missing".
 #![allow(
     clippy::disallowed_methods,
     reason = "the agent's own data directory and the cache's lock files"
@@ -129,6 +134,159 @@ fn narrow_tree(dir: &Path) -> Result<(), DataDirError> {
     Ok(())
 }
 
+/// Whether task uids reach the data and cache directories (see [`check_reach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every directory above both lets other users traverse it.
+    Reachable,
+    /// Not checked: the agent cannot switch uids, so stages run as its own uid.
+    Skipped,
+}
+
+/// A directory above the data (or cache) directory that task uids cannot traverse.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error(
+        "task uids cannot reach {what} {target}: {dir} (mode {mode:o}) does not let other users \
+         traverse it, and tasks run as dedicated uids that are neither its owner nor its group. \
+         Fix: `chmod o+x {dir}` (the agent never changes the modes above its own directories), \
+         or set {variable} to a directory every user can traverse to, such as \
+         /var/lib/scalr-agent"
+    )]
+    Blocked {
+        what: &'static str,
+        target: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+        variable: &'static str,
+    },
+    #[error(
+        "task uids could not reach {what} {target}: {dir} does not exist, and the agent would \
+         create it under its umask {umask:03o}, which denies other users. Fix: `mkdir -p -m 755 \
+         {dir}` before the start, or set {variable} to an existing directory every user can \
+         traverse to"
+    )]
+    Umask {
+        what: &'static str,
+        target: PathBuf,
+        dir: PathBuf,
+        umask: u32,
+        variable: &'static str,
+    },
+    #[error("checking that task uids can reach {target}: {path}: {source}")]
+    Io {
+        target: PathBuf,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Checks that task uids can reach the task directories under `data_dir` and the tools under
+/// `cache_dir`: every directory from `/` down to each one's parent must let others search it
+/// (the task uids are never the owner or group of a directory there; ACLs are not consulted).
+/// Links are resolved first: a task traverses the real path. Parents that do not exist yet
+/// are judged by the umask they would be created under. The directories themselves are the
+/// agent's ([`prepare`] sets their modes). `task_uids: false` (the agent cannot switch uids,
+/// so stages run as its own uid) skips the check. Blocking: call at start.
+pub fn check_reach(
+    data_dir: &Path,
+    cache_dir: &Path,
+    task_uids: bool,
+) -> Result<Reach, ReachError> {
+    if !task_uids {
+        return Ok(Reach::Skipped);
+    }
+    let targets = [
+        (
+            "the task directories under",
+            data_dir,
+            "SCALR_AGENT_DATA_DIR",
+        ),
+        ("the software cache", cache_dir, "SCALR_AGENT_CACHE_DIR"),
+    ];
+    for (what, target, variable) in targets {
+        let Some(parent) = target.parent() else {
+            continue;
+        };
+        if let Some((dir, found)) = first_closed(target, parent)? {
+            return Err(match found {
+                Closed::Mode(mode) => ReachError::Blocked {
+                    what,
+                    target: target.to_path_buf(),
+                    dir,
+                    mode,
+                    variable,
+                },
+                Closed::Umask(umask) => ReachError::Umask {
+                    what,
+                    target: target.to_path_buf(),
+                    dir,
+                    umask,
+                    variable,
+                },
+            });
+        }
+    }
+    Ok(Reach::Reachable)
+}
+
+/// Why a directory is closed to other users.
+enum Closed {
+    /// It exists with this mode.
+    Mode(u32),
+    /// It does not exist and would be created under this umask.
+    Umask(u32),
+}
+
+/// The first directory from `/` down to `parent` (links resolved) that others cannot search.
+fn first_closed(target: &Path, parent: &Path) -> Result<Option<(PathBuf, Closed)>, ReachError> {
+    let io_err = |path: &Path| {
+        let (target, path) = (target.to_path_buf(), path.to_path_buf());
+        move |source| ReachError::Io {
+            target,
+            path,
+            source,
+        }
+    };
+    let mut existing = parent;
+    let mut topmost_missing = None;
+    let real = loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => break real,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                topmost_missing = Some(existing);
+                existing = existing.parent().ok_or_else(|| io_err(existing)(e))?;
+            }
+            Err(e) => return Err(io_err(existing)(e)),
+        }
+    };
+    let mut dir = PathBuf::new();
+    for part in real.components() {
+        dir.push(part);
+        let mode = fs::metadata(&dir).map_err(io_err(&dir))?.mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            return Ok(Some((dir, Closed::Mode(mode))));
+        }
+    }
+    if let Some(missing) = topmost_missing {
+        let umask = umask().map_err(io_err(Path::new("/proc/self/status")))?;
+        if umask & 0o001 != 0 {
+            return Ok(Some((missing.to_path_buf(), Closed::Umask(umask))));
+        }
+    }
+    Ok(None)
+}
+
+/// The process's umask, read without changing it (`umask(2)` can only set it).
+fn umask() -> io::Result<u32> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .ok_or_else(|| io::Error::other("no Umask line"))
+}
+
 /// Creates (or truncates) a file the agent alone reads: mode 0600 from its creation on.
 pub fn create_private(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -199,6 +357,53 @@ mod tests {
             "{err}"
         );
         assert_eq!(mode(&shared), 0o1777);
+    }
+
+    #[test]
+    fn reach_names_the_first_closed_directory_above_and_follows_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let home = tmp.path().join("home");
+        let data = home.join("checkout/data");
+        fs::create_dir_all(&data).unwrap();
+        // The data directory itself is the agent's: its own mode does not matter here.
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        let ok = check_reach(&data, &open.join("cache"), true).unwrap();
+        assert_eq!(ok, Reach::Reachable);
+
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+        let err = check_reach(&data, &open.join("cache"), true).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "{}: {} (mode 700) does not let other users traverse it",
+                data.display(),
+                home.display()
+            )) && text.contains(&format!("chmod o+x {}", home.display()))
+                && text.contains("SCALR_AGENT_DATA_DIR"),
+            "{text}"
+        );
+        assert_eq!(mode(&home), 0o700, "never changed");
+        // The cache is checked too, and not yet existing parents pass under a usual umask.
+        let err = check_reach(&open.join("data"), &home.join("a/b/cache"), true).unwrap_err();
+        assert!(err.to_string().contains("SCALR_AGENT_CACHE_DIR"), "{err}");
+        // Through a link, the real path counts.
+        let link = open.join("link");
+        std::os::unix::fs::symlink(home.join("checkout"), &link).unwrap();
+        let err = check_reach(&link.join("data"), &open, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("{} (mode 700)", home.display())),
+            "{err}"
+        );
+        // 0711 is enough: traversal, not listing.
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(check_reach(&data, &open, true).unwrap(), Reach::Reachable);
+        // An agent that cannot switch uids does not check.
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(check_reach(&data, &open, false).unwrap(), Reach::Skipped);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_DATA_DIR",
         &["SCALR_WORK_DIR", "SCALR_DATA_HOME"],
         "/var/lib/scalr-agent",
-        "Run data; must allow exec.",
+        "Run data; must allow exec. Stages run as dedicated uids that must traverse every directory above it (`o+x`; 0711 is enough): `exec`, `run` and `doctor` check at start and stop with exit 64 naming the first directory that does not let them.",
     ),
     var(
         "SCALR_AGENT_CACHE_DIR",

@@ -46,6 +46,10 @@ pub struct DoctorReport {
     /// How stages get a user entry: `libnss-wrapper` (its path), the image's `/etc/passwd`, or
     /// not at all (a warning).
     pub user_entries: String,
+    /// Whether task uids reach the data and cache directories ([`DoctorReport::with_reach`]).
+    pub data_dir: String,
+    /// They cannot: every task would fail, and the command exits 64 like `exec` and `run`.
+    pub unreachable: bool,
 }
 
 /// The memory line of the report without `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`; stages are the
@@ -104,6 +108,8 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
         memory: memory_line(config),
         task_log_limit_mb: config.runner.log_limit_bytes >> 20,
         user_entries,
+        data_dir: "not checked".into(),
+        unreachable: false,
     }
 }
 
@@ -238,6 +244,29 @@ fn advise(
 }
 
 impl DoctorReport {
+    /// Adds the start-up check of the data and cache directories (`datadir::check_reach`):
+    /// a directory task uids cannot traverse is a problem, and tasks fail.
+    pub fn with_reach(
+        mut self,
+        reach: &Result<crate::datadir::Reach, crate::datadir::ReachError>,
+    ) -> DoctorReport {
+        use crate::datadir::Reach;
+        self.data_dir = match reach {
+            Ok(Reach::Reachable) => {
+                "task uids can traverse to the task directories and the software cache".into()
+            }
+            Ok(Reach::Skipped) => "not checked: the agent cannot switch uids, so stages run as \
+                                   its own uid"
+                .into(),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                self.unreachable = true;
+                "task uids CANNOT reach it (see the problems above)".into()
+            }
+        };
+        self
+    }
+
     /// The human-readable form.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
@@ -248,6 +277,7 @@ impl DoctorReport {
         );
         let _ = writeln!(s, "agent uid: {}", self.agent_uid);
         let _ = writeln!(s, "user entries: {}", self.user_entries);
+        let _ = writeln!(s, "data directory: {}", self.data_dir);
         if self.problems.is_empty() {
             let _ = writeln!(s, "configuration: no problems");
         } else {
@@ -262,6 +292,9 @@ impl DoctorReport {
             let _ = writeln!(s, "  [{mark}] {:<16} {}", p.name, p.detail);
         }
         let outcome = match &self.decision {
+            _ if self.unreachable => {
+                "tasks FAIL: task uids cannot reach the data directory".to_string()
+            }
             Decision::Run => "tasks run".to_string(),
             Decision::Warn(_) => "tasks run with a warning in their log".to_string(),
             Decision::Refuse(_) => "tasks are REFUSED".to_string(),

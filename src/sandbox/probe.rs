@@ -142,11 +142,12 @@ pub fn emulate_weaker_platform(deny: &[TestDeny]) -> Result<(), LayerError> {
     Ok(())
 }
 
-/// Runs every probe (about ten forks; a few milliseconds).
-pub fn probe() -> Probes {
+/// Whether stages can run as dedicated uids: a child tries to switch to another uid/gid (one
+/// fork). The first probe of [`probe`], alone for the start-up checks of `exec` and `run`.
+pub fn probe_uid_switch() -> ProbeResult {
     let agent_uid = sys::getuid();
     let other_id: u32 = if agent_uid == 65534 { 65533 } else { 65534 };
-    let uid_switch = match in_child(|| match sys::switch_ids(other_id, other_id) {
+    match in_child(|| match sys::switch_ids(other_id, other_id) {
         Ok(()) => 0,
         Err((call, e)) => fail_code(step_of(call), e.raw_os_error().unwrap_or(0)),
     }) {
@@ -160,7 +161,13 @@ pub fn probe() -> Probes {
             ))
         }
         Err(e) => not(e),
-    };
+    }
+}
+
+/// Runs every probe (about ten forks; a few milliseconds).
+pub fn probe() -> Probes {
+    let agent_uid = sys::getuid();
+    let uid_switch = probe_uid_switch();
     let capability_drop = match in_child(|| match sys::drop_bounding_set() {
         Ok(_) => 0,
         Err(e) => fail_code(0, e.raw_os_error().unwrap_or(0)),

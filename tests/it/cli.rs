@@ -3,22 +3,14 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::harness::Harness;
+use crate::support::agent::AgentBuilder;
+use crate::support::harness::Harness;
 use crate::support::mirror::Fault;
 use crate::support::releases::{self, Entry, Signing};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
-
 /// Runs the binary with exactly these variables (plus PATH), never the test's environment.
 async fn agent(args: &[&str], vars: &[(String, String)]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(vars.iter().cloned())
-        .output()
-        .await
-        .unwrap()
+    AgentBuilder::new(vars).output(args).await
 }
 
 fn text(b: &[u8]) -> String {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scalr_agent::agent::{self, AgentError};
-use scalr_agent::config::{Config, Needs};
+use scalr_agent::config::Config;
 use scalr_agent::control::ControlError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::control_plane::{ControlPlane, Fault, task_doc};
+use crate::support::daemon::config;
 use crate::support::executor::{FakeExecutor, Script};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -19,28 +20,6 @@ const LONG: Duration = Duration::from_secs(20);
 struct Agent {
     handle: JoinHandle<Result<(), AgentError>>,
     shutdown: CancellationToken,
-}
-
-pub(crate) fn config(
-    cp: &ControlPlane,
-    data: &std::path::Path,
-    name: &str,
-    extra: &[(&str, &str)],
-) -> Config {
-    let mut vars: Vec<(String, String)> = vec![
-        ("SCALR_URL".into(), cp.url.to_string()),
-        ("SCALR_AGENT_TOKEN".into(), "pool-token".into()),
-        ("SCALR_AGENT_NAME".into(), name.into()),
-        ("SCALR_AGENT_DATA_DIR".into(), data.display().to_string()),
-        ("SCALR_AGENT_HTTP_BACKOFF".into(), "10ms".into()),
-        ("SCALR_AGENT_HTTP_MAX_RETRIES".into(), "3".into()),
-        ("SCALR_AGENT_WORKER_REPORT_TIMEOUT".into(), "5s".into()),
-    ];
-    for (k, v) in extra {
-        vars.retain(|(n, _)| n != k);
-        vars.push((k.to_string(), v.to_string()));
-    }
-    Config::from_vars(vars, Needs::ControlPlane).unwrap()
 }
 
 fn start(
@@ -72,7 +51,7 @@ impl Agent {
 #[tokio::test]
 async fn registers_heartbeats_and_runs_a_task_once() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     cp.enqueue("t1");
     let a = start(
@@ -114,7 +93,7 @@ async fn registers_heartbeats_and_runs_a_task_once() {
 #[tokio::test]
 async fn log_arrives_byte_for_byte_and_finish_once_despite_faults() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     let chunks: Vec<Vec<u8>> = (0..40u32)
         .map(|n| {
@@ -172,7 +151,7 @@ async fn log_arrives_byte_for_byte_and_finish_once_despite_faults() {
 #[tokio::test]
 async fn graceful_and_forced_cancellation_reach_the_executor() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     let slow = Script {
         work: Duration::from_secs(60),
@@ -222,7 +201,7 @@ async fn graceful_and_forced_cancellation_reach_the_executor() {
 #[tokio::test]
 async fn single_mode_runs_exactly_one_task_then_exits() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     cp.enqueue("t1");
     cp.enqueue("t2");
@@ -265,7 +244,7 @@ async fn single_mode_runs_exactly_one_task_then_exits() {
 #[tokio::test]
 async fn slots_bound_concurrency() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     *exec.default.lock().unwrap() = Script {
         work: Duration::from_millis(150),
@@ -297,7 +276,7 @@ async fn slots_bound_concurrency() {
 #[tokio::test]
 async fn a_crash_mid_task_is_reported_errored_after_restart_with_the_spooled_log() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",
@@ -316,7 +295,11 @@ async fn a_crash_mid_task_is_reported_errored_after_restart_with_the_spooled_log
     .await;
     // From now on the server loses log chunks: the rest is only in the spool.
     cp.fail_next("log", std::iter::repeat_n(Fault::Status(503), 8));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spooled = dir.path().join("spool/t1/log");
+    crate::support::wait::until("the second chunk in the spool", LONG, || {
+        std::fs::read(&spooled).is_ok_and(|l| String::from_utf8_lossy(&l).contains("second part"))
+    })
+    .await;
     a.handle.abort(); // The process "dies": nothing runs any more, the disk stays.
     let _ = a.handle.await;
     assert!(cp.task("t1").finishes.is_empty());
@@ -353,7 +336,7 @@ async fn three_agents_run_thirty_tasks_each_exactly_once() {
     for n in 0..30 {
         cp.enqueue(&format!("t{n}"));
     }
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| crate::support::dirs::tempdir()).collect();
     let agents: Vec<Agent> = dirs
         .iter()
         .enumerate()
@@ -391,7 +374,7 @@ async fn three_agents_run_thirty_tasks_each_exactly_once() {
 #[tokio::test]
 async fn malformed_answers_fail_that_task_and_the_agent_keeps_serving() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     cp.fail_next(
         "acquire",
@@ -431,7 +414,7 @@ async fn malformed_answers_fail_that_task_and_the_agent_keeps_serving() {
 #[tokio::test]
 async fn drain_lets_the_running_task_finish_and_grace_shutdown_cancels() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",
@@ -496,7 +479,7 @@ async fn drain_lets_the_running_task_finish_and_grace_shutdown_cancels() {
 #[tokio::test]
 async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
     cp.wait_for("registered", LONG, |i| i.registrations.len() == 1)
@@ -529,7 +512,7 @@ async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
     );
     cp.wait_for("registered", LONG, |i| i.registrations.len() == 1)
         .await;
-    let other = tempfile::tempdir().unwrap();
+    let other = crate::support::dirs::tempdir();
     let b = start(&cp, other.path(), "twin", &exec, &[]);
     let err = tokio::time::timeout(LONG, b.handle)
         .await
@@ -544,7 +527,7 @@ async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
 async fn step_reports_arrive_in_order_before_the_finish_despite_faults() {
     use scalr_agent::task::result::{StepKind, StepStatus};
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",
@@ -610,7 +593,7 @@ async fn step_reports_arrive_in_order_before_the_finish_despite_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     // 50 MiB where every 8-byte word holds its own offset: a lost, repeated or reordered
     // piece cannot go unnoticed.
@@ -666,7 +649,7 @@ fn always(fault: Fault) -> Vec<Fault> {
 #[tokio::test]
 async fn a_refused_artifact_is_noted_in_the_finish_which_still_arrives_once() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
@@ -713,7 +696,7 @@ async fn a_refused_artifact_is_noted_in_the_finish_which_still_arrives_once() {
 async fn failing_step_reports_hold_back_the_finish_only_briefly() {
     use scalr_agent::task::result::{StepKind, StepStatus};
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",
@@ -744,7 +727,7 @@ async fn failing_step_reports_hold_back_the_finish_only_briefly() {
 async fn a_stop_gives_up_failing_step_reports_and_the_finish_fits_the_report_timeout() {
     use scalr_agent::task::result::{StepKind, StepStatus};
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",
@@ -781,7 +764,7 @@ async fn a_stop_gives_up_failing_step_reports_and_the_finish_fits_the_report_tim
 async fn a_task_acquired_as_the_agent_stops_is_stopped_and_reported() {
     for action in ["grace-shutdown", "force-shutdown"] {
         let cp = ControlPlane::start().await;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::support::dirs::tempdir();
         let exec = FakeExecutor::default();
         exec.script(
             "t1",
@@ -827,7 +810,7 @@ async fn a_task_acquired_as_the_agent_stops_is_stopped_and_reported() {
 #[tokio::test]
 async fn a_silent_control_plane_cannot_stretch_the_stop_window() {
     let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
     exec.script(
         "t1",

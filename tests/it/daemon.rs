@@ -2,60 +2,36 @@
 //! Terraform 1.0.3, through the fake control plane; the plan's steps reach the control plane
 //! as they happen and the metrics.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use scalr_agent::agent::Metrics;
-use scalr_agent::agent::runner_executor::RunnerExecutor;
-use scalr_agent::config::{Config, Needs};
-use scalr_agent::sandbox::stage::Launcher;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::exec::Exec;
+use crate::support::agent::{Agent, AgentBuilder};
 use crate::support::control_plane::ControlPlane;
+use crate::support::exec::Exec;
 use crate::support::releases;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 const LONG: Duration = Duration::from_secs(60);
 
-fn agent(
-    cp: &ControlPlane,
-    e: &Exec,
-    name: &str,
-) -> (
-    tokio::task::JoinHandle<Result<(), scalr_agent::agent::AgentError>>,
-    CancellationToken,
-    Arc<Metrics>,
-) {
-    let mut vars = e.h.vars.clone();
-    vars.retain(|(k, _)| k != "SCALR_AGENT_DATA_DIR");
-    vars.extend([
-        ("SCALR_URL".to_string(), cp.url.to_string()),
-        ("SCALR_AGENT_TOKEN".to_string(), "pool-token".to_string()),
-        ("SCALR_AGENT_NAME".to_string(), name.to_string()),
-        (
-            "SCALR_AGENT_DATA_DIR".to_string(),
-            e.dir.join(name).display().to_string(),
-        ),
-    ]);
-    let config = Config::from_vars(vars, Needs::ControlPlane).unwrap();
-    let executor = Arc::new(RunnerExecutor::new(scalr_agent::exec::runner(
-        &config,
-        Launcher::new(BIN),
-    )));
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
-    (
-        tokio::spawn(scalr_agent::agent::run_with_metrics(
-            config,
-            executor,
-            shutdown.clone(),
-            metrics.clone(),
-        )),
-        shutdown,
-        metrics,
-    )
+/// `scalr-agent run` named `name` with a data directory of its own and a health listener.
+fn agent(cp: &ControlPlane, e: &Exec, name: &str) -> AgentBuilder {
+    e.h.agent()
+        .control_plane(cp, name)
+        .data_dir(&e.dir.join(name))
+        .env("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:0")
+}
+
+/// The agent's `/metrics` text.
+async fn metrics(agent: &Agent) -> String {
+    let (code, text) = crate::support::daemon::get(agent.health_addr().await, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    text
+}
+
+/// SIGTERM, and the agent exits 0.
+async fn stop(mut agent: Agent) {
+    let status = agent.stop().await;
+    assert!(status.success(), "{status:?}\n{}", agent.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +54,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         .inputs
         .insert("configuration".into(), archive.clone());
 
-    let (a, stop_a, metrics) = agent(&cp, &e, "agent-a");
+    let a = agent(&cp, &e, "agent-a").run();
     let finish = cp.wait_finished("d-plan", LONG).await;
     assert_eq!(
         finish["status"],
@@ -99,7 +75,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         .clone();
     assert!(plan.artifacts.contains_key("plan-json"));
     assert_plan_steps(&plan);
-    let text = metrics.render();
+    let text = metrics(&a).await;
     for kind in ["init", "hook", "plan", "show"] {
         assert!(
             text.contains(&format!(
@@ -108,8 +84,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
             "{text}"
         );
     }
-    stop_a.cancel();
-    a.await.unwrap().unwrap();
+    stop(a).await;
 
     let mut apply = doc;
     apply["id"] = json!("d-apply");
@@ -122,7 +97,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         t.inputs.insert("configuration".into(), archive);
         t.inputs.insert("plan-file".into(), plan_file);
     }
-    let (b, stop_b, _) = agent(&cp, &e, "agent-b");
+    let b = agent(&cp, &e, "agent-b").run();
     let finish = cp.wait_finished("d-apply", LONG).await;
     let log = String::from_utf8_lossy(&cp.task("d-apply").log).into_owned();
     assert_eq!(finish["status"], "succeeded", "{finish:#}\n{log}");
@@ -135,8 +110,7 @@ async fn plan_on_one_agent_and_apply_on_another() {
         cp.task("d-apply").handed_to,
         "plan and apply ran on different agents"
     );
-    stop_b.cancel();
-    b.await.unwrap().unwrap();
+    stop(b).await;
 }
 
 /// The plan's steps reached the control plane in order, each started then finished, with

@@ -1,117 +1,13 @@
 //! `scalr-agent exec`: real Terraform 1.0.3 plan and apply through the runner and the sandbox,
 //! hooks, environment, masking, tree kill, bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::harness::Harness;
-use crate::support::releases::{self, Signing};
-use crate::support::terraform;
-
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
-const MAIN_TF: &str = include_str!("../../examples/hello/main.tf");
-
-/// A mirror with the real Terraform 1.0.3 and a workspace directory with `main.tf`.
-pub struct Exec {
-    pub h: Harness,
-    pub dir: PathBuf,
-}
-
-impl Exec {
-    pub async fn new() -> Exec {
-        Exec::with(&[]).await
-    }
-
-    pub async fn with(extra: &[(&str, &str)]) -> Exec {
-        let h = Harness::with(extra).await;
-        let zip = std::fs::read(terraform::real_terraform_zip()).unwrap();
-        releases::publish_terraform(
-            &h.mirror,
-            "1.0.3",
-            &[("linux_amd64", zip)],
-            Signing::With(&h.key, ".sig"),
-        );
-        // The tasks' own uids must be able to reach files the tests give them.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let dir = h.dir.path().join("workspace");
-        std::fs::create_dir_all(dir.join("config")).unwrap();
-        std::fs::write(dir.join("config/main.tf"), MAIN_TF).unwrap();
-        Exec { h, dir }
-    }
-
-    /// A plan task of the hello configuration; tests adjust it.
-    pub fn task(&self, id: &str) -> Value {
-        json!({
-            "id": id,
-            "action": "plan",
-            "run": {"id": "run-42", "mode": "apply", "source": "cli"},
-            "workspace": {"id": "ws-1", "name": "hello", "iac_platform": "terraform", "iac_version": "1.0.3"},
-            "environment": {"id": "env-1", "name": "test"},
-            "control_plane": {"hostname": "scalr.example.test", "run_token": "run-token-0123456789"},
-            "configuration": {"directory": "config"},
-            "variables": [
-                {"key": "greeting", "value": "Hello", "category": "terraform"},
-                {"key": "replicas", "value": "21", "category": "terraform"},
-                {"key": "tags", "value": "{ owner = \"team-a\" }", "category": "terraform", "hcl": true},
-            ],
-        })
-    }
-
-    /// Runs `exec` with the harness's variables plus `extra`; returns the output and result.
-    pub async fn run(&self, task: &Value, extra: &[(&str, &str)]) -> (Output, Value, PathBuf) {
-        let id = task["id"].as_str().unwrap_or("bad");
-        let file = self.dir.join(format!("{id}.json"));
-        std::fs::write(&file, serde_json::to_vec_pretty(task).unwrap()).unwrap();
-        let out = self.dir.join(format!("{id}.out"));
-        let output = tokio::process::Command::new(BIN)
-            .args([
-                "exec",
-                file.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .envs(self.h.vars.iter().cloned())
-            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            // A failing test must not leave `exec` (and, through the parent-death signal, its
-            // stages) running.
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        let result = std::fs::read(out.join("result.json"))
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap_or(Value::Null);
-        (output, result, out)
-    }
-}
-
-/// Sends SIGTERM to the running `scalr-agent exec` of the task `id` (a cancellation).
-pub fn sigterm_exec(id: &str) {
-    let exec = crate::stage::processes_with(&format!("{id}.json"));
-    let pid: i32 = exec
-        .iter()
-        .find(|p| p.contains(" exec "))
-        .expect("exec is running")
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-}
-
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::exec::{Exec, text};
+use crate::support::procs::{processes_with, sigterm_exec};
+use crate::support::releases;
 
 fn step_names(result: &Value) -> Vec<String> {
     result["steps"]
@@ -369,9 +265,9 @@ async fn a_hook_timeout_kills_every_process_it_started() {
         "{log}"
     );
     assert!(
-        crate::stage::processes_with(&marker).is_empty(),
+        processes_with(&marker).is_empty(),
         "{:?}",
-        crate::stage::processes_with(&marker)
+        processes_with(&marker)
     );
 }
 

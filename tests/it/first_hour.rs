@@ -1,12 +1,12 @@
 //! What a new user meets in the first hour of `exec`: a task file named from its own directory,
 //! Terraform's variable names, the reason of a failure in the log, the exit code post hooks see,
-//! the stages' CA bundle under the product's names, and agent-owned shell variables.
+//! the stages' CA bundle under the product's names, agent-owned shell variables, and a data
+//! directory task uids cannot reach (`exec`, `run` and `doctor` stop, naming it).
 
 use serde_json::json;
 
-use crate::exec::{Exec, text};
-
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use crate::support::agent::AgentBuilder;
+use crate::support::exec::{Exec, text};
 
 /// One public root of the machine's ca-certificates.
 fn some_public_root() -> std::path::PathBuf {
@@ -47,17 +47,12 @@ async fn a_task_named_from_its_directory_with_dash_variables_the_ca_and_the_plan
     )
     .unwrap();
     // `cd <dir> && scalr-agent exec plan.json`: the task file has no directory part.
-    let out = tokio::process::Command::new(BIN)
-        .args(["exec", "plan.json", "--out", "first.out"])
-        .current_dir(&e.dir)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(e.h.vars.iter().cloned())
-        .env("SCALR_CONTAINER_TASK_CA_CERT", &root)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    let out =
+        e.h.agent()
+            .current_dir(&e.dir)
+            .env("SCALR_CONTAINER_TASK_CA_CERT", &root)
+            .output(&["exec", "plan.json", "--out", "first.out"])
+            .await;
     let log = text(&out.stdout);
     assert!(out.status.success(), "{log}\n{}", text(&out.stderr));
     let result: serde_json::Value =
@@ -118,5 +113,121 @@ async fn a_workspace_cannot_replace_the_cli_configuration() {
         err.contains("variables[3].key: the shell variable TF_CLI_CONFIG_FILE would replace the agent's CLI configuration")
             && err.contains("SCALR_TERRAFORM_RC"),
         "{err}"
+    );
+}
+
+/// A data directory under a 0700 directory (a checkout in root's home): task uids cannot
+/// traverse it. `exec`, `run` and `doctor` stop with exit 64 naming it and the fix, and leave
+/// its mode alone; under 0711 the same task runs.
+#[tokio::test]
+async fn a_data_dir_task_uids_cannot_reach_stops_exec_run_and_doctor_naming_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Exec::new().await;
+    let home = e.h.dir.path().join("home");
+    let data = home.join("checkout/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data_var = ("SCALR_AGENT_DATA_DIR", data.to_str().unwrap());
+    let named = |err: &str| {
+        err.contains(&format!(
+            "task uids cannot reach the task directories under {}: {} (mode 700) does not let \
+             other users traverse it",
+            data.display(),
+            home.display()
+        )) && err.contains(&format!("chmod o+x {}", home.display()))
+            && err.contains("SCALR_AGENT_DATA_DIR")
+    };
+
+    let (out, result, _) = e.run(&e.task("reach-1"), &[data_var]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}\n{}", text(&out.stdout));
+    assert!(named(&err), "{err}");
+    assert!(result.is_null(), "nothing ran: {result:#}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(&home),
+        0o700,
+        "the agent changed a mode above its data dir"
+    );
+
+    let cp = crate::support::control_plane::ControlPlane::start().await;
+    let out =
+        e.h.agent()
+            .control_plane(&cp, "reach-agent")
+            .envs(&[data_var])
+            .output(&["run"])
+            .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(named(&text(&out.stderr)), "{}", text(&out.stderr));
+    assert!(cp.lock().registrations.is_empty(), "run registered");
+
+    let out =
+        e.h.agent()
+            .envs(&[data_var])
+            .output(&["doctor", "--json"])
+            .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unreachable"], true, "{report:#}");
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| named(p.as_str().unwrap())),
+        "{report:#}"
+    );
+    let out = e.h.agent().envs(&[data_var]).output(&["doctor"]).await;
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{report}");
+    assert!(
+        report.contains("data directory: task uids CANNOT reach it")
+            && report.contains("tasks FAIL: task uids cannot reach the data directory"),
+        "{report}"
+    );
+
+    // Traversable, not listable: enough.
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let (out, result, _) = e.run(&e.task("reach-2"), &[data_var]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    let out =
+        e.h.agent()
+            .envs(&[data_var])
+            .output(&["doctor", "--json"])
+            .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unreachable"], false, "{report:#}");
+    assert_eq!(
+        report["data_dir"],
+        "task uids can traverse to the task directories and the software cache"
+    );
+}
+
+/// An agent that cannot switch uids runs stages as itself: the check is skipped, and says so.
+#[tokio::test]
+async fn without_uid_switching_the_reach_check_is_skipped_and_said() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::dirs::tempdir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let data = home.join("data");
+    let out = AgentBuilder::new(&[])
+        .env("SCALR_AGENT_DATA_DIR", &data)
+        .wrapped(
+            "/usr/bin/setpriv",
+            &["--reuid=65534", "--regid=65534", "--clear-groups"],
+        )
+        .output(&["doctor", "--json"])
+        .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["unreachable"], false, "{report:#}");
+    assert_eq!(
+        report["data_dir"],
+        "not checked: the agent cannot switch uids, so stages run as its own uid"
     );
 }

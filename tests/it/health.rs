@@ -7,20 +7,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scalr_agent::agent::runner_executor::RunnerExecutor;
 use scalr_agent::agent::{self, AgentError, Metrics};
-use scalr_agent::config::{Config, Needs};
-use scalr_agent::sandbox::stage::Launcher;
+use scalr_agent::config::Config;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::Exec;
 use crate::support::control_plane::{ControlPlane, Fault};
+use crate::support::daemon::get;
+use crate::support::exec::Exec;
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::releases;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 const LONG: Duration = Duration::from_secs(60);
 
 /// A daemon started with metrics the test keeps.
@@ -75,16 +73,6 @@ impl Agent {
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// `GET path`: the status and the body.
-pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = client()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// Polls `path` until it answers `status` (bounded).
@@ -195,9 +183,9 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
     let cp = ControlPlane::start().await;
     // The control plane takes its time to answer the registration: the agent is up, not ready.
     cp.fail_next("register", [Fault::Delay(Duration::from_millis(1500))]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let exec = FakeExecutor::default();
-    let config = crate::control::config(
+    let config = crate::support::daemon::config(
         &cp,
         dir.path(),
         "agent-h",
@@ -324,27 +312,12 @@ async fn metrics_count_the_software_cache_of_the_real_runner() {
     .map(|f| e.h.mirror.file(f).expect(f).len() as u64)
     .sum();
 
-    let mut vars = e.h.vars.clone();
-    vars.retain(|(k, _)| k != "SCALR_AGENT_DATA_DIR");
-    vars.extend(
-        [
-            ("SCALR_URL", cp.url.as_str()),
-            ("SCALR_AGENT_TOKEN", "pool-token"),
-            ("SCALR_AGENT_NAME", "agent-m"),
-            ("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:0"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    vars.push((
-        "SCALR_AGENT_DATA_DIR".into(),
-        e.dir.join("agent-m").display().to_string(),
-    ));
-    let config = Config::from_vars(vars, Needs::ControlPlane).unwrap();
-    let executor = Arc::new(RunnerExecutor::new(scalr_agent::exec::runner(
-        &config,
-        Launcher::new(BIN),
-    )));
-    let a = Agent::start(config, executor);
+    let mut a =
+        e.h.agent()
+            .control_plane(&cp, "agent-m")
+            .env("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:0")
+            .data_dir(&e.dir.join("agent-m"))
+            .run();
     let addr = a.health_addr().await;
 
     // Before any task: every tool's series, at zero.
@@ -401,7 +374,8 @@ async fn metrics_count_the_software_cache_of_the_real_runner() {
         m[r#"scalr_agent_tasks_total{action="plan",status="succeeded"}"#],
         2.0
     );
-    a.stop().await;
+    let status = a.stop().await;
+    assert!(status.success(), "{status:?}\n{}", a.stderr());
 }
 
 #[test]

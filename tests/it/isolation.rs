@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::exec::{Exec, text};
+use crate::support::exec::{Exec, text};
+use crate::support::procs::{processes_with, sigterm_exec};
 
 fn status_field<'a>(log: &'a str, name: &str) -> &'a str {
     log.lines()
@@ -155,34 +156,34 @@ async fn cancelling_exec_kills_the_whole_tree() {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         // Every `sleep` running (the hook shell's own command line names them all too).
         let all_started = || {
-            let running = crate::stage::processes_with(&marker);
+            let running = processes_with(&marker);
             (1..=4).all(|n| {
-                let sleep = format!(": sleep {marker}{n}");
-                running.iter().any(|p| p.contains(&sleep))
+                let sleep = format!("sleep {marker}{n}");
+                running.iter().any(|(_, cmd)| cmd.starts_with(&sleep))
             })
         };
         while !all_started() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the hook's processes never all started: {:?}",
-                crate::stage::processes_with(&marker)
+                processes_with(&marker)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let ours: Vec<String> = crate::stage::processes_with(&marker)
+        let ours: Vec<String> = processes_with(&marker)
             .iter()
-            .filter_map(|p| p.split(':').next().map(str::to_owned))
+            .map(|(pid, _)| pid.to_string())
             .collect();
-        crate::exec::sigterm_exec("iso-cancel");
+        sigterm_exec("iso-cancel");
         ours
     };
     let ((out, result, _), ours) = tokio::join!(run, canceller);
     assert_eq!(result["status"], "canceled", "{}", text(&out.stdout));
     assert_eq!(result["steps"][0]["status"], "canceled");
     assert!(
-        crate::stage::processes_with(&marker).is_empty(),
+        processes_with(&marker).is_empty(),
         "{:?}",
-        crate::stage::processes_with(&marker)
+        processes_with(&marker)
     );
     // Not even a zombie is left of them. (Only our own: other tests' processes come and go.)
     assert!(!ours.is_empty());

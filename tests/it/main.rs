@@ -13,7 +13,6 @@ mod crash;
 mod daemon;
 mod exec;
 mod first_hour;
-mod harness;
 mod health;
 mod isolation;
 mod lints;

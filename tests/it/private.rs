@@ -9,30 +9,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::crash::processes_with;
-use crate::exec::{Exec, text};
+use crate::support::agent::Agent;
 use crate::support::control_plane::ControlPlane;
+use crate::support::exec::{Exec, text};
+use crate::support::procs::{processes_with, sigterm_exec};
 use crate::support::releases::{self, Entry};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 const LONG: Duration = Duration::from_secs(120);
 
-#[allow(clippy::disallowed_methods)]
-fn start_daemon(e: &Exec, cp: &ControlPlane, extra: &[(&str, &str)]) -> tokio::process::Child {
-    tokio::process::Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(e.h.vars.iter().cloned())
-        .env("SCALR_URL", cp.url.as_str())
-        .env("SCALR_AGENT_TOKEN", "pool-token")
-        .env("SCALR_AGENT_NAME", "trust-agent")
-        .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+/// `scalr-agent run` with the exec fixture's environment plus `extra`.
+fn start_daemon(e: &Exec, cp: &ControlPlane, extra: &[(&str, &str)]) -> Agent {
+    e.h.agent()
+        .control_plane(cp, "trust-agent")
+        .envs(extra)
+        .run()
 }
 
 /// Queues a daemon task of a trivial configuration with `hook` as its pre-init hook.
@@ -182,8 +172,7 @@ async fn two_execs_and_a_daemon_on_one_data_dir_get_three_distinct_uids() {
         uids[0] != uids[1] && uids[1] != uids[2] && uids[0] != uids[2],
         "one uid for two tasks at once: {uids:?}"
     );
-    let _ = daemon.start_kill();
-    let _ = daemon.wait().await;
+    daemon.kill().await;
 }
 
 #[tokio::test]
@@ -302,8 +291,7 @@ async fn without_landlock_a_task_cannot_reach_another_tasks_files_or_the_cache_l
     assert_eq!(f["status"], "succeeded", "{f:#}");
     let victim_log = String::from_utf8_lossy(&cp.task("victim").log).into_owned();
     assert!(victim_log.contains("canary-victim-log"), "{victim_log}");
-    let _ = daemon.start_kill();
-    let _ = daemon.wait().await;
+    daemon.kill().await;
 }
 
 #[tokio::test]
@@ -387,7 +375,7 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
             assert!(Instant::now() < deadline, "the hook made no IPC object");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        crate::exec::sigterm_exec("trust-cancel");
+        sigterm_exec("trust-cancel");
     };
     let ((out, result, _), ()) = tokio::join!(run, cancel);
     assert_eq!(result["status"], "canceled", "{}", text(&out.stdout));
@@ -435,8 +423,7 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
         assert!(Instant::now() < deadline, "the hook made no IPC object");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    first.kill().await;
     let left = task_dirs(&data);
     assert!(left.iter().any(|d| d.starts_with("killed.")), "{left:?}");
     let root = data
@@ -462,8 +449,7 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
     assert_eq!(f["status"], "errored", "{f:#}");
     assert_eq!(task_dirs(&data), Vec::<String>::new());
     assert_eq!(ipc_of(uid), Vec::<String>::new());
-    let _ = second.start_kill();
-    let _ = second.wait().await;
+    second.kill().await;
 }
 
 /// A memory cgroup of 256 MiB for the agent: v2 where its memory controller is available,
@@ -513,24 +499,12 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
     std::fs::write(&file, serde_json::to_vec(&task).unwrap()).unwrap();
     let out_dir = e.dir.join("hungry.out");
     // The agent joins the cgroup before it starts (its children follow).
-    #[allow(clippy::disallowed_methods)]
-    let output = tokio::process::Command::new("/bin/sh")
-        .args([
-            "-c",
-            &format!(
-                "echo $$ > {}/{procs} && exec {BIN} exec {} --out {}",
-                cg.display(),
-                file.display(),
-                out_dir.display()
-            ),
-        ])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(e.h.vars.iter().cloned())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    let script = format!("echo $$ > {}/{procs} && exec \"$0\" \"$@\"", cg.display());
+    let output =
+        e.h.agent()
+            .wrapped("/bin/sh", &["-c", &script])
+            .exec(&file, &out_dir)
+            .await;
     let log = text(&output.stdout);
     let result: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("result.json")).unwrap_or_default())

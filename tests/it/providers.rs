@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use scalr_agent::providers::addr::Package;
 use scalr_agent::providers::{FillError, ProviderStore, Settings, hash, store};
 
-use crate::exec::{Exec, text};
+use crate::support::exec::{Exec, text};
 use crate::support::keys::TestKey;
+use crate::support::procs::processes_with;
 use crate::support::providers::{null_bytes, null_zip, provider_zip};
 use crate::support::registry::{HOST, Publish, Registry};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 /// The `h1:` Terraform 1.0.3 itself records for the real null 2.1.2 linux_amd64 package.
 const NULL_H1: &str = "h1:CFnENdqQu4g3LJNevA32aDxcUz2qGkRGQpFfkI8TCdE=";
 const MAIN_TF: &str = r#"
@@ -258,7 +258,7 @@ async fn fills_verify_signature_zh_and_h1_and_refuse_bad_packages() {
     ]);
     reg.publish("test", "slip", "1.0.0", &slip, Publish::default());
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let root = dir.path().join("providers");
     let s = store_for(&reg, &root);
 
@@ -398,17 +398,16 @@ async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
     let run = f.e.run(&task, &[]);
     tokio::pin!(run);
     let prune = || {
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.args(["software", "providers", "--prune", "--json"])
-            .env_clear()
-            .envs(f.e.h.vars.iter().cloned())
-            .env("SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB", "0");
-        let out = cmd.output().unwrap();
+        let out =
+            f.e.h
+                .agent()
+                .env("SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB", "0")
+                .output_blocking(&["software", "providers", "--prune", "--json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let waited = async {
-        while crate::stage::processes_with("6.4321").is_empty() {
+        while processes_with("6.4321").is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
@@ -463,18 +462,12 @@ async fn kill_9_during_a_fill_leaves_no_entry_that_passes_the_check() {
         () = waited => {}
         r = &mut run => panic!("the run ended before its fill: {}", text(&r.0.stdout)),
     }
-    let exec = crate::stage::processes_with("kill-fill.json");
-    let pid: i32 = exec
-        .iter()
-        .find(|p| p.contains(" exec "))
-        .expect("exec is running")
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (pid, _) = processes_with("kill-fill.json")
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains(" exec "))
+        .expect("exec is running");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
+        nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -505,7 +498,7 @@ async fn fills_use_network_mirrors_in_order_then_the_registry() {
         &bad,
         json!({"archives": {"linux_amd64": {"url": format!("/{}", Registry::zip_path("test", "other", "1.0.0")), "hashes": [format!("zh:{}", "0".repeat(64))]}}}).to_string(),
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let mut s = store_for(&reg, &dir.path().join("providers"));
     let mirror = |include: &[&str]| scalr_agent::providers::NetworkMirror {
         url: reg.server.url.join("mirror/").unwrap(),

@@ -21,7 +21,7 @@ struct Setup {
 
 /// Repositories in every vendor's layout, the VCS, the gateway and a relay for `vendor`.
 async fn setup(vendor: &str, extra: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let root = dir.path().join("repos");
     make_repos(
         &root,
@@ -682,7 +682,7 @@ async fn large_bodies_stream_in_flat_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_rules_come_first_and_an_empty_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::dirs::tempdir();
     let rules = dir.path().join("rules");
     std::fs::write(
         &rules,
@@ -718,6 +718,12 @@ async fn operator_rules_come_first_and_an_empty_file_is_refused() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(1));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The log reader collects the last lines after the exit.
+    crate::support::wait::until(
+        "the refusal in the relay's log",
+        Duration::from_secs(20),
+        || bad.log().contains("holds no rule"),
+    )
+    .await;
     assert!(bad.log().contains("holds no rule"), "{}", bad.log());
 }

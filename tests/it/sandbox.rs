@@ -14,7 +14,7 @@ use scalr_agent::sandbox::policy::{LayerReport, Policy};
 use scalr_agent::sandbox::probe::{self, Probes, Verdict};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use crate::support::agent::{AgentBuilder, BIN};
 
 fn assert_root() {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
@@ -147,7 +147,7 @@ fn landlock_allows_the_task_dir_and_denies_the_rest() {
     let p = probes();
     // As root (no dedicated uid), so a refused write can only come from Landlock, not DAC.
     let dir = task_dir(None);
-    let outside = tempfile::tempdir().unwrap();
+    let outside = crate::support::dirs::tempdir();
     let pol = policy(&p, None, dir.path());
     assert_eq!(pol.uid, None);
     let script = format!(
@@ -207,19 +207,18 @@ fn a_failed_layer_is_an_error_naming_it() {
 /// Runs `doctor --json` with exactly `vars`, optionally as nobody via `setpriv`.
 fn doctor(as_nobody: bool, vars: &[(&str, &str)]) -> (Option<i32>, Value) {
     assert_root();
-    let mut cmd = if as_nobody {
-        let mut c = Command::new("/usr/bin/setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let out = cmd
-        .args(["doctor", "--json"])
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut agent = AgentBuilder::new(&vars);
+    if as_nobody {
+        agent = agent.wrapped(
+            "/usr/bin/setpriv",
+            &["--reuid=65534", "--regid=65534", "--clear-groups"],
+        );
+    }
+    let out = agent.output_blocking(&["doctor", "--json"]);
     let json = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {} {}", text(&out.stdout), text(&out.stderr)));
     (out.status.code(), json)
@@ -263,11 +262,7 @@ fn doctor_json_as_root_is_isolated() {
 #[test]
 fn doctor_text_names_verdict_and_probes() {
     assert_root();
-    let out = Command::new(BIN)
-        .arg("doctor")
-        .env_clear()
-        .output()
-        .unwrap();
+    let out = AgentBuilder::new(&[]).output_blocking(&["doctor"]);
     assert!(out.status.success());
     let s = text(&out.stdout);
     assert!(

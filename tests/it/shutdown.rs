@@ -5,216 +5,21 @@
 //! of a new PID namespace, reaping an orphan. Timing only ever bounds a poll; the hooks wait
 //! for signals, never for the clock.
 
-use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::crash::processes_with;
-use crate::harness::Harness;
-use crate::support::control_plane::ControlPlane;
-use crate::support::releases::{self, Entry, Signing};
+use crate::support::daemon::Daemon;
+use crate::support::procs::{marker, processes_with, stat, zombie_children};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
-const LONG: Duration = Duration::from_secs(120);
-const TRIVIAL_TOOL: &str = "#!/bin/sh\n[ \"$1\" = show ] && echo '{}'\nexit 0\n";
 /// Each hook prints which of these arrived.
 const TRAPS: &str = "trap 'echo hook-got-INT; exit 130' INT; trap 'echo hook-got-TERM' TERM;";
 
-/// A number no other process's command line contains: the seconds of a hook's `sleep`, or a
-/// no-op word in its command line.
-pub(crate) fn marker() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 100;
-    format!("5{:06}{n:02}", nanos / 1000 % 1_000_000)
-}
-
-/// A mirror with a stand-in Terraform, a fake control plane, and the agents' output files.
-pub(crate) struct Setup {
-    pub(crate) h: Harness,
-    pub(crate) cp: ControlPlane,
-    archive: Vec<u8>,
-}
-
-/// A running `scalr-agent run` (or `unshare ... scalr-agent run`) child process.
-pub(crate) struct Agent {
-    child: tokio::process::Child,
-    stderr: PathBuf,
-}
-
-impl Setup {
-    pub(crate) async fn new() -> Setup {
-        let h = Harness::new().await;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let zip = releases::zip(&[Entry::File("terraform", TRIVIAL_TOOL.as_bytes())]);
-        releases::publish_terraform(
-            &h.mirror,
-            "1.9.9",
-            &[("linux_amd64", zip)],
-            Signing::With(&h.key, ".sig"),
-        );
-        let archive = releases::tar_gz(&[Entry::File("main.tf", b"output \"x\" { value = 1 }\n")]);
-        Setup {
-            h,
-            cp: ControlPlane::start().await,
-            archive,
-        }
-    }
-
-    /// Queues a plan task whose pre-init hook is `hook`.
-    pub(crate) fn enqueue(&self, id: &str, hook: &str) {
-        let doc = json!({
-            "id": id, "action": "plan",
-            "run": {"id": format!("run-{id}"), "mode": "apply", "source": "api"},
-            "workspace": {"id": "ws", "name": "shutdown", "iac_platform": "terraform",
-                          "iac_version": "1.9.9", "hooks": {"pre_init": hook}},
-            "environment": {"id": "env", "name": "test"},
-            "control_plane": {"hostname": "scalr.example.test", "run_token": "run-token"},
-            "configuration": {"archive": {"url": format!("{}inputs/configuration", self.cp.url),
-                                          "sha256": releases::sha256_hex(&self.archive)}},
-        });
-        self.cp.enqueue_doc(id, doc);
-        self.cp
-            .lock()
-            .tasks
-            .get_mut(id)
-            .unwrap()
-            .inputs
-            .insert("configuration".into(), self.archive.clone());
-    }
-
-    /// Starts `scalr-agent run` with these extra variables.
-    pub(crate) fn start(&self, name: &str, extra: &[(&str, &str)]) -> Agent {
-        self.start_with(BIN, &["run"], name, extra)
-    }
-
-    /// Starts `program args...`, which runs the agent, with the agent's variables.
-    #[allow(clippy::disallowed_methods)]
-    fn start_with(
-        &self,
-        program: &str,
-        args: &[&str],
-        name: &str,
-        extra: &[(&str, &str)],
-    ) -> Agent {
-        let stderr = self.h.dir.path().join(format!("{name}.stderr"));
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .envs(self.h.vars.iter().cloned())
-            .env("SCALR_URL", self.cp.url.as_str())
-            .env("SCALR_AGENT_TOKEN", "pool-token")
-            .env("SCALR_AGENT_NAME", name)
-            .env("SCALR_AGENT_WORKER_REPORT_TIMEOUT", "60s")
-            .env("SCALR_AGENT_CANCEL_GRACE", "600s");
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Agent { child, stderr }
-    }
-
-    pub(crate) fn log(&self, id: &str) -> String {
-        String::from_utf8_lossy(&self.cp.task(id).log).into_owned()
-    }
-
-    /// Waits until the task's log contains `text`.
-    pub(crate) async fn wait_log(&self, agent: &Agent, id: &str, text: &str) {
-        until(&format!("{text:?} in the log of {id}"), agent, || {
-            self.log(id).contains(text)
-        })
-        .await;
-    }
-
-    /// Waits for the task's one finish; returns it after checking it is the only one.
-    pub(crate) async fn finished(&self, agent: &Agent, id: &str) -> Value {
-        until(&format!("{id} finished"), agent, || {
-            !self.cp.task(id).finishes.is_empty()
-        })
-        .await;
-        let t = self.cp.task(id);
-        assert_eq!(t.finishes.len(), 1, "{:#?}", t.finishes);
-        assert_eq!(
-            t.finishes[0]["log_size"].as_u64(),
-            Some(t.log.len() as u64),
-            "the whole log arrived"
-        );
-        t.finishes[0].clone()
-    }
-
-    /// Waits until the agent reports itself draining.
-    async fn wait_draining(&self, agent: &Agent) {
-        until("a draining heartbeat", agent, || {
-            self.cp
-                .lock()
-                .heartbeats
-                .iter()
-                .any(|h| h["status"] == "draining")
-        })
-        .await;
-    }
-}
-
-impl Agent {
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id().expect("the agent runs") as i32)
-    }
-
-    pub(crate) fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap();
-    }
-
-    pub(crate) fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    pub(crate) async fn exit(&mut self) -> ExitStatus {
-        match tokio::time::timeout(LONG, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("the agent did not exit\n{}", self.stderr()),
-        }
-    }
-}
-
-/// Polls `cond` until it holds; fails after [`LONG`] with the agent's log.
-pub(crate) async fn until(what: &str, agent: &Agent, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            agent.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until no process's command line contains `marker`.
 async fn nothing_left(marker: &str) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let left = processes_with(marker);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "processes survive: {left:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::procs::nothing_left(marker, crate::support::agent::LONG).await
 }
 
 /// The record of the pre-init hook in a finish's result.
@@ -226,19 +31,9 @@ fn hook_step(finish: &Value) -> Value {
         .clone()
 }
 
-/// `(state, parent, session)` from `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(char, u32, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = stat[stat.rfind(')')? + 2..].split(' ');
-    let state = f.next()?.chars().next()?;
-    let parent = f.next()?.parse().ok()?;
-    let _group = f.next()?;
-    Some((state, parent, f.next()?.parse().ok()?))
-}
-
 #[tokio::test]
 async fn graceful_cancel_interrupts_the_tool_and_reports_canceled_once() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     s.enqueue(
         "soft",
@@ -246,6 +41,16 @@ async fn graceful_cancel_interrupts_the_tool_and_reports_canceled_once() {
     );
     let mut agent = s.start("cancel-agent", &[]);
     s.wait_log(&agent, "soft", "hook-started").await;
+    // The sleep has exec'd: a SIGINT now reaches a sleep with default dispositions (one that
+    // arrives between the shell's fork and the child's reset of the traps is swallowed by the
+    // child, which then sleeps on).
+    agent
+        .until("the hook's sleep", || {
+            processes_with(&m)
+                .iter()
+                .any(|(_, cmd)| cmd.starts_with("sleep"))
+        })
+        .await;
     s.cp.signal("soft", "cancel");
     let f = s.finished(&agent, "soft").await;
     let log = s.log("soft");
@@ -268,7 +73,7 @@ async fn graceful_cancel_interrupts_the_tool_and_reports_canceled_once() {
 
 #[tokio::test]
 async fn forced_cancel_kills_the_whole_tree_and_reports_canceled_once() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     // A daemon in its own session and a background job; the shell ignores SIGINT and SIGTERM.
     s.enqueue(
@@ -281,12 +86,13 @@ async fn forced_cancel_kills_the_whole_tree_and_reports_canceled_once() {
     let mut agent = s.start("force-cancel-agent", &[]);
     s.wait_log(&agent, "hard", "hook-started").await;
     // The daemon sleep leads its own session (once `setsid` has exec'd it).
-    until("a sleep in its own session", &agent, || {
-        processes_with(&m)
-            .iter()
-            .any(|(pid, cmd)| cmd.starts_with("sleep") && stat(*pid).is_some_and(|s| s.2 == *pid))
-    })
-    .await;
+    agent
+        .until("a sleep in its own session", || {
+            processes_with(&m).iter().any(|(pid, cmd)| {
+                cmd.starts_with("sleep") && stat(*pid).is_some_and(|s| s.2 == *pid)
+            })
+        })
+        .await;
 
     s.cp.signal("hard", "force-cancel");
     let f = s.finished(&agent, "hard").await;
@@ -310,7 +116,7 @@ async fn forced_cancel_kills_the_whole_tree_and_reports_canceled_once() {
 
 #[tokio::test]
 async fn drain_lets_the_running_task_finish_and_takes_no_new_task() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     // The hook runs until the test sends it SIGUSR1.
     s.enqueue(
@@ -357,7 +163,7 @@ async fn drain_lets_the_running_task_finish_and_takes_no_new_task() {
 
 #[tokio::test]
 async fn grace_shutdown_forwards_sigterm_then_kills_the_survivors_and_reports() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     // The shell survives SIGTERM (it only prints it); its sleep does not.
     s.enqueue(
@@ -399,7 +205,7 @@ async fn grace_shutdown_forwards_sigterm_then_kills_the_survivors_and_reports() 
 
 #[tokio::test]
 async fn force_shutdown_kills_at_once_and_still_reports() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     s.enqueue(
         "victim",
@@ -431,7 +237,7 @@ async fn force_shutdown_kills_at_once_and_still_reports() {
 
 #[tokio::test]
 async fn a_second_signal_during_drain_exits_at_once() {
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     s.enqueue(
         "long",
@@ -457,22 +263,13 @@ async fn a_second_signal_during_drain_exits_at_once() {
     assert!(!s.log("long").contains("hook-got-"), "{}", s.log("long"));
 }
 
-/// Pids whose parent is `parent` and that are zombies.
-fn zombie_children(parent: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| stat(*pid).is_some_and(|(state, pp, _)| pp == parent && state == 'Z'))
-        .collect()
-}
-
 #[tokio::test]
 async fn as_pid_1_the_agent_reaps_orphans() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test needs root (a new PID namespace); run the tests as root, as CI does"
     );
-    let s = Setup::new().await;
+    let s = Daemon::new().await;
     let m = marker();
     s.enqueue(
         "orphaning",
@@ -480,32 +277,29 @@ async fn as_pid_1_the_agent_reaps_orphans() {
         &format!("sleep {m} >/dev/null 2>&1 & echo hook-started; wait"),
     );
     // `--kill-child`: if the test dies, so does the namespace.
-    let mut unshare = s.start_with(
-        "/usr/bin/unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            BIN,
-            "run",
-        ],
-        "pid1-agent",
-        &[],
-    );
-    let outer = unshare.child.id().unwrap();
+    let mut unshare = s
+        .agent("pid1-agent")
+        .env("SCALR_AGENT_WORKER_REPORT_TIMEOUT", "60s")
+        .env("SCALR_AGENT_CANCEL_GRACE", "600s")
+        .wrapped(
+            "/usr/bin/unshare",
+            &["--pid", "--fork", "--mount-proc", "--kill-child"],
+        )
+        .run();
+    let outer = unshare.pid();
     let mut agent_pid = 0;
-    until("the agent in its namespace", &unshare, || {
-        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
-            .unwrap_or_default();
-        agent_pid = children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        agent_pid != 0
-    })
-    .await;
+    unshare
+        .until("the agent in its namespace", || {
+            let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                .unwrap_or_default();
+            agent_pid = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            agent_pid != 0
+        })
+        .await;
     let status = std::fs::read_to_string(format!("/proc/{agent_pid}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
     assert!(nspid.ends_with("\t1"), "the agent is not PID 1: {nspid}");
@@ -513,19 +307,20 @@ async fn as_pid_1_the_agent_reaps_orphans() {
     s.wait_log(&unshare, "orphaning", "hook-started").await;
     // The hook's shell and its sleep (once the background child has exec'd it).
     let (mut shell, mut sleep) = (0, 0);
-    until("the hook's shell and its sleep", &unshare, || {
-        let procs = processes_with(&m);
-        let find = |prefix: &str| {
-            procs
-                .iter()
-                .find(|(_, cmd)| cmd.starts_with(prefix))
-                .map(|p| p.0)
-        };
-        shell = find("/bin/sh -c ").unwrap_or(0);
-        sleep = find("sleep ").unwrap_or(0);
-        procs.len() == 2 && shell != 0 && sleep != 0
-    })
-    .await;
+    unshare
+        .until("the hook's shell and its sleep", || {
+            let procs = processes_with(&m);
+            let find = |prefix: &str| {
+                procs
+                    .iter()
+                    .find(|(_, cmd)| cmd.starts_with(prefix))
+                    .map(|p| p.0)
+            };
+            shell = find("/bin/sh -c ").unwrap_or(0);
+            sleep = find("sleep ").unwrap_or(0);
+            procs.len() == 2 && shell != 0 && sleep != 0
+        })
+        .await;
     let helper = stat(shell).unwrap().1;
     let helper_cmd = std::fs::read(format!("/proc/{helper}/cmdline")).unwrap();
     assert!(
@@ -536,10 +331,11 @@ async fn as_pid_1_the_agent_reaps_orphans() {
     // The helper dies (as under the OOM killer): the hook's shell gets its parent-death
     // signal and the sleep is orphaned to PID 1, the agent.
     kill(Pid::from_raw(helper as i32), Signal::SIGKILL).unwrap();
-    until("the sleep re-parented to the agent", &unshare, || {
-        stat(sleep).is_some_and(|s| s.1 == agent_pid)
-    })
-    .await;
+    unshare
+        .until("the sleep re-parented to the agent", || {
+            stat(sleep).is_some_and(|s| s.1 == agent_pid)
+        })
+        .await;
     // The task learns of its helper's death from the helper's real exit status, which the
     // reaper left to tokio.
     let f = s.finished(&unshare, "orphaning").await;
@@ -552,10 +348,11 @@ async fn as_pid_1_the_agent_reaps_orphans() {
 
     // The orphan exits; PID 1 must reap it, and leave no zombie at all.
     kill(Pid::from_raw(sleep as i32), Signal::SIGTERM).unwrap();
-    until("the orphan reaped", &unshare, || {
-        processes_with(&m).is_empty() && zombie_children(agent_pid).is_empty()
-    })
-    .await;
+    unshare
+        .until("the orphan reaped", || {
+            processes_with(&m).is_empty() && zombie_children(agent_pid).is_empty()
+        })
+        .await;
     assert!(
         unshare
             .stderr()

@@ -7,7 +7,7 @@ use scalr_agent::software::catalog::{Platform, Tool, Version};
 use scalr_agent::software::verify::SignatureError;
 use scalr_agent::software::{ErrorKind, SoftwareError};
 
-use crate::harness::Harness;
+use crate::support::harness::Harness;
 use crate::support::keys::TestKey;
 use crate::support::mirror::Fault;
 use crate::support::releases::{self, Entry, Signing};
@@ -939,13 +939,10 @@ async fn leftovers_of_killed_installs_go_without_touching_live_ones() {
     // The killed install waits on its download, its staging directory created.
     h.mirror
         .fail_always(&artifacts[4], Fault::Delay(Duration::from_secs(60)));
-    let mut killed = tokio::process::Command::new(env!("CARGO_BIN_EXE_scalr-agent"))
-        .args(["software", "install", "terraform", "1.4.9"])
-        .env_clear()
-        .envs(h.vars.iter().cloned())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut killed =
+        h.agent()
+            .name("killed-install")
+            .spawn(&["software", "install", "terraform", "1.4.9"]);
     let tmp = h.root().join(".tmp");
     let staged = |version: &str| {
         std::fs::read_dir(&tmp)
@@ -961,8 +958,7 @@ async fn leftovers_of_killed_installs_go_without_touching_live_ones() {
         assert!(std::time::Instant::now() < deadline, "no staging dir");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    killed.start_kill().unwrap();
-    killed.wait().await.unwrap();
+    killed.kill().await;
     assert_eq!(staged("1.4.9"), 1, "SIGKILL leaves the partial download");
 
     // Slow downloads so that installs, prunes and sweeps overlap.

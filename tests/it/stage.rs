@@ -8,7 +8,10 @@ use scalr_agent::sandbox::policy::Policy;
 use scalr_agent::sandbox::stage::{Launcher, StageSignal, is_helper};
 use tokio::io::AsyncReadExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use crate::support::agent::{BIN, LONG};
+use crate::support::dirs::tempdir;
+use crate::support::procs::processes_with;
+use crate::support::wait::until;
 
 fn sh(script: &str, dir: &std::path::Path) -> HelperSpec {
     HelperSpec {
@@ -24,26 +27,9 @@ fn sh(script: &str, dir: &std::path::Path) -> HelperSpec {
     }
 }
 
-/// Processes whose command line contains `marker`.
-pub fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(marker)
-        {
-            found.push(format!(
-                "{}: {}",
-                entry.file_name().to_string_lossy(),
-                String::from_utf8_lossy(&cmd).replace('\0', " ")
-            ));
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn output_is_merged_in_order_and_the_environment_is_exactly_the_spec() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut stage = Launcher::new(BIN)
         .spawn(&sh(
             "echo one; echo two >&2; echo three; env | sort; exit 3",
@@ -71,7 +57,7 @@ async fn output_is_merged_in_order_and_the_environment_is_exactly_the_spec() {
 
 #[tokio::test]
 async fn leftover_background_and_setsid_processes_are_killed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let marker = format!("31{}", std::process::id() % 100000);
     let script = format!(
         "sleep {marker}1 & setsid sh -c 'sleep {marker}2 & exec sleep {marker}3' & (setsid sleep {marker}4 &) ; sleep 0.3; echo done"
@@ -92,7 +78,7 @@ async fn leftover_background_and_setsid_processes_are_killed() {
 
 #[tokio::test]
 async fn interrupt_then_kill_tree_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let marker = format!("32{}", std::process::id() % 100000);
     // The shell ignores SIGINT and SIGTERM, as a stubborn hook would.
     let script = format!(
@@ -102,7 +88,15 @@ async fn interrupt_then_kill_tree_leaves_nothing() {
         .spawn(&sh(&script, dir.path()))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The shell set its traps before it started the sleeps.
+    until("the stage's three sleeps", LONG, || {
+        let running = processes_with(&marker);
+        (1..=3).all(|n| {
+            let sleep = format!("sleep {marker}{n}");
+            running.iter().any(|(_, cmd)| cmd.starts_with(&sleep))
+        })
+    })
+    .await;
     stage.signal(StageSignal::Interrupt);
     let early = tokio::time::timeout(Duration::from_millis(300), stage.wait()).await;
     assert!(
@@ -121,7 +115,7 @@ async fn interrupt_then_kill_tree_leaves_nothing() {
 
 #[tokio::test]
 async fn a_missing_program_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut spec = sh("true", dir.path());
     spec.program = "/nonexistent/terraform".into();
     let err = Launcher::new(BIN).spawn(&spec).await.unwrap_err();
@@ -142,7 +136,7 @@ fn state_and_parent(pid: u32) -> Option<(char, u32)> {
 
 #[tokio::test]
 async fn a_dropped_stage_is_killed_and_its_helper_stays_registered_until_tokio_collects_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let marker = format!("33{}", std::process::id() % 100000);
     let script = format!("setsid sleep {marker}1 & sleep {marker}2");
     let stage = Launcher::new(BIN)
@@ -201,7 +195,7 @@ fn run_helper(args: &[String], dir: &std::path::Path) -> (Option<i32>, Vec<Helpe
 
 #[test]
 fn the_helper_runs_nothing_unless_the_agent_whose_pid_it_is_given_is_its_parent() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     // The helper's parent is this process, whose own parent stands in for an agent that died
     // before the helper started (the helper was re-parented away from it).
     let not_the_parent = nix::unistd::getppid().as_raw().to_string();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::exec::{Exec, text};
+use crate::support::exec::{Exec, text};
 
 /// In the agent's own environment: `/proc/self/environ` of the agent holds it.
 const ENV_CANARY: &str = "canary-agent-environ-7c1d";
@@ -209,15 +209,10 @@ async fn policy_files_are_refused_by_name() {
 /// and `/healthz` answers. Then SIGTERM stops the agent with a third task still running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_task_never_stalls_the_daemon() {
-    use crate::shutdown::{Setup, marker, until};
+    use crate::support::daemon::Daemon;
+    use crate::support::procs::marker;
     use nix::sys::signal::Signal;
-    let s = Setup::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let health = format!("127.0.0.1:{port}");
+    let s = Daemon::new().await;
     let fifo = "rm -f \"$SCALR_AGENT_ENV\"; mkfifo \"$SCALR_AGENT_ENV\"; \
                 ln -s /proc/self/environ \"$(dirname \"$SCALR_AGENT_ENV\")/artifacts/plan.json\"; \
                 echo fifo-made";
@@ -230,7 +225,7 @@ async fn a_hostile_task_never_stalls_the_daemon() {
             ("SCALR_AGENT_CONCURRENCY", "2"),
             ("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown"),
             ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "3s"),
-            ("SCALR_AGENT_HEALTH_ADDR", &health),
+            ("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:0"),
             ("SCALR_AGENT_CANARY", ENV_CANARY),
         ],
     );
@@ -253,11 +248,10 @@ async fn a_hostile_task_never_stalls_the_daemon() {
 
     // Still alive and well: heartbeats continue, /healthz answers.
     let beats = s.cp.lock().heartbeats.len();
-    until("another heartbeat", &agent, || {
-        s.cp.lock().heartbeats.len() > beats
-    })
-    .await;
-    let (code, body) = crate::health::get(health.parse().unwrap(), "/healthz").await;
+    agent
+        .until("another heartbeat", || s.cp.lock().heartbeats.len() > beats)
+        .await;
+    let (code, body) = crate::support::daemon::get(agent.health_addr().await, "/healthz").await;
     assert_eq!(code, 200, "/healthz: {body}");
 
     // Nothing of the agent's environment reached the control plane.

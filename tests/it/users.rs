@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::exec::{Exec, text};
+use crate::support::exec::{Exec, text};
 use crate::support::sshd::{Sshd, clone_hook};
 
 fn ssh_task(e: &Exec, id: &str, sshd: &Sshd) -> serde_json::Value {

@@ -23,7 +23,7 @@ pub struct RelayProc {
 impl RelayProc {
     /// Starts the relay against `gateway` for `vcs` with `vendor`, plus `extra` variables.
     pub fn start(gateway: &Url, vcs: &Url, vendor: &str, extra: &[(&str, &str)]) -> RelayProc {
-        let data = tempfile::tempdir().expect("a data directory for the relay");
+        let data = super::dirs::tempdir();
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("relay")
             .env_clear()

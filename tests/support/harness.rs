@@ -1,4 +1,7 @@
-//! A software cache wired to a fresh mirror, a fresh cache directory and a trusted test key.
+//! The environment every test of the agent starts from: a fresh release mirror, a trusted test
+//! key, and a private temporary directory (traversable by task uids, see [`super::dirs`]) with
+//! the data and cache directories; the variables that point the agent there; a software cache
+//! over them for in-process tests, and [`Harness::agent`] for the real binary.
 
 use std::path::{Path, PathBuf};
 
@@ -6,8 +9,9 @@ use scalr_agent::config::{Config, Needs};
 use scalr_agent::software::SoftwareCache;
 use scalr_agent::software::catalog::Platform;
 
-use crate::support::keys::TestKey;
-use crate::support::mirror::Mirror;
+use super::agent::AgentBuilder;
+use super::keys::TestKey;
+use super::mirror::Mirror;
 
 pub struct Harness {
     pub mirror: Mirror,
@@ -25,7 +29,7 @@ impl Harness {
     pub async fn with(extra: &[(&str, &str)]) -> Harness {
         let mirror = Mirror::start().await;
         let key = TestKey::generate("Test Mirror <mirror@example.test>");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::dirs::tempdir();
         let key_file = dir.path().join("mirror-key.asc");
         key.write_public(&key_file);
         let mut vars: Vec<(String, String)> = vec![
@@ -58,6 +62,17 @@ impl Harness {
             dir,
             vars,
         }
+    }
+
+    /// The real agent with this environment: the variables above plus its overrides, its
+    /// output kept in this directory.
+    pub fn agent(&self) -> AgentBuilder {
+        AgentBuilder::new(&self.vars).logs(self.dir.path())
+    }
+
+    /// The data directory the variables name.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn config(&self) -> Config {
