@@ -285,7 +285,7 @@ impl ProviderStore {
             }
         }
         let mut remove = |pkg: &Package, size: u64, why: &str| -> std::io::Result<bool> {
-            let locks = crate::software::store::try_lock_both(layout.fill_lock(pkg)?, || {
+            let locks = crate::software::locks::try_lock_both(layout.fill_lock(pkg)?, || {
                 layout.lease_lock(pkg)
             })?;
             if locks.is_none() {

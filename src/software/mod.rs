@@ -11,6 +11,7 @@
 //! cache's [`CacheStats`], which the daemon renders at `/metrics`.
 
 pub mod catalog;
+pub mod locks;
 pub mod stats;
 pub mod store;
 pub mod verify;
@@ -26,8 +27,9 @@ use crate::archive;
 use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
+use locks::{LockMode, Wait};
 pub use stats::{CacheStats, ToolStats};
-use store::{Key, Layout, LockMode, Manifest, Verification, Wait};
+use store::{Key, Layout, Manifest, Verification};
 
 /// Largest checksum or signature file accepted.
 const SMALL_FILE_LIMIT: u64 = 1 << 20;
@@ -291,12 +293,12 @@ impl SoftwareCache {
             path: path.clone(),
             source,
         };
-        if let Some(f) = store::lock_file(&path, LockMode::Shared, Wait::No).map_err(io)? {
+        if let Some(f) = locks::lock_file(&path, LockMode::Shared, Wait::No).map_err(io)? {
             return Ok(f);
         }
         let wait_path = path.clone();
         tokio::task::spawn_blocking(move || {
-            store::lock_file(&wait_path, LockMode::Shared, Wait::Yes)
+            locks::lock_file(&wait_path, LockMode::Shared, Wait::Yes)
                 .map(|f| f.expect("a waiting lock is always taken"))
         })
         .await
