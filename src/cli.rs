@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Needs};
 use crate::software::SoftwareCache;
 use crate::software::catalog::{Platform, Tool, Version};
+use crate::task::result::TaskStatus;
 
 /// Exit code for configuration errors (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -193,7 +194,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let (data, bins) = (config.data_dir.clone(), config.binaries_dir());
     tokio::task::spawn_blocking(move || crate::task::sweep::at_start(&data, &bins)).await??;
     if let Command::Exec { task, out } = command {
-        return crate::exec::run(&config, &task, out.as_deref()).await;
+        let status = crate::exec::run(&config, &task, out.as_deref()).await?;
+        return Ok(if status == TaskStatus::Succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILURE)
+        });
     }
     let cache = SoftwareCache::new(
         config.binaries_dir(),

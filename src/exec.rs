@@ -6,7 +6,6 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,10 +14,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::sandbox::stage::Launcher;
 use crate::software::SoftwareCache;
+use crate::task::cancel::Cancel;
 use crate::task::log::{Masker, Sink, TaskLog};
 use crate::task::model::Task;
-use crate::task::result::TaskStatus;
-use crate::task::runner::{Cancel, IsolationContext, Runner, RunnerSettings, TaskPaths};
+use crate::task::result::{Artifact, TaskStatus};
+use crate::task::runner::{IsolationContext, Runner, RunnerSettings, TaskPaths};
 
 /// Builds a runner from the configuration (also used by the daemon).
 pub fn runner(config: &Config, launcher: Launcher) -> Runner {
@@ -60,26 +60,13 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
     }
 }
 
-/// Every value the task's log must never show.
-pub fn secrets(task: &Task) -> Masker {
-    let mut values: Vec<&str> = task
-        .variables
-        .iter()
-        .filter(|v| v.sensitive)
-        .map(|v| v.value.as_str())
-        .collect();
-    values.push(task.control_plane.run_token.expose());
-    if let Some(c) = &task.cost_estimation {
-        values.push(c.api_key.expose());
-    }
-    Masker::new(values)
-}
-
+/// Runs the task in `task_file` with its log on stdout and in `<out>/task.log`, and its
+/// result in `<out>/result.json`; returns how the task ended (`cli` maps it to an exit code).
 pub async fn run(
     config: &Config,
     task_file: &Path,
     out: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<TaskStatus> {
     let bytes = std::fs::read(task_file)
         .with_context(|| format!("reading the task file {}", task_file.display()))?;
     let task = Task::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", task_file.display()))?;
@@ -101,7 +88,7 @@ pub async fn run(
     let log_file = crate::datadir::create_private(&out.join("task.log"))
         .with_context(|| format!("creating {}", out.join("task.log").display()))?;
     let sinks: Vec<Sink> = vec![Box::new(std::io::stdout()), Box::new(log_file)];
-    let mut log = TaskLog::new(Arc::new(secrets(&task)), sinks);
+    let mut log = TaskLog::new(Arc::new(Masker::for_task(&task)), sinks);
 
     let runner = runner(
         config,
@@ -117,7 +104,7 @@ pub async fn run(
             tracing::warn!("cancelling the task (a second signal kills it)");
             cancel.graceful.cancel();
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            cancel.forced.cancel();
+            cancel.kill.cancel();
         })
     };
     let result = runner
@@ -144,32 +131,21 @@ pub async fn run(
     tokio::task::spawn_blocking(move || private_artifacts(&written))
         .await
         .context("narrowing the artifacts' modes")??;
-    let status = serde_json::to_value(result.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
     log.line(&format!(
-        "Task {}: {status}; result in {}",
+        "Task {}: {}; result in {}",
         task.id,
+        result.status.as_str(),
         path.display()
     ));
-    Ok(if result.status == TaskStatus::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::cli::EXIT_FAILURE)
-    })
+    Ok(result.status)
 }
 
 /// The names an `exec` writes into `--out`: the only ones a later `exec` removes.
-pub const OUT_NAMES: &[&str] = &[
-    "result.json",
-    "task.log",
-    "plan.tfplan",
-    "plan.json",
-    "terraform.lock.hcl",
-    "cost-estimate.json",
-    "policy-check.json",
-];
+pub fn out_names() -> impl Iterator<Item = &'static str> {
+    ["result.json", "task.log"]
+        .into_iter()
+        .chain(Artifact::ALL.map(Artifact::file_name))
+}
 
 /// Creates `--out` (0700 when new) or empties it of what an earlier `exec` wrote. Anything else
 /// there is refused, named, before anything is removed: unknown files are never deleted.
@@ -191,13 +167,13 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
         let name = entry.file_name();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         match name.to_str() {
-            Some(n) if OUT_NAMES.contains(&n) && !is_dir => ours.push(entry.path()),
+            Some(n) if out_names().any(|o| o == n) && !is_dir => ours.push(entry.path()),
             _ => anyhow::bail!(
                 "the output directory {} holds {:?}, which `exec` does not write: use an empty \
                  or new --out (a re-run removes only {})",
                 out.display(),
                 name,
-                OUT_NAMES.join(", ")
+                out_names().collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -211,7 +187,7 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
 /// Every file `exec` wrote into `--out` made 0600: plan files hold sensitive values.
 fn private_artifacts(out: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    for name in OUT_NAMES {
+    for name in out_names() {
         let path = out.join(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => {

@@ -91,7 +91,7 @@ impl Spool {
 
     /// Starts the spool of a new task.
     pub fn create(&self, task_id: &str, token: &Secret) -> Result<TaskSpool, SpoolError> {
-        let dir = self.dir.join(dir_name(task_id));
+        let dir = self.dir.join(crate::task::id::dir_name(task_id));
         for d in [dir.clone(), dir.join("artifacts")] {
             crate::datadir::ensure_dir(&d, crate::datadir::PRIVATE_DIR).map_err(|e| {
                 SpoolError::Io {
@@ -236,7 +236,11 @@ impl TaskSpool {
                 what: format!("artifact {name} of task {}", self.task_id()),
             });
         }
-        let dest = self.shared.dir.join("artifacts").join(dir_name(name));
+        let dest = self
+            .shared
+            .dir
+            .join("artifacts")
+            .join(crate::task::id::dir_name(name));
         let mut from = File::open(src).map_err(io_err(src))?;
         let mut to = crate::datadir::create_private(&dest).map_err(io_err(&dest))?;
         io::copy(&mut from, &mut to).map_err(io_err(&dest))?;
@@ -258,7 +262,11 @@ impl TaskSpool {
 
     /// Deletes a stored artifact (one the control plane refused: it is not sent again).
     pub fn drop_artifact(&self, name: &str) {
-        let path = self.shared.dir.join("artifacts").join(dir_name(name));
+        let path = self
+            .shared
+            .dir
+            .join("artifacts")
+            .join(crate::task::id::dir_name(name));
         let size = fs::metadata(&path).map_or(0, |m| m.len());
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -379,22 +387,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     Ok(())
 }
 
-/// A file-system-safe name for an id that comes from the server.
-fn dir_name(id: &str) -> String {
-    let clean: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
-    if clean.is_empty() { "_".into() } else { clean }
-}
-
 fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
@@ -426,7 +418,12 @@ mod tests {
         assert!(t.final_report().unwrap().is_none());
         let finish = Finish {
             status: FinalStatus::Failed,
-            result: serde_json::json!({"exit_code": 1}),
+            result: Some(crate::task::result::TaskResult::new(
+                "task/1",
+                crate::task::model::Action::Plan,
+                FinalStatus::Failed,
+                "2026-01-01T00:00:00.000Z",
+            )),
             error: None,
             log_size: 11,
         };

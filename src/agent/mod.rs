@@ -5,27 +5,39 @@
 //! protocol stop it), delivers whatever a previous process left in the spool (a task that was
 //! running then is finished as errored, "agent restarted"), then runs three things until the
 //! shutdown token fires: the heartbeat, the acquire loop (a long poll, only while a slot is
-//! free) and the tasks (see `task`). Every spawned future lives in one `JoinSet`, so dropping
-//! `run` stops everything.
+//! free) and the tasks (see `task`). Every spawned future lives in one `JoinSet` (the tasks'
+//! in `slots`, the rest in `Background`), so dropping `run` stops everything.
+//!
+//! The parts, in the order [`run`] uses them: `registration` and `heartbeat`; `acquire` (the
+//! loop) fills `slots`; `task` runs one task (`signals` relays its cancel signals, `steps`
+//! reports its steps, `deliver` ships its spool); `stop` holds why the agent stops and the
+//! stop sequence, written once.
 //!
 //! On shutdown it stops taking tasks and applies `SCALR_AGENT_WORKER_ON_STOP_ACTION`: drain
-//! (wait up to the drain timeout), then terminate (SIGTERM to the tools, the job's `terminate`
-//! token), then kill the whole trees after the grace timeout; grace-shutdown starts at the
-//! terminate, force-shutdown at the kill. A task stopped this way is reported `canceled`. The
-//! control plane's graceful cancel is a different signal (SIGINT, the job's `cancel` token).
-//! A task counts as running (stop actions reach it, the stop waits for it) from the moment it
-//! is acquired, before its `ack`. Once the tools stopped, one report timeout covers the rest:
-//! delivering logs and final statuses, then deregistering (when configured) with what remains
-//! of it, at most [`DEREGISTER_LIMIT`], one attempt; so drain + grace + report bounds the
-//! whole stop. What is still undelivered stays in the spool for the next start.
+//! (wait up to the drain timeout), then terminate (SIGTERM to the tools, the job's
+//! `cancel.terminate` token), then kill the whole trees after the grace timeout; grace-shutdown
+//! starts at the terminate, force-shutdown at the kill. A task stopped this way is reported
+//! `canceled`. The control plane's graceful cancel is a different signal (SIGINT, the job's
+//! `cancel.graceful` token). A task counts as running (stop actions reach it, the stop waits
+//! for it) from the moment it is acquired, before its `ack`. Once the tools stopped, one
+//! report timeout covers the rest: delivering logs and final statuses, then deregistering
+//! (when configured) with what remains of it, at most [`DEREGISTER_LIMIT`], one attempt; so
+//! drain + grace + report bounds the whole stop. What is still undelivered stays in the spool
+//! for the next start.
 
+mod acquire;
 mod deliver;
 pub mod executor;
 pub mod health;
+mod heartbeat;
 pub mod reaper;
+mod registration;
 pub mod runner_executor;
+mod signals;
+mod slots;
 mod state;
 mod steps;
+mod stop;
 mod task;
 
 use std::collections::HashMap;
@@ -33,19 +45,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StopAction};
-use crate::control::wire::{AgentStatus, FinalStatus, Finish, Heartbeat, RegisterRequest};
+use crate::config::Config;
+use crate::control::wire::{FinalStatus, Finish};
 use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
 use crate::spool::{Spool, SpoolError};
+use crate::task::log::{Masker, TaskLog};
 
+use acquire::acquire;
 pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
+use heartbeat::heartbeat;
+use registration::{register, registration};
+use slots::Slots;
+use stop::Stop;
 
 /// The longest the deregistration may take at the end of the stop window.
 pub const DEREGISTER_LIMIT: Duration = Duration::from_secs(2);
@@ -68,6 +86,14 @@ pub enum AgentError {
     },
 }
 
+/// The stop sequence's timeouts (see `stop`).
+pub(crate) struct Timeouts {
+    drain: Duration,
+    grace: Duration,
+    /// Covers the reports once the tools stopped, and the deregistration.
+    report: Duration,
+}
+
 /// What the daemon's parts share.
 pub(crate) struct Ctx {
     client: Arc<ControlClient>,
@@ -79,8 +105,9 @@ pub(crate) struct Ctx {
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, task::Controls>>,
     running_count: watch::Sender<usize>,
-    /// Fired when the agent starts stopping (a stop signal or a fatal refusal).
-    stop: CancellationToken,
+    /// Why and when the agent stops (a stop signal or a fatal refusal).
+    stop: Stop,
+    timeouts: Timeouts,
     /// How long step reports left when a task ends may take (see `steps`).
     flush_limit: Duration,
 }
@@ -103,6 +130,15 @@ impl Ctx {
     fn each_running(&self, f: impl Fn(&task::Controls)) {
         self.running.lock().unwrap().values().for_each(f);
     }
+
+    fn running_now(&self) -> usize {
+        *self.running_count.borrow()
+    }
+
+    /// Resolves once no task runs (each executor returned, or the task was not run).
+    async fn none_running(&self) {
+        let _ = self.running_count.subscribe().wait_for(|n| *n == 0).await;
+    }
 }
 
 /// Runs the daemon until `shutdown` fires (or, in single mode, until its one task is
@@ -118,19 +154,73 @@ pub async fn run(
 }
 
 /// [`run`], with metrics the caller keeps (tests and embedders read them); build them with
-/// `Metrics::new(concurrency)`.
+/// `Metrics::new(concurrency)`. In order: the shared parts, the background work (health,
+/// reaper, recovered deliveries), registration, the heartbeat, acquisition into the slots
+/// until the stop, the stop sequence, the last deliveries and the deregistration.
 pub async fn run_with_metrics(
     config: Config,
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<(), AgentError> {
+    let settings = config.agent.clone();
+    let ctx = Arc::new(shared(&config, executor, &shutdown, metrics)?);
+    let mut background = Background::start(&ctx, settings.health_addr).await?;
+    recover(&ctx, &mut background.set)?;
+    let session = tokio::select! {
+        s = register(&ctx.client) => s?,
+        _ = shutdown.cancelled() => {
+            background.finish(Instant::now() + settings.report_timeout).await;
+            return Ok(());
+        }
+    };
+    ready(&ctx, &config, &session);
+    let slots_count = settings.concurrency.get();
+    let draining = CancellationToken::new();
+    background.set.spawn(heartbeat(
+        ctx.clone(),
+        slots_count,
+        draining.clone(),
+        ctx.stop.fatal.clone(),
+        ctx.stop.token.clone(),
+        background.token.clone(),
+    ));
+
+    let mut slots = Slots::new(slots_count);
+    acquire(
+        &ctx,
+        &mut slots,
+        settings.single.then_some(settings.single_wait),
+    )
+    .await;
+    draining.cancel();
+    ctx.metrics.set_draining();
+    let deadline = stop::wind_down(&ctx, &mut slots, &shutdown, settings.on_stop).await;
+    slots.shutdown().await;
+    background.finish(deadline).await;
+    if settings.disconnect_on_stop || settings.single {
+        deregister(&ctx.client, deadline, &config.data_dir).await;
+    }
+    ctx.metrics.set_registered(false);
+    match ctx.stop.take_fatal() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// The parts the daemon's pieces share: the control-plane client (registering with the id a
+/// previous process saved), the spool, the running tasks, the stop.
+fn shared(
+    config: &Config,
+    executor: Arc<dyn Executor>,
+    shutdown: &CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<Ctx, AgentError> {
     let cp = config
         .control_plane
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
-    let settings = config.agent.clone();
-    let slots = settings.concurrency.get();
+    let settings = &config.agent;
     let http = HttpClient::new(&config.http)?;
     let previous = settings
         .state_persistence
@@ -141,57 +231,40 @@ pub async fn run_with_metrics(
         http,
         &cp.url,
         cp.token.clone(),
-        registration(&config, executor.as_ref(), previous.map(|s| s.agent_id)),
+        registration(config, executor.as_ref(), previous.map(|s| s.agent_id)),
     ));
     let spool = Spool::open(config.data_dir.join("spool"), settings.spool_limit_bytes)?;
-    let (running_count, mut running_rx) = watch::channel(0usize);
-    let stop = shutdown.child_token();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
+    if let Some(stats) = executor.software_cache_stats() {
+        metrics.track_software_cache(stats);
+    }
+    if let Some(stats) = executor.provider_cache_stats() {
+        metrics.track_provider_cache(stats);
+    }
+    Ok(Ctx {
+        client,
         executor,
-        spool: spool.clone(),
+        spool,
         tasks_dir: config.data_dir.join("tasks"),
         keep_task_dirs: config.runner.keep_task_dirs,
-        metrics: metrics.clone(),
+        metrics,
         running: Mutex::new(HashMap::new()),
-        running_count,
-        stop: stop.clone(),
+        running_count: watch::channel(0usize).0,
+        stop: Stop::new(shutdown),
+        timeouts: Timeouts {
+            drain: settings.drain_timeout,
+            grace: settings.grace_timeout,
+            report: settings.report_timeout,
+        },
         flush_limit: settings
             .step_flush_limit
             .unwrap_or_else(|| steps::flush_limit(settings.report_timeout)),
-    });
-    let mut work = JoinSet::new();
-    let background = CancellationToken::new();
-    if let Some(stats) = ctx.executor.software_cache_stats() {
-        metrics.track_software_cache(stats);
-    }
-    if let Some(stats) = ctx.executor.provider_cache_stats() {
-        metrics.track_provider_cache(stats);
-    }
-    if reaper::is_pid1() {
-        work.spawn(reaper::run(background.clone()));
-    }
-    if let Some(addr) = settings.health_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| AgentError::Health { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| AgentError::Health { addr, source })?;
-        metrics.set_health_addr(bound);
-        tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
-        work.spawn(health::serve(listener, metrics.clone(), background.clone()));
-    }
-    recover(&ctx, &mut work)?;
+    })
+}
 
-    let session = tokio::select! {
-        s = register(&client) => s?,
-        _ = shutdown.cancelled() => {
-            let deadline = Instant::now() + settings.report_timeout;
-            return finish_delivery(&mut work, &background, deadline).await;
-        }
-    };
-    metrics.set_registered(true);
+/// Registered: says so (metrics, log) and saves the agent's id for the next start.
+fn ready(ctx: &Ctx, config: &Config, session: &crate::control::Session) {
+    let settings = &config.agent;
+    ctx.metrics.set_registered(true);
     if settings.state_persistence {
         let s = state::State {
             agent_id: session.agent_id.clone(),
@@ -201,176 +274,54 @@ pub async fn run_with_metrics(
             tracing::warn!(error = %e, "cannot write the state file");
         }
     }
-    tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots, single = settings.single, "ready to receive tasks");
-
-    let fatal: Arc<Mutex<Option<ControlError>>> = Arc::default();
-    let draining = CancellationToken::new();
-    work.spawn(heartbeat(
-        ctx.clone(),
-        slots,
-        draining.clone(),
-        fatal.clone(),
-        stop.clone(),
-        background.clone(),
-    ));
-
-    // The acquire loop, in this future: it owns the task set.
-    let sem = Arc::new(Semaphore::new(slots as usize));
-    let mut tasks = JoinSet::new();
-    let single_deadline = tokio::time::Instant::now() + settings.single_wait;
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let acquired = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(single_deadline), if settings.single => {
-                tracing::warn!(waited = ?settings.single_wait, "single mode: no task arrived; exiting");
-                break;
-            }
-            a = client.acquire(sem.available_permits() as u32 + 1) => a,
-        };
-        match acquired {
-            Ok(Some(a)) => {
-                tracing::info!(task = %a.task_id, "task acquired");
-                // Registered before it is spawned: a stop from now on reaches it.
-                let controls = task::Controls::default();
-                ctx.add_running(&a.task_id, controls.clone());
-                tasks.spawn(task::run(ctx.clone(), a, permit, controls));
-                if settings.single {
-                    break;
-                }
-            }
-            Ok(None) => {}
-            Err(e) if e.is_fatal() => {
-                *fatal.lock().unwrap() = Some(e);
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "task acquisition failed; trying again");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-    draining.cancel();
-    metrics.set_draining();
-
-    // Stop the tasks per the stop action (single mode just lets its task finish).
-    let all_done = |rx: &mut watch::Receiver<usize>| {
-        let mut rx = rx.clone();
-        async move {
-            let _ = rx.wait_for(|n| *n == 0).await;
-        }
-    };
-    let stopping = shutdown.is_cancelled() || fatal.lock().unwrap().is_some();
-    let deadline = if stopping {
-        // A fatal acquire answer stops the agent without the signal: tell the tasks too.
-        stop.cancel();
-        let action = if fatal.lock().unwrap().is_some() {
-            StopAction::GraceShutdown
-        } else {
-            settings.on_stop
-        };
-        tracing::info!(?action, running = *running_rx.borrow(), "stopping");
-        let mut phase = action;
-        if phase == StopAction::Drain
-            && tokio::time::timeout(settings.drain_timeout, all_done(&mut running_rx))
-                .await
-                .is_err()
-        {
-            tracing::warn!("drain timeout: cancelling the running tasks");
-            phase = StopAction::GraceShutdown;
-        }
-        if phase == StopAction::GraceShutdown {
-            ctx.each_running(|c| c.terminate.cancel());
-            if tokio::time::timeout(settings.grace_timeout, all_done(&mut running_rx))
-                .await
-                .is_err()
-            {
-                tracing::warn!("grace timeout: killing the running tasks");
-                phase = StopAction::ForceShutdown;
-            }
-        }
-        if phase == StopAction::ForceShutdown {
-            // Kill first: a step woken by either token then sees the kill and sends no
-            // SIGTERM before the SIGKILL.
-            ctx.each_running(|c| {
-                c.kill.cancel();
-                c.terminate.cancel();
-            });
-        }
-        // The tools stopped (or are being killed: executors return soon after a kill). One
-        // report timeout from here covers the reports and the deregistration.
-        let deadline = Instant::now() + settings.report_timeout;
-        if tokio::time::timeout_at(deadline, join_all(&mut tasks))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "report timeout: undelivered reports stay in the spool for the next start"
-            );
-        }
-        deadline
-    } else {
-        // Single mode: the task runs to its end and is delivered; a stop signal meanwhile
-        // is a grace-shutdown.
-        let stopped = tokio::select! {
-            _ = join_all(&mut tasks) => false,
-            _ = shutdown.cancelled() => true,
-        };
-        if stopped {
-            ctx.each_running(|c| c.terminate.cancel());
-            if tokio::time::timeout(settings.grace_timeout, join_all(&mut tasks))
-                .await
-                .is_err()
-            {
-                tracing::warn!("grace timeout: killing the running task");
-                ctx.each_running(|c| c.kill.cancel());
-                let deadline = Instant::now() + settings.report_timeout;
-                let _ = tokio::time::timeout_at(deadline, join_all(&mut tasks)).await;
-                deadline
-            } else {
-                Instant::now() + settings.report_timeout
-            }
-        } else {
-            Instant::now() + settings.report_timeout
-        }
-    };
-    tasks.shutdown().await;
-    let result = finish_delivery(&mut work, &background, deadline).await;
-    if settings.disconnect_on_stop || settings.single {
-        deregister(&client, deadline, &config.data_dir).await;
-    }
-    metrics.set_registered(false);
-    match fatal.lock().unwrap().take() {
-        Some(e) => Err(e.into()),
-        None => result,
-    }
+    tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots = settings.concurrency.get(), single = settings.single, "ready to receive tasks");
 }
 
-/// Waits for every task, delivery included.
-async fn join_all(tasks: &mut JoinSet<()>) {
-    while tasks.join_next().await.is_some() {}
+/// What runs beside the tasks until the very end: the health server, the reaper (as PID 1),
+/// the heartbeat and the deliveries recovered from the spool. One set owns them all.
+struct Background {
+    set: JoinSet<()>,
+    /// Stops them (at the end of the stop window).
+    token: CancellationToken,
 }
 
-/// Gives recovered deliveries until `deadline`, then stops the background work.
-async fn finish_delivery(
-    work: &mut JoinSet<()>,
-    background: &CancellationToken,
-    deadline: Instant,
-) -> Result<(), AgentError> {
-    background.cancel();
-    let _ = tokio::time::timeout_at(deadline, async {
-        while work.join_next().await.is_some() {}
-    })
-    .await;
-    work.shutdown().await;
-    Ok(())
+impl Background {
+    /// Starts the reaper (as PID 1) and the health server (when configured).
+    async fn start(
+        ctx: &Ctx,
+        health_addr: Option<std::net::SocketAddr>,
+    ) -> Result<Background, AgentError> {
+        let mut b = Background {
+            set: JoinSet::new(),
+            token: CancellationToken::new(),
+        };
+        if reaper::is_pid1() {
+            b.set.spawn(reaper::run(b.token.clone()));
+        }
+        if let Some(addr) = health_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Health { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| AgentError::Health { addr, source })?;
+            ctx.metrics.set_health_addr(bound);
+            tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
+            let serve = health::serve(listener, ctx.metrics.clone(), b.token.clone());
+            b.set.spawn(serve);
+        }
+        Ok(b)
+    }
+
+    /// Gives recovered deliveries until `deadline`, then stops everything in the set.
+    async fn finish(mut self, deadline: Instant) {
+        self.token.cancel();
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.set.join_next().await.is_some() {}
+        })
+        .await;
+        self.set.shutdown().await;
+    }
 }
 
 /// Deregisters with what remains until `deadline` (at most [`DEREGISTER_LIMIT`], one
@@ -393,38 +344,22 @@ async fn deregister(client: &ControlClient, deadline: Instant, data_dir: &std::p
     }
 }
 
-/// Registers, retrying outages with backoff; fatal refusals end the agent.
-async fn register(client: &ControlClient) -> Result<crate::control::Session, ControlError> {
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match client.register().await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Finds what a previous process left in the spool and delivers it in the background: a
 /// task without a final status was running when that process died.
 fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
     for spooled in ctx.spool.pending()? {
         if spooled.final_report()?.is_none() {
             tracing::warn!(task = %spooled.task_id(), "the agent restarted while this task ran; reporting it errored");
-            if let Ok(mut w) = spooled.writer() {
-                use std::io::Write;
-                let _ = writeln!(
-                    w,
-                    "\n[scalr-agent] the agent restarted while this task was running"
-                );
+            if let Ok(w) = spooled.writer() {
+                // Through a masker like every line of a task's log (the task's token is the
+                // one secret known here; the line holds none).
+                let masker = Masker::new([spooled.token().expose()]);
+                let mut log = TaskLog::new(Arc::new(masker), vec![Box::new(w)]);
+                log.line("\n[scalr-agent] the agent restarted while this task was running");
             }
             spooled.write_final(&Finish {
                 status: FinalStatus::Errored,
-                result: serde_json::Value::Null,
+                result: None,
                 error: Some("agent restarted".into()),
                 log_size: spooled.log_len(),
             })?;
@@ -438,80 +373,4 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
         work.spawn(async move { deliver::deliver(&api, &spooled, &metrics).await });
     }
     Ok(())
-}
-
-/// Beats every interval until stopped; a fatal answer stops the agent.
-async fn heartbeat(
-    ctx: Arc<Ctx>,
-    slots: u32,
-    draining: CancellationToken,
-    fatal: Arc<Mutex<Option<ControlError>>>,
-    stop: CancellationToken,
-    background: CancellationToken,
-) {
-    loop {
-        let interval = ctx
-            .client
-            .session()
-            .map_or(Duration::from_secs(10), |s| s.heartbeat_interval);
-        tokio::select! {
-            _ = background.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
-        let beat = Heartbeat {
-            status: if draining.is_cancelled() {
-                AgentStatus::Draining
-            } else if running.is_empty() {
-                AgentStatus::Idle
-            } else {
-                AgentStatus::Busy
-            },
-            free_slots: slots.saturating_sub(running.len() as u32),
-            running,
-        };
-        let result = tokio::select! {
-            _ = background.cancelled() => return,
-            r = ctx.client.heartbeat(&beat) => r,
-        };
-        match result {
-            Ok(()) => ctx.metrics.heartbeat_ok(),
-            Err(e) if e.is_fatal() => {
-                tracing::error!(error = %e, "heartbeat refused; stopping");
-                ctx.metrics.heartbeat_failure();
-                *fatal.lock().unwrap() = Some(e);
-                stop.cancel();
-            }
-            Err(e) => {
-                ctx.metrics.heartbeat_failure();
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
-        }
-    }
-}
-
-/// What the agent says about itself at registration.
-fn registration(
-    config: &Config,
-    executor: &dyn Executor,
-    previous: Option<String>,
-) -> RegisterRequest {
-    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
-    let runtime = serde_json::to_value(runtime)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "vm".into());
-    RegisterRequest {
-        name: config.name.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        os: std::env::consts::OS.into(),
-        cpu_platform: crate::software::catalog::Platform::host()
-            .map_or("unsupported", |p| p.name())
-            .into(),
-        driver: "local".into(),
-        runtime,
-        concurrency: config.agent.concurrency.get(),
-        isolation: executor.isolation(),
-        previous_agent_id: previous,
-    }
 }

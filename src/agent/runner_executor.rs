@@ -1,21 +1,18 @@
 //! The daemon's [`Executor`] backed by the task runner: the same runner and sandbox as `exec`.
 //!
 //! The daemon has already downloaded the task's inputs into `inputs_dir`
-//! (`configuration.tar.gz`, and `plan-file`, `plan-json`, `lock-file` when the task names plan
-//! artifacts); the task is pointed at those local files before it runs. Artifacts go back under
-//! the protocol's names: `plan-file`, `plan-json`, `lock-file`, `cost-estimate`,
-//! `policy-check`.
+//! (`configuration.tar.gz`, and the [`Artifact::INPUTS`] the task names); the task is pointed
+//! at those local files before it runs. The runner's result goes back typed, its artifacts
+//! by [`Artifact`].
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::executor::{Executor, FinalStatus, Job, JobOutcome};
-use crate::task::log::TaskLog;
+use super::executor::{Artifact, CONFIGURATION_FILE, Executor, Job, JobOutcome};
 use crate::task::model::{Archive, Source, Task};
-use crate::task::result::TaskStatus;
-use crate::task::runner::{Cancel, Runner, TaskPaths};
+use crate::task::runner::{Runner, TaskPaths};
 
 /// Runs jobs with the task runner.
 pub struct RunnerExecutor {
@@ -32,7 +29,7 @@ impl RunnerExecutor {
 
 /// Points the task at the inputs the daemon downloaded.
 fn localize(task: &mut Task, inputs: &Path) {
-    let config = inputs.join("configuration.tar.gz");
+    let config = inputs.join(CONFIGURATION_FILE);
     if let Source::Archive(a) = &task.configuration
         && config.is_file()
     {
@@ -43,13 +40,12 @@ fn localize(task: &mut Task, inputs: &Path) {
         });
     }
     if let Some(p) = &mut task.plan_artifacts {
-        for (field, name) in [
-            (&mut p.plan_file, "plan-file"),
-            (&mut p.plan_json, "plan-json"),
-            (&mut p.lock_file, "lock-file"),
-        ] {
-            let local = inputs.join(name);
-            if field.is_some() && local.is_file() {
+        for artifact in Artifact::INPUTS {
+            let local = inputs.join(artifact.name());
+            if let Some(field) = artifact.input(p)
+                && field.is_some()
+                && local.is_file()
+            {
                 *field = Some(local);
             }
         }
@@ -63,10 +59,8 @@ impl Executor for RunnerExecutor {
             let Job {
                 mut task,
                 inputs_dir,
-                log,
+                mut log,
                 cancel,
-                terminate,
-                kill,
                 steps,
             } = job;
             localize(&mut task, &inputs_dir);
@@ -74,47 +68,14 @@ impl Executor for RunnerExecutor {
             if let Err(e) = std::fs::create_dir_all(&out) {
                 return JobOutcome::errored(format!("creating {}: {e}", out.display()));
             }
-            let mut log = TaskLog::new(Arc::new(crate::exec::secrets(&task)), vec![log]);
-            let cancel = Cancel {
-                graceful: cancel,
-                terminate,
-                forced: kill,
+            let paths = TaskPaths {
+                base: &inputs_dir,
+                out: &out,
             };
             let result = runner
-                .run(
-                    &task,
-                    TaskPaths {
-                        base: &inputs_dir,
-                        out: &out,
-                    },
-                    &mut log,
-                    &cancel,
-                    Some(steps),
-                )
+                .run(&task, paths, &mut log, &cancel, Some(steps))
                 .await;
-            let status = match result.status {
-                TaskStatus::Succeeded => FinalStatus::Succeeded,
-                TaskStatus::Failed => FinalStatus::Failed,
-                TaskStatus::Errored => FinalStatus::Errored,
-                TaskStatus::Canceled => FinalStatus::Canceled,
-            };
-            let a = &result.artifacts;
-            let artifacts = [
-                ("plan-file", &a.plan_file),
-                ("plan-json", &a.plan_json),
-                ("lock-file", &a.lock_file),
-                ("cost-estimate", &a.cost_estimate),
-                ("policy-check", &a.policy_check),
-            ]
-            .into_iter()
-            .filter_map(|(name, file)| file.as_ref().map(|f| (name.to_string(), out.join(f))))
-            .collect();
-            JobOutcome {
-                status,
-                error: result.errors.first().cloned(),
-                result: serde_json::to_value(&result).unwrap_or(serde_json::Value::Null),
-                artifacts,
-            }
+            JobOutcome::ran(result, &out)
         })
     }
 

@@ -2,7 +2,7 @@
 //! relayed, the log shipped as it grows and step reports sent as steps start and end), then
 //! record the final status and deliver it once the step reports are done.
 
-use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,39 +11,54 @@ use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
 use super::deliver::{append_error, deliver, ship_log};
-use super::executor::{Job, JobOutcome, StepEvents};
+use super::executor::{
+    Artifact, CONFIGURATION_FILE, Cancel, FinalStatus, Job, JobOutcome, StepEvents,
+};
+use super::signals::watch_signals;
 use super::steps::report_steps;
-use crate::control::wire::{Acquired, Finish, Signal};
+use crate::control::wire::{Acquired, Finish};
 use crate::control::{ControlError, TaskApi};
 use crate::spool::TaskSpool;
+use crate::task::log::{Masker, TaskLog};
 use crate::task::model::Task;
+use crate::task::result::CONFIGURATION_INPUT;
 use crate::task::sweep::DirLock;
 
 /// Largest task document accepted.
 const MAX_TASK_BYTES: usize = 1 << 20;
 
-/// The controls of a running task, for cancellation and shutdown (see [`Job`]).
-#[derive(Debug, Clone, Default)]
-pub struct Controls {
-    /// The control plane's graceful cancel (SIGINT).
-    pub cancel: CancellationToken,
-    /// The agent's grace-shutdown (SIGTERM).
-    pub terminate: CancellationToken,
-    /// Kill the whole tree now.
-    pub kill: CancellationToken,
-}
+/// The stop controls of a running task are the runner's own [`Cancel`]: the daemon's stop
+/// sequence and the signal watcher cancel the same tokens the steps wait on.
+pub type Controls = Cancel;
 
-impl Controls {
-    /// Kills now, and marks the task canceled. `kill` goes first: a step woken by either
-    /// token then sees the kill and sends no SIGINT before the SIGKILL.
-    fn force_cancel(&self) {
-        self.kill.cancel();
-        self.cancel.cancel();
-    }
-
-    fn stopped(&self) -> bool {
-        self.cancel.is_cancelled() || self.terminate.is_cancelled() || self.kill.is_cancelled()
-    }
+/// Why a task did not reach the executor. Its text goes, masked, into the task's log and
+/// the final report's error.
+#[derive(Debug, thiserror::Error)]
+enum NotRun {
+    #[error("the task document is {size} bytes, larger than the {MAX_TASK_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("the control plane sent an {0}")]
+    Invalid(#[from] crate::task::model::TaskError),
+    #[error("the task document's id {document:?} differs from the task id {acquired:?}")]
+    OtherId { document: String, acquired: String },
+    #[error(transparent)]
+    TasksDir(#[from] crate::datadir::DataDirError),
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("killed before it started")]
+    Killed,
+    #[error("canceled before it started")]
+    Canceled,
+    #[error("the agent stopped before the task started")]
+    Stopped,
+    #[error("cannot download the task's {name}: {source}")]
+    Input {
+        name: &'static str,
+        source: ControlError,
+    },
 }
 
 /// Runs one acquired task to its delivered final status. The caller registered `controls`
@@ -73,8 +88,8 @@ pub async fn run(
             ctx.remove_running(&id);
             tracing::error!(task = %id, error = %e, "cannot spool the task; reporting it errored");
             let finish = Finish {
-                status: super::executor::FinalStatus::Errored,
-                result: serde_json::Value::Null,
+                status: FinalStatus::Errored,
+                result: None,
                 error: Some(format!("the agent cannot spool the task: {e}")),
                 log_size: 0,
             };
@@ -93,7 +108,7 @@ pub async fn run(
         step_events,
         &ctx.metrics,
         &done,
-        &ctx.stop,
+        &ctx.stop.token,
         ctx.flush_limit,
     );
     let shipper = async {
@@ -107,31 +122,7 @@ pub async fn run(
     };
     let execution = async {
         let (action, outcome, inputs) = execute(&ctx, &acquired, &spool, &controls, steps).await;
-        // The inputs and the executor's copies of the artifacts are no longer needed (the
-        // spool holds what is owed); the spool goes once delivered. Copying artifacts, the
-        // fsync of the final status and the removal block: on the blocking pool.
-        let s = spool.clone();
-        let keep_inputs = ctx.keep_task_dirs;
-        let finish = tokio::task::spawn_blocking(move || {
-            let outcome = keep_artifacts(&s, outcome);
-            if let Some(inputs) = inputs
-                && !keep_inputs
-            {
-                inputs.remove();
-            }
-            let finish = Finish {
-                status: outcome.status,
-                result: outcome.result,
-                error: outcome.error,
-                log_size: s.log_len(),
-            };
-            if let Err(e) = s.write_final(&finish) {
-                tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
-            }
-            finish
-        })
-        .await
-        .expect("spooling the outcome does not panic");
+        let finish = record_outcome(&ctx, &spool, outcome, inputs).await;
         spool.close_log();
         ctx.remove_running(&id);
         ctx.metrics
@@ -145,8 +136,42 @@ pub async fn run(
     deliver(&api, &spool, &ctx.metrics).await;
 }
 
+/// Keeps what is owed in the spool: the executor's copies of the artifacts and the final
+/// status (the inputs are then no longer needed; the spool goes once delivered). Copying
+/// artifacts, the fsync of the final status and the removal block: on the blocking pool.
+async fn record_outcome(
+    ctx: &Ctx,
+    spool: &TaskSpool,
+    outcome: JobOutcome,
+    inputs: Option<DirLock>,
+) -> Finish {
+    let s = spool.clone();
+    let keep_inputs = ctx.keep_task_dirs;
+    tokio::task::spawn_blocking(move || {
+        let outcome = keep_artifacts(&s, outcome);
+        if let Some(inputs) = inputs
+            && !keep_inputs
+        {
+            inputs.remove();
+        }
+        let finish = Finish {
+            status: outcome.status,
+            result: outcome.result,
+            error: outcome.error,
+            log_size: s.log_len(),
+        };
+        if let Err(e) = s.write_final(&finish) {
+            tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
+        }
+        finish
+    })
+    .await
+    .expect("spooling the outcome does not panic")
+}
+
 /// Parses the task, fetches its inputs and runs the executor. Returns the action (for
 /// metrics), the outcome and the task's directory of inputs (locked, for the caller to remove).
+/// Every line the daemon writes into the task's log goes through the task's masker.
 async fn execute(
     ctx: &Ctx,
     acquired: &Acquired,
@@ -154,34 +179,32 @@ async fn execute(
     controls: &Controls,
     steps: StepEvents,
 ) -> (String, JobOutcome, Option<DirLock>) {
-    let mut log = match spool.writer() {
+    let sink = match spool.writer() {
         Ok(w) => w,
         Err(e) => return ("unknown".into(), JobOutcome::errored(e.to_string()), None),
     };
     let task = match parse_task(acquired) {
         Ok(t) => t,
-        Err(reason) => {
-            let _ = writeln!(log, "[scalr-agent] {reason}");
+        Err(e) => {
+            // Before the task is parsed, its token is the one secret the agent knows for sure.
+            let masker = Masker::new([acquired.task_token.expose()]);
+            let mut log = TaskLog::new(Arc::new(masker), vec![Box::new(sink)]);
+            let reason = log.masker().mask(&e.to_string());
+            log.line(&format!("[scalr-agent] {reason}"));
             tracing::warn!(task = %acquired.task_id, %reason, "task refused");
             return ("unknown".into(), JobOutcome::errored(reason), None);
         }
     };
+    let mut log = TaskLog::new(Arc::new(Masker::for_task(&task)), vec![Box::new(sink)]);
     let action = task.action.to_string();
-    let (tasks_dir, name) = (ctx.tasks_dir.clone(), spool_dir_name(&acquired.task_id));
-    let created = tokio::task::spawn_blocking(move || {
-        crate::datadir::ensure_dir(&tasks_dir, crate::datadir::TRAVERSE_ONLY)
-            .map_err(|e| e.to_string())?;
-        crate::task::sweep::create_locked(&tasks_dir, &name, crate::datadir::PRIVATE_DIR)
-            .map_err(|e| format!("cannot create {}: {e}", tasks_dir.join(&name).display()))
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    let lock = match created {
+    let not_run = |log: &mut TaskLog, e: NotRun| {
+        let reason = log.masker().mask(&e.to_string());
+        log.line(&format!("[scalr-agent] {reason}"));
+        JobOutcome::errored(reason)
+    };
+    let lock = match create_task_dir(ctx.tasks_dir.clone(), &acquired.task_id).await {
         Ok(l) => l,
-        Err(reason) => {
-            let _ = writeln!(log, "[scalr-agent] {reason}");
-            return (action, JobOutcome::errored(reason), None);
-        }
+        Err(e) => return (action, not_run(&mut log, e), None),
     };
     let inputs_dir = lock.path().join("inputs");
     let api = TaskApi::new(
@@ -193,87 +216,95 @@ async fn execute(
     // started at all.
     let fetched = tokio::select! {
         biased;
-        _ = controls.kill.cancelled() => Err("killed before it started".to_string()),
-        _ = controls.cancel.cancelled() => Err("canceled before it started".to_string()),
-        _ = controls.terminate.cancelled() => Err("the agent stopped before the task started".to_string()),
+        _ = controls.kill.cancelled() => Err(NotRun::Killed),
+        _ = controls.graceful.cancelled() => Err(NotRun::Canceled),
+        _ = controls.terminate.cancelled() => Err(NotRun::Stopped),
         r = fetch_inputs(&api, &task, &inputs_dir) => r,
     };
-    if let Err(reason) = fetched {
-        let _ = writeln!(log, "[scalr-agent] {reason}");
-        let mut o = JobOutcome::errored(reason);
-        if controls.stopped() {
-            o.status = super::executor::FinalStatus::Canceled;
+    if let Err(e) = fetched {
+        let mut o = not_run(&mut log, e);
+        if controls.is_cancelled() {
+            o.status = FinalStatus::Canceled;
         }
         return (action, o, Some(lock));
     }
     let job = Job {
         task,
-        inputs_dir: inputs_dir.clone(),
-        log: Box::new(log),
-        cancel: controls.cancel.clone(),
-        terminate: controls.terminate.clone(),
-        kill: controls.kill.clone(),
+        inputs_dir,
+        log,
+        cancel: controls.clone(),
         steps,
     };
     let outcome = ctx.executor.execute(job).await;
     (action, outcome, Some(lock))
 }
 
+/// Creates the task's private directory under `tasks_dir`, locked (see `task::sweep`), named
+/// by the task-id rule.
+async fn create_task_dir(tasks_dir: PathBuf, task_id: &str) -> Result<DirLock, NotRun> {
+    let name = crate::task::id::dir_name(task_id);
+    tokio::task::spawn_blocking(move || {
+        crate::datadir::ensure_dir(&tasks_dir, crate::datadir::TRAVERSE_ONLY)?;
+        crate::task::sweep::create_locked(&tasks_dir, &name, crate::datadir::PRIVATE_DIR).map_err(
+            |source| NotRun::Create {
+                path: tasks_dir.join(&name),
+                source,
+            },
+        )
+    })
+    .await
+    .expect("creating a task directory does not panic")
+}
+
 /// The task document, strictly parsed. `task` may be the object or a string holding its JSON.
-fn parse_task(acquired: &Acquired) -> Result<Task, String> {
+fn parse_task(acquired: &Acquired) -> Result<Task, NotRun> {
     let bytes = match &acquired.task {
         serde_json::Value::String(s) => s.clone().into_bytes(),
         v => serde_json::to_vec(v).expect("a JSON value serializes"),
     };
     if bytes.len() > MAX_TASK_BYTES {
-        return Err(format!(
-            "the task document is {} bytes, larger than the {MAX_TASK_BYTES}-byte limit",
-            bytes.len()
-        ));
+        return Err(NotRun::TooLarge { size: bytes.len() });
     }
-    let task = Task::parse(&bytes).map_err(|e| format!("the control plane sent an {e}"))?;
+    let task = Task::parse(&bytes)?;
     if task.id != acquired.task_id {
-        return Err(format!(
-            "the task document's id {:?} differs from the task id {:?}",
-            task.id, acquired.task_id
-        ));
+        return Err(NotRun::OtherId {
+            document: task.id,
+            acquired: acquired.task_id.clone(),
+        });
     }
     Ok(task)
 }
 
-async fn fetch_inputs(api: &TaskApi, task: &Task, dir: &std::path::Path) -> Result<(), String> {
+/// Downloads the configuration and the [`Artifact::INPUTS`] the task names into `dir`.
+async fn fetch_inputs(api: &TaskApi, task: &Task, dir: &Path) -> Result<(), NotRun> {
     tokio::fs::create_dir_all(dir)
         .await
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut names = vec!["configuration"];
+        .map_err(|source| NotRun::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let mut inputs = vec![(CONFIGURATION_INPUT, CONFIGURATION_FILE)];
     if let Some(p) = &task.plan_artifacts {
-        for (present, name) in [
-            (p.plan_file.is_some(), "plan-file"),
-            (p.plan_json.is_some(), "plan-json"),
-            (p.lock_file.is_some(), "lock-file"),
-        ] {
-            if present {
-                names.push(name);
+        let mut p = p.clone();
+        for artifact in Artifact::INPUTS {
+            if artifact.input(&mut p).is_some_and(|f| f.is_some()) {
+                inputs.push((artifact.name(), artifact.name()));
             }
         }
     }
-    for name in names {
-        let file = if name == "configuration" {
-            "configuration.tar.gz"
-        } else {
-            name
-        };
+    for (name, file) in inputs {
         api.get_input(name, &dir.join(file))
             .await
-            .map_err(|e| format!("cannot download the task's {name}: {e}"))?;
+            .map_err(|source| NotRun::Input { name, source })?;
     }
     Ok(())
 }
 
 /// Copies the outcome's artifacts into the spool (the executor's files go away).
 fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
-    for (name, path) in std::mem::take(&mut outcome.artifacts) {
-        if let Err(e) = spool.store_artifact(&name, &path) {
+    for (artifact, path) in std::mem::take(&mut outcome.artifacts) {
+        let name = artifact.name();
+        if let Err(e) = spool.store_artifact(name, &path) {
             tracing::error!(task = %spool.task_id(), artifact = %name, error = %e, "artifact not kept");
             append_error(
                 &mut outcome.error,
@@ -282,56 +313,4 @@ fn keep_artifacts(spool: &TaskSpool, mut outcome: JobOutcome) -> JobOutcome {
         }
     }
     outcome
-}
-
-/// Relays cancellation signals from the control plane until the task is done.
-async fn watch_signals(ctx: &Ctx, api: &TaskApi, controls: &Controls, done: &CancellationToken) {
-    let hold = ctx
-        .client
-        .session()
-        .map_or(std::time::Duration::from_secs(25), |s| s.poll_timeout);
-    loop {
-        let signal = tokio::select! {
-            _ = done.cancelled() => return,
-            s = api.signal(hold) => s,
-        };
-        match signal {
-            Ok(None) => {}
-            Ok(Some(Signal::Cancel)) => {
-                if !controls.cancel.is_cancelled() {
-                    tracing::info!(task = %api.task_id(), "cancel requested");
-                }
-                controls.cancel.cancel();
-            }
-            Ok(Some(Signal::ForceCancel)) => {
-                tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force_cancel();
-            }
-            Err(e @ ControlError::TaskGone { .. }) => {
-                tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
-                controls.force_cancel();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, "signal poll failed");
-                tokio::select! {
-                    _ = done.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-}
-
-fn spool_dir_name(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect()
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::result::{StepKind, StepStatus};
+use crate::task::result::{StepKind, StepStatus, TaskResult};
 
 /// `POST /register`.
 #[derive(Debug, Clone, Serialize)]
@@ -150,36 +150,16 @@ impl From<StepStatus> for StepState {
     }
 }
 
-/// The final status of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinalStatus {
-    /// The stage ran and succeeded.
-    Succeeded,
-    /// The stage ran and the tool reported failure (e.g. a plan error).
-    Failed,
-    /// The agent could not run the stage (bad task, download failure, agent restart).
-    Errored,
-    /// Stopped by a cancellation or a shutdown.
-    Canceled,
-}
-
-impl FinalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinalStatus::Succeeded => "succeeded",
-            FinalStatus::Failed => "failed",
-            FinalStatus::Errored => "errored",
-            FinalStatus::Canceled => "canceled",
-        }
-    }
-}
+/// The final status of a task: the runner's own status, sent as is (no second enum to map).
+pub use crate::task::result::TaskStatus as FinalStatus;
 
 /// `POST /tasks/{id}/finish`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finish {
     pub status: FinalStatus,
-    pub result: serde_json::Value,
+    /// The task's `result.json`, typed from the runner to the wire; `null` for a task that
+    /// did not run.
+    pub result: Option<TaskResult>,
     pub error: Option<String>,
     /// Total log bytes; the server checks it has them all committed.
     pub log_size: u64,

@@ -261,7 +261,7 @@ impl DoctorReport {
             Err(e) => {
                 self.problems.push(e.to_string());
                 self.unreachable = true;
-                "task uids CANNOT reach it (see the problems above)".into()
+                "task uids CANNOT reach it (see the configuration problems)".into()
             }
         };
         self

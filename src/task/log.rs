@@ -50,6 +50,22 @@ impl Masker {
         }
     }
 
+    /// Every value the task's log must never show: its sensitive variables, its run token,
+    /// its cost-estimation key.
+    pub fn for_task(task: &super::model::Task) -> Masker {
+        let mut values: Vec<&str> = task
+            .variables
+            .iter()
+            .filter(|v| v.sensitive)
+            .map(|v| v.value.as_str())
+            .collect();
+        values.push(task.control_plane.run_token.expose());
+        if let Some(c) = &task.cost_estimation {
+            values.push(c.api_key.expose());
+        }
+        Masker::new(values)
+    }
+
     /// Masks a complete text (error messages, command lines).
     pub fn mask(&self, text: &str) -> String {
         match &self.matcher {

@@ -1,7 +1,7 @@
 //! Running one task end to end: the task model, its directory, its environment, its stages and
 //! hooks as child processes (through `sandbox::stage`), masked logs and structured results.
 //!
-//! - `model`: the task JSON (strict, errors with JSON paths);
+//! - `model`: the task JSON (strict, errors with JSON paths); `id`: the task-id rule;
 //! - `prepare`: the task directory, configuration extraction, working directory;
 //! - `env`: the allow-listed environment and the CLI configuration file;
 //! - `step`: one command through the stage helper, with timeout and cancellation;
@@ -13,12 +13,15 @@
 //! - `providers`: seeding the run's plugin cache from the provider store, and filling the
 //!   store after the run;
 //! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
-//! - `runner`: the entry point shared by `exec` and the daemon.
+//! - `runner`: the entry point shared by `exec` and the daemon; `cancel`: the three ways to
+//!   stop a task, shared from the daemon down to each step.
 
+pub mod cancel;
 mod checks;
 pub mod env;
 pub mod events;
 mod hooks;
+pub mod id;
 pub mod log;
 pub mod model;
 pub mod prepare;

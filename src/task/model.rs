@@ -349,16 +349,8 @@ impl Task {
 
     fn validate(&self) -> Result<(), TaskError> {
         let mut problems = Vec::new();
-        if self.id.is_empty()
-            || !self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            problems.push(format!(
-                "id: {:?} must be non-empty letters, digits, `-` or `_`",
-                self.id
-            ));
+        if let Some(problem) = super::id::problem(&self.id) {
+            problems.push(format!("id: {problem}"));
         }
         for (i, v) in self.variables.iter().enumerate() {
             if let Some(rule) = v.category.name_problem(&v.key) {

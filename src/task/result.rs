@@ -1,12 +1,17 @@
-//! The structured outcome of a task (`result.json`).
+//! The structured outcome of a task (`result.json`): what the runner returns, what `exec`
+//! writes and what the daemon sends to the control plane as is, and the one list of the
+//! files a task exchanges with the control plane ([`Artifact`]).
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::model::Action;
+use super::model::{Action, PlanArtifacts};
 use crate::sandbox::policy::LayerReport;
 
-/// How the task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How the task ended: in `result.json`, the final report to the control plane (where the
+/// protocol calls it `FinalStatus`) and the metrics' labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Every step succeeded (a policy check may still report failed policies).
@@ -19,8 +24,20 @@ pub enum TaskStatus {
     Canceled,
 }
 
+impl TaskStatus {
+    /// The name in `result.json`, the final report and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Errored => "errored",
+            TaskStatus::Canceled => "canceled",
+        }
+    }
+}
+
 /// How one step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Succeeded,
@@ -80,7 +97,7 @@ impl StepKind {
 }
 
 /// One step: a hook or a tool invocation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
     pub name: String,
     /// The command line, masked.
@@ -95,7 +112,7 @@ pub struct StepRecord {
 }
 
 /// Files produced by the task (names relative to the output directory).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Artifacts {
     pub plan_file: Option<String>,
     pub plan_json: Option<String>,
@@ -105,8 +122,104 @@ pub struct Artifacts {
     pub policy_check: Option<String>,
 }
 
+impl Artifacts {
+    /// The file the task produced as `artifact`, relative to the output directory.
+    pub fn get(&self, artifact: Artifact) -> Option<&str> {
+        match artifact {
+            Artifact::PlanFile => self.plan_file.as_deref(),
+            Artifact::PlanJson => self.plan_json.as_deref(),
+            Artifact::LockFile => self.lock_file.as_deref(),
+            Artifact::CostEstimate => self.cost_estimate.as_deref(),
+            Artifact::PolicyCheck => self.policy_check.as_deref(),
+        }
+    }
+
+    /// Records (or clears) the file the task produced as `artifact`.
+    pub fn set(&mut self, artifact: Artifact, file: Option<String>) {
+        let field = match artifact {
+            Artifact::PlanFile => &mut self.plan_file,
+            Artifact::PlanJson => &mut self.plan_json,
+            Artifact::LockFile => &mut self.lock_file,
+            Artifact::CostEstimate => &mut self.cost_estimate,
+            Artifact::PolicyCheck => &mut self.policy_check,
+        };
+        *field = file;
+    }
+
+    /// Every artifact produced, with its file under `out`.
+    pub fn files(&self, out: &Path) -> Vec<(Artifact, PathBuf)> {
+        Artifact::ALL
+            .into_iter()
+            .filter_map(|a| self.get(a).map(|f| (a, out.join(f))))
+            .collect()
+    }
+}
+
+/// The files a task exchanges with the control plane, one list: their names in the protocol
+/// (inputs and uploads), their files in an output directory and in the daemon's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Artifact {
+    PlanFile,
+    PlanJson,
+    LockFile,
+    CostEstimate,
+    PolicyCheck,
+}
+
+/// The task's configuration archive: its input name in the protocol.
+pub const CONFIGURATION_INPUT: &str = "configuration";
+/// The file the daemon downloads the configuration archive into, in the task's inputs.
+pub const CONFIGURATION_FILE: &str = "configuration.tar.gz";
+
+impl Artifact {
+    /// Every artifact, in upload order.
+    pub const ALL: [Artifact; 5] = [
+        Artifact::PlanFile,
+        Artifact::PlanJson,
+        Artifact::LockFile,
+        Artifact::CostEstimate,
+        Artifact::PolicyCheck,
+    ];
+
+    /// The artifacts a task may take as inputs (a plan's, for its apply or policy check),
+    /// downloaded by the daemon under their names.
+    pub const INPUTS: [Artifact; 3] = [Artifact::PlanFile, Artifact::PlanJson, Artifact::LockFile];
+
+    /// The name in the protocol: `GET /tasks/{id}/inputs/{name}` and uploads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Artifact::PlanFile => "plan-file",
+            Artifact::PlanJson => "plan-json",
+            Artifact::LockFile => "lock-file",
+            Artifact::CostEstimate => "cost-estimate",
+            Artifact::PolicyCheck => "policy-check",
+        }
+    }
+
+    /// The file in the output directory (`exec --out`, the runner's `out`).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Artifact::PlanFile => "plan.tfplan",
+            Artifact::PlanJson => "plan.json",
+            Artifact::LockFile => "terraform.lock.hcl",
+            Artifact::CostEstimate => "cost-estimate.json",
+            Artifact::PolicyCheck => "policy-check.json",
+        }
+    }
+
+    /// The task's field naming this artifact as an input (`None`: never an input).
+    pub fn input(self, plan: &mut PlanArtifacts) -> Option<&mut Option<PathBuf>> {
+        match self {
+            Artifact::PlanFile => Some(&mut plan.plan_file),
+            Artifact::PlanJson => Some(&mut plan.plan_json),
+            Artifact::LockFile => Some(&mut plan.lock_file),
+            Artifact::CostEstimate | Artifact::PolicyCheck => None,
+        }
+    }
+}
+
 /// The isolation the task's processes ran under.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Isolation {
     pub verdict: String,
     pub uid: Option<u32>,
@@ -115,7 +228,7 @@ pub struct Isolation {
 }
 
 /// Monthly costs from Infracost.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CostEstimate {
     pub currency: String,
     pub prior_monthly_cost: String,
@@ -124,7 +237,7 @@ pub struct CostEstimate {
 }
 
 /// One policy's outcome.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyOutcome {
     pub name: String,
     pub enforcement_level: super::checks::EnforcementLevel,
@@ -133,14 +246,14 @@ pub struct PolicyOutcome {
 }
 
 /// The policy check's overall outcome.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyCheck {
     pub status: super::checks::PolicyStatus,
     pub policies: Vec<PolicyOutcome>,
 }
 
 /// `result.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskResult {
     pub task_id: String,
     pub action: Action,
@@ -157,6 +270,28 @@ pub struct TaskResult {
     pub errors: Vec<String>,
     /// The log reached `SCALR_AGENT_TASK_LOG_LIMIT_MB`: later output was dropped.
     pub log_truncated: bool,
+}
+
+impl TaskResult {
+    /// A result with no step, artifact or error, started and finished at `at` (RFC 3339): the
+    /// start of a result built step by step (fakes and tests build theirs from it).
+    pub fn new(task_id: &str, action: Action, status: TaskStatus, at: &str) -> TaskResult {
+        TaskResult {
+            task_id: task_id.into(),
+            action,
+            status,
+            started_at: at.into(),
+            finished_at: at.into(),
+            duration_ms: 0,
+            isolation: None,
+            steps: Vec::new(),
+            artifacts: Artifacts::default(),
+            cost_estimate: None,
+            policy_check: None,
+            errors: Vec::new(),
+            log_truncated: false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +319,39 @@ mod tests {
             StepStatus::Errored,
         ] {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for status in [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Errored,
+            TaskStatus::Canceled,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn artifacts_round_trip_through_their_one_list() {
+        let mut a = Artifacts::default();
+        for (i, artifact) in Artifact::ALL.into_iter().enumerate() {
+            a.set(artifact, Some(format!("f{i}")));
+        }
+        for (i, artifact) in Artifact::ALL.into_iter().enumerate() {
+            assert_eq!(a.get(artifact), Some(format!("f{i}").as_str()));
+        }
+        let files = a.files(Path::new("/out"));
+        assert_eq!(files.len(), 5);
+        assert_eq!(files[0], (Artifact::PlanFile, PathBuf::from("/out/f0")));
+        // result.json keeps its field names.
+        let v = serde_json::to_value(&a).unwrap();
+        for field in [
+            "plan_file",
+            "plan_json",
+            "lock_file",
+            "cost_estimate",
+            "policy_check",
+        ] {
+            assert!(v[field].is_string(), "{field}: {v}");
         }
     }
 }

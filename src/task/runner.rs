@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio_util::sync::CancellationToken;
-
+use super::cancel::Cancel;
 use super::env::Env;
 use super::events::{StepEvent, StepEvents};
 use super::log::TaskLog;
@@ -95,34 +94,6 @@ pub struct TaskPaths<'a> {
     pub base: &'a Path,
     /// Artifacts and `result.json` are written here.
     pub out: &'a Path,
-}
-
-/// Cancellation of a running task. Any of the three makes the task `canceled`.
-#[derive(Clone, Default)]
-pub struct Cancel {
-    /// SIGINT the running step, then kill its tree after `RunnerSettings::grace`.
-    pub graceful: CancellationToken,
-    /// The agent is shutting down: SIGTERM the running step; whoever cancels this cancels
-    /// `forced` when its own grace period is over (no timer here).
-    pub terminate: CancellationToken,
-    /// Kill the running step's whole tree now.
-    pub forced: CancellationToken,
-}
-
-impl Cancel {
-    /// Whether any kind of cancellation was asked for.
-    pub fn is_cancelled(&self) -> bool {
-        self.graceful.is_cancelled() || self.terminate.is_cancelled() || self.forced.is_cancelled()
-    }
-
-    /// Resolves when any kind of cancellation is asked for.
-    pub async fn cancelled(&self) {
-        tokio::select! {
-            () = self.graceful.cancelled() => {}
-            () = self.terminate.cancelled() => {}
-            () = self.forced.cancelled() => {}
-        }
-    }
 }
 
 /// The state of one task while it runs.
@@ -304,9 +275,7 @@ impl Run<'_> {
         let cx = StepContext {
             launcher: &self.runner.launcher,
             policy: &prepared.policy,
-            cancel: &cancel.graceful,
-            terminate: &cancel.terminate,
-            kill: &cancel.forced,
+            cancel,
             grace: self.runner.settings.grace,
         };
         let status = match self.task.action {

@@ -15,7 +15,7 @@ use super::events::StepEvent;
 use super::hooks::HookPhase;
 use super::model::{Action, IacPlatform, RunMode};
 use super::prepare::{self, TaskDirs};
-use super::result::{Isolation, StepKind, StepStatus, TaskStatus};
+use super::result::{Artifact, Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run, TaskPaths};
 use super::step::{self, Command, StepContext};
 use crate::sandbox::policy::Policy;
@@ -197,12 +197,12 @@ impl Run<'_> {
             for (src, rel, kind) in [
                 (
                     &a.plan_file,
-                    PathBuf::from("artifacts/plan.tfplan"),
+                    Path::new("artifacts").join(Artifact::PlanFile.file_name()),
                     Kind::PlanFile,
                 ),
                 (
                     &a.plan_json,
-                    PathBuf::from("artifacts/plan.json"),
+                    Path::new("artifacts").join(Artifact::PlanJson.file_name()),
                     Kind::PlanJson,
                 ),
                 (
@@ -410,7 +410,7 @@ impl Run<'_> {
         if let Err(s) = self.prologue(cx, p, HookPhase::PrePlan).await {
             return Ok(s);
         }
-        let plan_file = p.dirs.artifacts.join("plan.tfplan");
+        let plan_file = p.dirs.artifacts.join(Artifact::PlanFile.file_name());
         let mut args = vec![
             "plan".into(),
             "-input=false".into(),
@@ -441,7 +441,7 @@ impl Run<'_> {
         let planned = status == StepStatus::Succeeded;
         if planned {
             self.artifacts.has_changes = Some(code == Some(2));
-            let json = p.dirs.artifacts.join("plan.json");
+            let json = p.dirs.artifacts.join(Artifact::PlanJson.file_name());
             let show = self
                 .tool(
                     cx,
@@ -497,7 +497,7 @@ impl Run<'_> {
         if let Err(s) = self.prologue(cx, p, HookPhase::PreApply).await {
             return Ok(s);
         }
-        let plan_file = p.dirs.artifacts.join("plan.tfplan");
+        let plan_file = p.dirs.artifacts.join(Artifact::PlanFile.file_name());
         let status = self
             .tool(
                 cx,
@@ -539,7 +539,10 @@ impl Run<'_> {
             .map_err(|e| e.to_string())?;
         let failed = check.status == super::checks::PolicyStatus::HardFailed;
         // Written by `collect` from this value: nothing is read back from the task for it.
-        self.artifacts.policy_check = Some("policy-check.json".into());
+        self.artifacts.set(
+            Artifact::PolicyCheck,
+            Some(Artifact::PolicyCheck.file_name().into()),
+        );
         self.policy_check = Some(check);
         Ok(if failed {
             TaskStatus::Failed
@@ -552,30 +555,28 @@ impl Run<'_> {
     /// named in the log and the errors and counted in `refusals` (the task fails); one the
     /// task did not produce is simply absent.
     pub(super) async fn collect(&mut self, p: &Prepared, out: &Path) {
-        let mut wanted: Vec<(&str, PathBuf, Kind)> = Vec::new();
+        let mut wanted: Vec<(Artifact, PathBuf, Kind)> = Vec::new();
         if self.task.action == Action::Plan {
-            wanted.push((
-                "plan.tfplan",
-                "artifacts/plan.tfplan".into(),
-                Kind::PlanFile,
-            ));
-            wanted.push(("plan.json", "artifacts/plan.json".into(), Kind::PlanJson));
-            wanted.push((
-                "cost-estimate.json",
-                "artifacts/cost-estimate.json".into(),
-                Kind::CostEstimate,
-            ));
+            for (artifact, kind) in [
+                (Artifact::PlanFile, Kind::PlanFile),
+                (Artifact::PlanJson, Kind::PlanJson),
+                (Artifact::CostEstimate, Kind::CostEstimate),
+            ] {
+                let rel = Path::new("artifacts").join(artifact.file_name());
+                wanted.push((artifact, rel, kind));
+            }
         }
         if self.task.action != Action::PolicyCheck
             && let Some(work) = p.fs.relative(&p.workdir)
         {
             wanted.push((
-                "terraform.lock.hcl",
+                Artifact::LockFile,
                 work.join(".terraform.lock.hcl"),
                 Kind::LockFile,
             ));
         }
-        for (name, rel, kind) in wanted {
+        for (artifact, rel, kind) in wanted {
+            let name = artifact.file_name();
             let copied = match p.fs.copy_out_blocking(&rel, kind, &out.join(name)).await {
                 Ok(_) => Some(name.to_string()),
                 Err(e) if e.is_missing() => None,
@@ -584,15 +585,10 @@ impl Run<'_> {
                     None
                 }
             };
-            match name {
-                "plan.tfplan" => self.artifacts.plan_file = copied,
-                "plan.json" => self.artifacts.plan_json = copied,
-                "cost-estimate.json" => self.artifacts.cost_estimate = copied,
-                _ => self.artifacts.lock_file = copied,
-            }
+            self.artifacts.set(artifact, copied);
         }
         if let Some(check) = &self.policy_check {
-            let path = out.join("policy-check.json");
+            let path = out.join(Artifact::PolicyCheck.file_name());
             let bytes = serde_json::to_vec_pretty(check).unwrap_or_default();
             if let Err(e) = tokio::fs::write(&path, bytes).await {
                 self.artifacts.policy_check = None;

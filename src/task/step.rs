@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio_util::sync::CancellationToken;
 
+use super::cancel::Cancel;
 use super::env::Env;
 use super::log::TaskLog;
 use super::result::{StepKind, StepRecord, StepStatus};
@@ -23,13 +23,8 @@ use crate::sandbox::stage::{Launcher, StageSignal};
 pub struct StepContext<'a> {
     pub launcher: &'a Launcher,
     pub policy: &'a Policy,
-    /// Graceful cancellation: SIGINT, then SIGKILL after `grace`.
-    pub cancel: &'a CancellationToken,
-    /// The agent is shutting down: SIGTERM, and no timer; the caller cancels `kill` when its
-    /// grace-shutdown timeout is over.
-    pub terminate: &'a CancellationToken,
-    /// Forced cancellation: SIGKILL of the whole tree now.
-    pub kill: &'a CancellationToken,
+    /// How the step is stopped (see [`Cancel`]); `graceful` waits `grace` before the kill.
+    pub cancel: &'a Cancel,
     pub grace: Duration,
 }
 
@@ -66,7 +61,7 @@ pub async fn run(
         leftovers_killed,
         kind: cmd.kind,
     };
-    if cx.cancel.is_cancelled() || cx.terminate.is_cancelled() || cx.kill.is_cancelled() {
+    if cx.cancel.is_cancelled() {
         return (record(StepStatus::Canceled, None, None, 0), Vec::new());
     }
     let spec = HelperSpec {
@@ -117,23 +112,23 @@ pub async fn run(
             }
             // A forced kill is cancelled before the token that marks its reason: when both
             // are ready, only the kill is sent, whichever branch runs first.
-            () = cx.cancel.cancelled(), if ended_by.is_none() => {
+            () = cx.cancel.graceful.cancelled(), if ended_by.is_none() => {
                 ended_by = Some(StepStatus::Canceled);
-                if !cx.kill.is_cancelled() {
+                if !cx.cancel.kill.is_cancelled() {
                     log.line(&format!("\nCancelled: interrupting {}", cmd.name));
                     stage.signal(StageSignal::Interrupt);
                     kill_at = Some(tokio::time::Instant::now() + cx.grace);
                 }
             }
-            () = cx.terminate.cancelled(), if !terminated && !killed => {
+            () = cx.cancel.terminate.cancelled(), if !terminated && !killed => {
                 ended_by.get_or_insert(StepStatus::Canceled);
                 terminated = true;
-                if !cx.kill.is_cancelled() {
+                if !cx.cancel.kill.is_cancelled() {
                     log.line(&format!("\nThe agent is shutting down: terminating {}", cmd.name));
                     stage.signal(StageSignal::Terminate);
                 }
             }
-            () = cx.kill.cancelled(), if !killed => {
+            () = cx.cancel.kill.cancelled(), if !killed => {
                 ended_by.get_or_insert(StepStatus::Canceled);
                 killed = true;
                 log.line(&format!("\nKilling {} and every process it started", cmd.name));

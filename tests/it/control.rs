@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use scalr_agent::agent::executor::Artifact;
 use scalr_agent::agent::{self, AgentError};
 use scalr_agent::config::Config;
 use scalr_agent::control::ControlError;
@@ -604,7 +605,7 @@ async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
     exec.script(
         "t1",
         Script {
-            artifacts: vec![("plan-file".into(), plan_path)],
+            artifacts: vec![(Artifact::PlanFile, plan_path)],
             ..Script::default()
         },
     );
@@ -659,8 +660,8 @@ async fn a_refused_artifact_is_noted_in_the_finish_which_still_arrives_once() {
         "t1",
         Script {
             artifacts: vec![
-                ("plan-file".into(), files.join("plan")),
-                ("plan-json".into(), files.join("json")),
+                (Artifact::PlanFile, files.join("plan")),
+                (Artifact::PlanJson, files.join("json")),
             ],
             ..Script::default()
         },

@@ -20,6 +20,7 @@ mod private;
 mod providers;
 mod relay;
 mod sandbox;
+mod scale_out;
 mod shutdown;
 mod software;
 mod stage;

@@ -358,6 +358,7 @@ async fn route(
             }
         }
         (m, ["tasks", id, rest @ ..]) => task_call(cp, m, id, rest, query, token, body).await,
+        ("GET", ["queue"]) => super::queue_depth::answer(cp, token),
         _ => empty(404),
     }
 }

@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use scalr_agent::agent::executor::{Executor, FinalStatus, Job, JobOutcome, StepEvent};
-use scalr_agent::task::result::{StepKind, StepRecord, StepStatus};
+use scalr_agent::agent::executor::{Artifact, Executor, FinalStatus, Job, JobOutcome, StepEvent};
+use scalr_agent::task::result::{StepKind, StepRecord, StepStatus, TaskResult};
 
 /// What the fake does for one task.
 #[derive(Clone, Debug)]
@@ -26,8 +25,8 @@ pub struct Script {
     pub cancel_takes: Duration,
     /// Steps announced (started, then finished) before the log, in order.
     pub steps: Vec<(&'static str, StepKind, StepStatus)>,
-    /// Artifacts the job reports (name, file), for the daemon to upload.
-    pub artifacts: Vec<(String, std::path::PathBuf)>,
+    /// Artifacts the job reports (which, file), for the daemon to upload.
+    pub artifacts: Vec<(Artifact, std::path::PathBuf)>,
 }
 
 impl Default for Script {
@@ -99,62 +98,65 @@ impl Executor for FakeExecutor {
                 files.sort();
                 s.inputs.insert(id.clone(), files);
             }
+            let mut records = Vec::new();
             for (index, &(name, kind, status)) in script.steps.iter().enumerate() {
                 let _ = job.steps.send(StepEvent::Started {
                     index,
                     kind,
                     name: name.into(),
                 });
-                let _ = job.steps.send(StepEvent::Finished {
-                    index,
-                    record: StepRecord {
-                        name: name.into(),
-                        command: format!("fake {name}"),
-                        status,
-                        exit_code: Some(i32::from(status != StepStatus::Succeeded)),
-                        signal: None,
-                        duration_ms: 5,
-                        leftovers_killed: 0,
-                        kind,
-                    },
-                });
+                let record = StepRecord {
+                    name: name.into(),
+                    command: format!("fake {name}"),
+                    status,
+                    exit_code: Some(i32::from(status != StepStatus::Succeeded)),
+                    signal: None,
+                    duration_ms: 5,
+                    leftovers_killed: 0,
+                    kind,
+                };
+                records.push(record.clone());
+                let _ = job.steps.send(StepEvent::Finished { index, record });
             }
             let body = async {
                 for (n, chunk) in script.chunks.iter().enumerate() {
                     if n > 0 && !script.pause.is_zero() {
                         tokio::time::sleep(script.pause).await;
                     }
-                    job.log.write_all(chunk).unwrap();
+                    job.log.output(chunk);
                 }
                 tokio::time::sleep(script.work).await;
             };
             let status = tokio::select! {
                 _ = body => script.status,
-                _ = job.kill.cancelled() => {
+                _ = job.cancel.kill.cancelled() => {
                     seen.lock().unwrap().killed.push(id.clone());
                     FinalStatus::Canceled
                 }
-                _ = job.cancel.cancelled() => {
+                _ = job.cancel.graceful.cancelled() => {
                     seen.lock().unwrap().canceled.push(id.clone());
                     tokio::select! {
                         _ = tokio::time::sleep(script.cancel_takes) => {}
-                        _ = job.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
+                        _ = job.cancel.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
                     }
                     FinalStatus::Canceled
                 }
-                _ = job.terminate.cancelled() => {
+                _ = job.cancel.terminate.cancelled() => {
                     seen.lock().unwrap().terminated.push(id.clone());
                     tokio::select! {
                         _ = tokio::time::sleep(script.cancel_takes) => {}
-                        _ = job.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
+                        _ = job.cancel.kill.cancelled() => seen.lock().unwrap().killed.push(id.clone()),
                     }
                     FinalStatus::Canceled
                 }
             };
             running.fetch_sub(1, Ordering::SeqCst);
+            job.log.end_output();
+            let mut result = TaskResult::new(&id, job.task.action, status, "1970-01-01T00:00:00Z");
+            result.steps = records;
             JobOutcome {
                 status,
-                result: serde_json::json!({"task": id}),
+                result: Some(result),
                 artifacts: script.artifacts.clone(),
                 error: None,
             }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mirror;
 pub mod procs;
 pub mod providers;
+pub mod queue_depth;
 pub mod registry;
 pub mod relay;
 pub mod releases;

@@ -1,5 +1,5 @@
-//! The real `scalr-agent relay` process for tests and benchmarks: started with an explicit
-//! environment (nothing inherited), its stderr (JSON log lines) collected, its peak RSS
+//! The real `scalr-agent relay` process for tests and benchmarks: started through the agent
+//! builder with an explicit environment (nothing inherited), its stderr (JSON log lines) collected, its peak RSS
 //! readable, killed on drop. Also builds the git repositories the VCS serves.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use url::Url;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
+use super::agent::AgentBuilder;
 
 pub struct RelayProc {
     pub child: tokio::process::Child,
@@ -24,9 +24,7 @@ impl RelayProc {
     /// Starts the relay against `gateway` for `vcs` with `vendor`, plus `extra` variables.
     pub fn start(gateway: &Url, vcs: &Url, vendor: &str, extra: &[(&str, &str)]) -> RelayProc {
         let data = super::dirs::tempdir();
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("relay")
-            .env_clear()
+        let mut cmd = AgentBuilder::new(&[])
             .env("PATH", "/usr/bin:/bin")
             .env("SCALR_URL", gateway.as_str())
             .env("SCALR_AGENT_TOKEN", "relay-pool-token")
@@ -37,13 +35,9 @@ impl RelayProc {
             .env("SCALR_AGENT_DEBUG", "true")
             .env("SCALR_AGENT_HTTP_BACKOFF", "100ms")
             .env("SCALR_AGENT_DATA_DIR", data.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
+            .envs(extra)
+            .command(&["relay"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start scalr-agent relay");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let err = child.stderr.take().unwrap();
