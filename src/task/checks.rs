@@ -63,7 +63,9 @@ pub enum PolicyFileError {
 }
 
 /// How much a failed policy weighs. Ordered: `Advisory < SoftMandatory < HardMandatory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EnforcementLevel {
     Advisory,
@@ -99,7 +101,7 @@ impl std::fmt::Display for EnforcementLevel {
 }
 
 /// The policy check's overall outcome: the worst enforcement level among failed policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyStatus {
     Passed,
