@@ -5,6 +5,7 @@
 //! - `prepare`: the task directory, configuration extraction, working directory;
 //! - `env`: the allow-listed environment and the CLI configuration file;
 //! - `step`: one command through the stage helper, with timeout and cancellation;
+//! - `setup`: getting a task ready, its own input checked before any tool download;
 //! - `stages`: the steps of plan, apply and policy-check;
 //! - `hooks`: hook syntax checks, running a phase's hooks, `SCALR_AGENT_ENV`;
 //! - `checks`: Infracost and OPA;
@@ -28,6 +29,7 @@ pub mod prepare;
 mod providers;
 pub mod result;
 pub mod runner;
+mod setup;
 mod stages;
 pub mod step;
 pub mod sweep;

@@ -253,25 +253,7 @@ impl Run<'_> {
                 .line("Canceled while preparing the task: no step was started.");
             return Ok(TaskStatus::Canceled);
         };
-        let cgroup = match self.runner.settings.task_memory_limit_bytes {
-            None => None,
-            Some(limit) => {
-                let name = prepared
-                    .dirs
-                    .root
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let created = tokio::task::spawn_blocking(move || {
-                    crate::sandbox::cgroup::TaskCgroup::create(&name, limit)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                prepared.policy.memory_cgroup = Some(created.procs());
-                Some(created)
-            }
-        };
+        let cgroup = self.memory_cgroup(&mut prepared).await?;
         let cx = StepContext {
             launcher: &self.runner.launcher,
             policy: &prepared.policy,
@@ -294,6 +276,42 @@ impl Run<'_> {
             TaskStatus::Succeeded if self.refusals > 0 => TaskStatus::Failed,
             other => other,
         };
+        self.clean_up(prepared, cgroup).await;
+        Ok(status)
+    }
+
+    /// The task's own memory cgroup, when `SCALR_AGENT_TASK_MEMORY_LIMIT_MB` is set; its
+    /// stages join it (through the policy).
+    async fn memory_cgroup(
+        &mut self,
+        prepared: &mut Prepared,
+    ) -> Result<Option<crate::sandbox::cgroup::TaskCgroup>, String> {
+        let Some(limit) = self.runner.settings.task_memory_limit_bytes else {
+            return Ok(None);
+        };
+        let name = prepared
+            .dirs
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let created = tokio::task::spawn_blocking(move || {
+            crate::sandbox::cgroup::TaskCgroup::create(&name, limit)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        prepared.policy.memory_cgroup = Some(created.procs());
+        Ok(Some(created))
+    }
+
+    /// Nothing of the task outlives it: its cgroup, its directory (unless kept) and whatever
+    /// its uid still owns (IPC objects, temporary files). Blocking work, off the async threads.
+    async fn clean_up(
+        &mut self,
+        prepared: Prepared,
+        cgroup: Option<crate::sandbox::cgroup::TaskCgroup>,
+    ) {
         let keep = self.runner.settings.keep_task_dirs;
         if keep {
             self.log.line(&format!(
@@ -301,8 +319,6 @@ impl Run<'_> {
                 prepared.dirs.root.display()
             ));
         }
-        // Nothing of the task outlives it: its directory (unless kept) and whatever its uid
-        // still owns (IPC objects, temporary files). Blocking work, off the async threads.
         let Prepared { dirs, uid, .. } = prepared;
         let ended = tokio::task::spawn_blocking(move || {
             if let Some(cgroup) = cgroup {
@@ -323,6 +339,5 @@ impl Run<'_> {
                 ));
             }
         }
-        Ok(status)
     }
 }

@@ -17,7 +17,7 @@ use super::log::TaskLog;
 use super::result::{StepKind, StepRecord, StepStatus};
 use crate::sandbox::helper::HelperSpec;
 use crate::sandbox::policy::{LayerReport, Policy};
-use crate::sandbox::stage::{Launcher, StageSignal};
+use crate::sandbox::stage::{Launcher, Stage, StageSignal};
 
 /// What a step needs besides its command.
 pub struct StepContext<'a> {
@@ -84,6 +84,35 @@ pub async fn run(
         }
     };
     let layers = stage.layers.clone();
+    let ended_by = watch(cx, &cmd, &mut stage, log).await;
+    log.end_output();
+    match stage.wait().await {
+        Ok(exit) => {
+            let status = ended_by.unwrap_or(if exit.success() {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            });
+            (
+                record(status, exit.code, exit.signal, exit.leftovers_killed),
+                layers,
+            )
+        }
+        Err(e) => {
+            log.line(&format!("Error: {e}"));
+            (record(StepStatus::Errored, None, None, 0), layers)
+        }
+    }
+}
+
+/// Copies the step's output into the log until it ends, stopping it on its timeout or on
+/// `cx.cancel`; returns why it was stopped, if it was.
+async fn watch(
+    cx: &StepContext<'_>,
+    cmd: &Command<'_>,
+    stage: &mut Stage,
+    log: &mut TaskLog,
+) -> Option<StepStatus> {
     let mut output = stage.take_output().expect("output is taken once");
     let mut buf = vec![0u8; 32 * 1024];
     let deadline = tokio::time::sleep(cmd.timeout);
@@ -92,6 +121,7 @@ pub async fn run(
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut killed = false;
     let mut terminated = false;
+    let cancel = cx.cancel;
     loop {
         let grace = async {
             match kill_at {
@@ -112,23 +142,23 @@ pub async fn run(
             }
             // A forced kill is cancelled before the token that marks its reason: when both
             // are ready, only the kill is sent, whichever branch runs first.
-            () = cx.cancel.graceful.cancelled(), if ended_by.is_none() => {
+            () = cancel.graceful.cancelled(), if ended_by.is_none() => {
                 ended_by = Some(StepStatus::Canceled);
-                if !cx.cancel.kill.is_cancelled() {
+                if !cancel.kill.is_cancelled() {
                     log.line(&format!("\nCancelled: interrupting {}", cmd.name));
                     stage.signal(StageSignal::Interrupt);
                     kill_at = Some(tokio::time::Instant::now() + cx.grace);
                 }
             }
-            () = cx.cancel.terminate.cancelled(), if !terminated && !killed => {
+            () = cancel.terminate.cancelled(), if !terminated && !killed => {
                 ended_by.get_or_insert(StepStatus::Canceled);
                 terminated = true;
-                if !cx.cancel.kill.is_cancelled() {
+                if !cancel.kill.is_cancelled() {
                     log.line(&format!("\nThe agent is shutting down: terminating {}", cmd.name));
                     stage.signal(StageSignal::Terminate);
                 }
             }
-            () = cx.cancel.kill.cancelled(), if !killed => {
+            () = cancel.kill.cancelled(), if !killed => {
                 ended_by.get_or_insert(StepStatus::Canceled);
                 killed = true;
                 log.line(&format!("\nKilling {} and every process it started", cmd.name));
@@ -141,24 +171,7 @@ pub async fn run(
             }
         }
     }
-    log.end_output();
-    match stage.wait().await {
-        Ok(exit) => {
-            let status = ended_by.unwrap_or(if exit.success() {
-                StepStatus::Succeeded
-            } else {
-                StepStatus::Failed
-            });
-            (
-                record(status, exit.code, exit.signal, exit.leftovers_killed),
-                layers,
-            )
-        }
-        Err(e) => {
-            log.line(&format!("Error: {e}"));
-            (record(StepStatus::Errored, None, None, 0), layers)
-        }
-    }
+    ended_by
 }
 
 fn display_command(program: &Path, args: &[String]) -> String {

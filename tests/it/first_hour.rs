@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::support::agent::AgentBuilder;
 use crate::support::exec::{Exec, text};
+use crate::support::releases;
 
 /// One public root of the machine's ca-certificates.
 fn some_public_root() -> std::path::PathBuf {
@@ -230,4 +231,46 @@ async fn without_uid_switching_the_reach_check_is_skipped_and_said() {
         report["data_dir"],
         "not checked: the agent cannot switch uids, so stages run as its own uid"
     );
+}
+
+#[tokio::test]
+async fn a_bad_task_is_refused_before_any_tool_is_downloaded() {
+    let e = Exec::new().await;
+    let mut bad_hook = e.task("early-1");
+    bad_hook["workspace"]["hooks"] = json!({"pre_plan": "if then fi ("});
+    let mut bad_dir = e.task("early-2");
+    bad_dir["workspace"]["working_directory"] = json!("../..");
+    let archive = releases::tar_gz(&[releases::Entry::File("../evil.tf", b"x")]);
+    std::fs::write(e.dir.join("early.tar.gz"), &archive).unwrap();
+    let mut bad_archive = e.task("early-3");
+    bad_archive["configuration"] =
+        json!({"archive": {"path": "early.tar.gz", "sha256": releases::sha256_hex(&archive)}});
+    for (task, expected) in [
+        (bad_hook, "workspace.hooks.pre_plan: not valid shell"),
+        (
+            bad_dir,
+            "workspace.working_directory \"../..\": must not contain `..`",
+        ),
+        (
+            bad_archive,
+            "unsafe entry \"../evil.tf\" in the archive: contains `..`",
+        ),
+    ] {
+        let (out, result, _) = e.run(&task, &[]).await;
+        let log = text(&out.stdout);
+        assert_eq!(result["status"], "errored", "{result:#}");
+        let error = result["errors"][0].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{result:#}");
+        assert!(!log.contains("Preparing terraform"), "{log}");
+        assert_eq!(
+            e.h.mirror.requests(),
+            0,
+            "{}: a tool was downloaded for a task refused for its own input",
+            task["id"]
+        );
+    }
+    // The same mirror serves a good task: the count does move.
+    let (out, result, _) = e.run(&e.task("early-ok"), &[]).await;
+    assert_eq!(result["status"], "succeeded", "{}", text(&out.stdout));
+    assert!(e.h.mirror.requests() > 0);
 }

@@ -319,6 +319,8 @@ async fn metrics_count_the_software_cache_of_the_real_runner() {
             .data_dir(&e.dir.join("agent-m"))
             .run();
     let addr = a.health_addr().await;
+    a.ready().await;
+    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".into()));
 
     // Before any task: every tool's series, at zero.
     let m = scrape(addr).await;

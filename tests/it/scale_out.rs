@@ -57,6 +57,8 @@ async fn launcher_starts_single_mode_agents_until_every_task_ran_once() {
         e.h.agent()
             .env_remove("SCALR_AGENT_DATA_DIR")
             .env("PYTHONPATH", launcher_dir())
+            // The launcher is imported from the source tree: no bytecode written there.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("SCALR_URL", cp.url.as_str())
             .env("SCALR_AGENT_TOKEN", "pool-token")
             // An agent started for a task another one took gives up quickly.

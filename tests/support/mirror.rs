@@ -100,6 +100,11 @@ impl Mirror {
             .insert(format!("/{path}"), fault);
     }
 
+    /// How many requests the mirror received, all paths together.
+    pub fn requests(&self) -> u32 {
+        self.inner.lock().unwrap().hits.values().sum()
+    }
+
     /// How many requests `path` received.
     pub fn hits(&self, path: &str) -> u32 {
         self.inner

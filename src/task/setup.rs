@@ -1,0 +1,324 @@
+//! Getting a task ready for its steps ([`Run::prepare`]), in an order that fails cheap input
+//! first: the task directory, then the task's own input checked (its configuration archive
+//! unpacked and checked, the working directory, the policies, the syntax of every hook line),
+//! and only then the tools downloaded ("Preparing terraform ..."), a task uid leased, the
+//! directory filled (tool links, plan artifacts, CLI configuration, CA bundle, user entry),
+//! the environment and the sandbox policy built, and the tree given to the task's uid.
+//!
+//! A bad task is refused before any tool is downloaded. Whatever was half done is removed
+//! when preparation fails or is dropped (a cancellation): the directory (`Unclaimed`), the
+//! uid lease; a cache install never publishes a partial entry.
+
+use std::path::{Path, PathBuf};
+
+use super::env::{self, EnvContext};
+use super::model::{Action, IacPlatform};
+use super::prepare::{self, TaskDirs};
+use super::result::Artifact;
+use super::runner::{Prepared, Run, TaskPaths};
+use crate::sandbox::policy::Policy;
+use crate::sandbox::uid::UidLease;
+use crate::software::Installed;
+use crate::software::catalog::{Platform, Tool};
+use crate::taskfs::{self, Kind};
+
+/// The tools a task runs: its IaC tool, and OPA or Infracost when its action uses them.
+struct Tools {
+    iac: Installed,
+    opa: Option<Installed>,
+    infracost: Option<Installed>,
+}
+
+impl Run<'_> {
+    /// Prepares the task for its steps (see the module's documentation for the order).
+    pub(super) async fn prepare(&mut self, paths: &TaskPaths<'_>) -> Result<Prepared, String> {
+        let platform = Platform::host().ok_or("this machine's architecture has no tool builds")?;
+        let (data_dir, id) = (self.runner.settings.data_dir.clone(), self.task.id.clone());
+        let created = tokio::task::spawn_blocking(move || TaskDirs::create(&data_dir, &id))
+            .await
+            .expect("creating a task directory does not panic");
+        let mut dirs = Unclaimed(Some(created.map_err(|e| e.to_string())?));
+        let workdir = self.check_input(paths, dirs.get()).await?;
+        let tools = self.install_tools(platform).await?;
+        let uid = self.lease_uid().await?;
+        let (env, policy) = self
+            .fill(paths, dirs.get(), &workdir, &tools, uid.as_ref())
+            .await?;
+        let dirs = dirs.0.take().expect("claimed once");
+        let uid = match uid {
+            None => None,
+            Some(lease) => Some(give_tree(lease, &dirs.root).await?),
+        };
+        let fs = match &uid {
+            Some(lease) => dirs.fs.owned_by(lease.uid(), lease.gid()),
+            None => dirs.fs.clone(),
+        }
+        .with_limits(self.runner.settings.task_files);
+        Ok(Prepared {
+            fs,
+            dirs,
+            workdir,
+            env,
+            policy,
+            tool: tools.iac,
+            opa: tools.opa,
+            infracost: tools.infracost,
+            uid,
+        })
+    }
+
+    /// The task's own input, checked before any download of a tool: its configuration
+    /// unpacked (the archive checks), its working directory, its policies, its hook lines'
+    /// syntax. Returns the working directory.
+    async fn check_input(
+        &mut self,
+        paths: &TaskPaths<'_>,
+        dirs: &TaskDirs,
+    ) -> Result<PathBuf, String> {
+        let task = self.task;
+        let http = self.runner.cache.shared_client();
+        let config = &task.configuration;
+        prepare::materialize("configuration", config, paths.base, &dirs.work, http)
+            .await
+            .map_err(|e| e.to_string())?;
+        let workdir = prepare::working_dir(task, &dirs.work).map_err(|e| e.to_string())?;
+        if let Some(policies) = &task.policies {
+            let dest = dirs.root.join("policies");
+            std::fs::create_dir(&dest).map_err(|e| e.to_string())?;
+            prepare::materialize("policies", policies, paths.base, &dest, http)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.check_hooks(dirs).await?;
+        Ok(workdir)
+    }
+
+    /// Installs the task's tools through the software cache ("Preparing ...").
+    async fn install_tools(&mut self, platform: Platform) -> Result<Tools, String> {
+        let task = self.task;
+        let iac = match task.workspace.iac_platform {
+            IacPlatform::Terraform => Tool::Terraform,
+            IacPlatform::Opentofu => Tool::OpenTofu,
+        };
+        self.log.line(&format!(
+            "Preparing {} {}...",
+            iac, task.workspace.iac_version
+        ));
+        let cache = &self.runner.cache;
+        let install = |tool, version| async move {
+            cache
+                .install(tool, version, platform)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let iac = install(iac, &task.workspace.iac_version).await?;
+        let opa = match (&task.tools.opa, task.action) {
+            (Some(v), Action::PolicyCheck) => Some(install(Tool::Opa, v).await?),
+            _ => None,
+        };
+        let infracost = match (&task.tools.infracost, &task.cost_estimation, task.action) {
+            (Some(v), Some(_), Action::Plan) => Some(install(Tool::Infracost, v).await?),
+            _ => None,
+        };
+        Ok(Tools {
+            iac,
+            opa,
+            infracost,
+        })
+    }
+
+    /// A uid of its own for the task, when the platform can switch to one.
+    async fn lease_uid(&mut self) -> Result<Option<UidLease>, String> {
+        let iso = &self.runner.isolation;
+        if !iso.probes.uid_switch.ok {
+            return Ok(None);
+        }
+        let pool = iso.uids.clone();
+        let lease = tokio::task::spawn_blocking(move || pool.lease())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Some(lease))
+    }
+
+    /// Fills the checked task directory for the steps and builds their environment and
+    /// sandbox policy.
+    async fn fill(
+        &mut self,
+        paths: &TaskPaths<'_>,
+        dirs: &TaskDirs,
+        workdir: &Path,
+        tools: &Tools,
+        uid: Option<&UidLease>,
+    ) -> Result<(env::Env, Policy), String> {
+        let ids = uid.map(|u| u.ids());
+        let settings = &self.runner.settings;
+        let task = self.task;
+        let installed = std::iter::once(&tools.iac)
+            .chain(&tools.opa)
+            .chain(&tools.infracost);
+        for installed in installed {
+            let link = dirs.bin.join(installed.tool.executable());
+            std::os::unix::fs::symlink(&installed.path, &link)
+                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+        }
+        self.import_plan_artifacts(paths, dirs, workdir).await?;
+        let hosts = self
+            .runner
+            .providers
+            .as_ref()
+            .map(|s| s.settings().registry_hosts.clone())
+            .unwrap_or_default();
+        let user_cache = env::write_cli_config(task, dirs, &hosts)
+            .map_err(|e| format!("writing {}: {e}", dirs.cli_config.display()))?;
+        let ca_file = self.write_ca_bundle(dirs)?;
+        let identity = match &settings.nss_wrapper {
+            Some(_) => Some(user_entry(dirs, ids).await?),
+            None => None,
+        };
+        let cx = EnvContext {
+            dirs,
+            system_path: &settings.system_path,
+            http: &settings.http,
+            ca_file: ca_file.as_deref(),
+            content_root: &dirs.work,
+            user: settings.nss_wrapper.as_deref().zip(identity.as_ref()),
+        };
+        let mut env = env::build(task, &cx);
+        if user_cache {
+            env.remove("TF_PLUGIN_CACHE_DIR");
+        }
+        let iso = &self.runner.isolation;
+        let mut read_exec = vec![settings.binaries_dir.clone()];
+        if let Some(store) = &self.runner.providers {
+            read_exec.push(store.settings().root.clone());
+        }
+        read_exec.extend(settings.hooks_dir.clone());
+        read_exec.extend(settings.read_paths.iter().cloned());
+        let policy = Policy::for_task(&iso.probes, &iso.config, ids, &dirs.root, &read_exec);
+        Ok((env, policy))
+    }
+
+    /// Copies the plan's artifacts the task names into the task directory, through `taskfs`.
+    async fn import_plan_artifacts(
+        &mut self,
+        paths: &TaskPaths<'_>,
+        dirs: &TaskDirs,
+        workdir: &Path,
+    ) -> Result<(), String> {
+        let Some(a) = &self.task.plan_artifacts else {
+            return Ok(());
+        };
+        let root = dirs.fs.with_limits(self.runner.settings.task_files);
+        let work = root
+            .relative(workdir)
+            .ok_or("the working directory is outside the task directory")?
+            .to_path_buf();
+        let in_artifacts = |a: Artifact| Path::new("artifacts").join(a.file_name());
+        for (src, rel, kind) in [
+            (
+                &a.plan_file,
+                in_artifacts(Artifact::PlanFile),
+                Kind::PlanFile,
+            ),
+            (
+                &a.plan_json,
+                in_artifacts(Artifact::PlanJson),
+                Kind::PlanJson,
+            ),
+            (
+                &a.lock_file,
+                work.join(".terraform.lock.hcl"),
+                Kind::LockFile,
+            ),
+        ] {
+            if let Some(src) = src {
+                let (root, src) = (root.clone(), paths.base.join(src));
+                tokio::task::spawn_blocking(move || taskfs::import(&root, &src, &rel, kind))
+                    .await
+                    .expect("importing does not panic")
+                    .map_err(|e| format!("plan_artifacts: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stages' CA bundle, when there is one beyond the system roots: the system roots,
+    /// then `SCALR_AGENT_CA_CERT`, then the stages-only `SCALR_AGENT_CONTAINER_TASK_CA_CERT`.
+    fn write_ca_bundle(&self, dirs: &TaskDirs) -> Result<Option<PathBuf>, String> {
+        let settings = &self.runner.settings;
+        let extra: Vec<&[u8]> = [&settings.http.ca_bundle, &settings.task_ca_bundle]
+            .into_iter()
+            .flatten()
+            .map(|b| b.pem.as_slice())
+            .collect();
+        if extra.is_empty() {
+            return Ok(None);
+        }
+        let mut pem = crate::http::system_roots_pem();
+        for bundle in extra {
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(bundle);
+        }
+        let path = dirs.root.join("ca-bundle.pem");
+        std::fs::write(&path, pem).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(Some(path))
+    }
+}
+
+/// Gives the task tree to the task's uid. The recursive chown blocks: on the blocking pool,
+/// the lease travelling with it.
+async fn give_tree(lease: UidLease, root: &Path) -> Result<UidLease, String> {
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        lease
+            .own_tree(&root)
+            .map(|()| lease)
+            .map_err(|e| format!("giving {} to its task uid: {e}", root.display()))
+    })
+    .await
+    .expect("chown does not panic")
+}
+
+/// Writes the stage's user entry into the task directory (before the tree is given to the
+/// task's uid and before any of its code runs): the dedicated `ids`, or the agent's own.
+async fn user_entry(
+    dirs: &TaskDirs,
+    ids: Option<(u32, u32)>,
+) -> Result<super::users::Identity, String> {
+    let (uid, gid) = ids.unwrap_or_else(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    let (root, home) = (dirs.root.clone(), dirs.home.clone());
+    tokio::task::spawn_blocking(move || {
+        let (passwd, group) = super::users::system_databases();
+        super::users::write_files(&root, uid, gid, &home, &passwd, &group)
+            .map_err(|e| format!("writing the user entry into {}: {e}", root.display()))
+    })
+    .await
+    .map_err(|e| format!("writing the user entry: {e}"))?
+}
+
+/// A task directory not yet handed over to [`Prepared`]: removed when preparation fails or is
+/// dropped (a cancellation while preparing), so no half-prepared directory stays behind.
+struct Unclaimed(Option<TaskDirs>);
+
+impl Unclaimed {
+    fn get(&self) -> &TaskDirs {
+        self.0.as_ref().expect("claimed only at the end")
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(dirs) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || dirs.remove())),
+                Err(_) => dirs.remove(),
+            }
+        }
+    }
+}
