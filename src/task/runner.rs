@@ -245,7 +245,7 @@ impl Run<'_> {
         // there is nothing to signal. Whatever was half done is cleaned up on drop (the task
         // directory, the uid lease; a cache install never publishes a partial entry).
         let prepared = tokio::select! {
-            p = self.prepare(paths) => Some(p?),
+            p = self.prepare(paths) => Some(p.map_err(|e| e.to_string())?),
             () = cancel.cancelled() => None,
         };
         let Some(mut prepared) = prepared else {

@@ -22,6 +22,50 @@ use crate::software::Installed;
 use crate::software::catalog::{Platform, Tool};
 use crate::taskfs::{self, Kind};
 
+/// Why a task could not be prepared (the task is `errored`; the text goes, masked, into its
+/// log and `result.json`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetupError {
+    #[error("this machine's architecture has no tool builds")]
+    NoBuilds,
+    /// The task directory, the configuration, the policies or the working directory.
+    #[error(transparent)]
+    Input(#[from] prepare::PrepareError),
+    /// A hook line that is not valid shell, or its check could not run (see `hooks`).
+    #[error("{0}")]
+    Hooks(String),
+    /// Boxed: the cache's error is large, and this one travels through every `?`.
+    #[error(transparent)]
+    Tool(Box<crate::software::SoftwareError>),
+    #[error(transparent)]
+    Uid(#[from] crate::sandbox::uid::LeaseError),
+    #[error("the working directory is outside the task directory")]
+    OutsideWorkdir,
+    #[error("plan_artifacts: {0}")]
+    PlanArtifact(#[source] taskfs::TaskFileError),
+    /// Writing or linking a file of the task directory.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("giving {} to its task uid: {source}", root.display())]
+    Chown {
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    /// The stage's user entry (see `users`).
+    #[error("{0}")]
+    UserEntry(String),
+}
+
+impl From<crate::software::SoftwareError> for SetupError {
+    fn from(e: crate::software::SoftwareError) -> SetupError {
+        SetupError::Tool(Box::new(e))
+    }
+}
+
 /// The tools a task runs: its IaC tool, and OPA or Infracost when its action uses them.
 struct Tools {
     iac: Installed,
@@ -31,13 +75,13 @@ struct Tools {
 
 impl Run<'_> {
     /// Prepares the task for its steps (see the module's documentation for the order).
-    pub(super) async fn prepare(&mut self, paths: &TaskPaths<'_>) -> Result<Prepared, String> {
-        let platform = Platform::host().ok_or("this machine's architecture has no tool builds")?;
+    pub(super) async fn prepare(&mut self, paths: &TaskPaths<'_>) -> Result<Prepared, SetupError> {
+        let platform = Platform::host().ok_or(SetupError::NoBuilds)?;
         let (data_dir, id) = (self.runner.settings.data_dir.clone(), self.task.id.clone());
         let created = tokio::task::spawn_blocking(move || TaskDirs::create(&data_dir, &id))
             .await
             .expect("creating a task directory does not panic");
-        let mut dirs = Unclaimed(Some(created.map_err(|e| e.to_string())?));
+        let mut dirs = Unclaimed(Some(created?));
         let workdir = self.check_input(paths, dirs.get()).await?;
         let tools = self.install_tools(platform).await?;
         let uid = self.lease_uid().await?;
@@ -74,27 +118,23 @@ impl Run<'_> {
         &mut self,
         paths: &TaskPaths<'_>,
         dirs: &TaskDirs,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, SetupError> {
         let task = self.task;
         let http = self.runner.cache.shared_client();
         let config = &task.configuration;
-        prepare::materialize("configuration", config, paths.base, &dirs.work, http)
-            .await
-            .map_err(|e| e.to_string())?;
-        let workdir = prepare::working_dir(task, &dirs.work).map_err(|e| e.to_string())?;
+        prepare::materialize("configuration", config, paths.base, &dirs.work, http).await?;
+        let workdir = prepare::working_dir(task, &dirs.work)?;
         if let Some(policies) = &task.policies {
             let dest = dirs.root.join("policies");
-            std::fs::create_dir(&dest).map_err(|e| e.to_string())?;
-            prepare::materialize("policies", policies, paths.base, &dest, http)
-                .await
-                .map_err(|e| e.to_string())?;
+            std::fs::create_dir(&dest).map_err(io("creating", &dest))?;
+            prepare::materialize("policies", policies, paths.base, &dest, http).await?;
         }
-        self.check_hooks(dirs).await?;
+        self.check_hooks(dirs).await.map_err(SetupError::Hooks)?;
         Ok(workdir)
     }
 
     /// Installs the task's tools through the software cache ("Preparing ...").
-    async fn install_tools(&mut self, platform: Platform) -> Result<Tools, String> {
+    async fn install_tools(&mut self, platform: Platform) -> Result<Tools, SetupError> {
         let task = self.task;
         let iac = match task.workspace.iac_platform {
             IacPlatform::Terraform => Tool::Terraform,
@@ -105,12 +145,7 @@ impl Run<'_> {
             iac, task.workspace.iac_version
         ));
         let cache = &self.runner.cache;
-        let install = |tool, version| async move {
-            cache
-                .install(tool, version, platform)
-                .await
-                .map_err(|e| e.to_string())
-        };
+        let install = |tool, version| async move { cache.install(tool, version, platform).await };
         let iac = install(iac, &task.workspace.iac_version).await?;
         let opa = match (&task.tools.opa, task.action) {
             (Some(v), Action::PolicyCheck) => Some(install(Tool::Opa, v).await?),
@@ -128,7 +163,7 @@ impl Run<'_> {
     }
 
     /// A uid of its own for the task, when the platform can switch to one.
-    async fn lease_uid(&mut self) -> Result<Option<UidLease>, String> {
+    async fn lease_uid(&mut self) -> Result<Option<UidLease>, SetupError> {
         let iso = &self.runner.isolation;
         if !iso.probes.uid_switch.ok {
             return Ok(None);
@@ -136,8 +171,7 @@ impl Run<'_> {
         let pool = iso.uids.clone();
         let lease = tokio::task::spawn_blocking(move || pool.lease())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .expect("leasing a uid does not panic")?;
         Ok(Some(lease))
     }
 
@@ -150,7 +184,7 @@ impl Run<'_> {
         workdir: &Path,
         tools: &Tools,
         uid: Option<&UidLease>,
-    ) -> Result<(env::Env, Policy), String> {
+    ) -> Result<(env::Env, Policy), SetupError> {
         let ids = uid.map(|u| u.ids());
         let settings = &self.runner.settings;
         let task = self.task;
@@ -159,8 +193,7 @@ impl Run<'_> {
             .chain(&tools.infracost);
         for installed in installed {
             let link = dirs.bin.join(installed.tool.executable());
-            std::os::unix::fs::symlink(&installed.path, &link)
-                .map_err(|e| format!("linking {}: {e}", link.display()))?;
+            std::os::unix::fs::symlink(&installed.path, &link).map_err(io("linking", &link))?;
         }
         self.import_plan_artifacts(paths, dirs, workdir).await?;
         let hosts = self
@@ -169,11 +202,11 @@ impl Run<'_> {
             .as_ref()
             .map(|s| s.settings().registry_hosts.clone())
             .unwrap_or_default();
-        let user_cache = env::write_cli_config(task, dirs, &hosts)
-            .map_err(|e| format!("writing {}: {e}", dirs.cli_config.display()))?;
+        let user_cache =
+            env::write_cli_config(task, dirs, &hosts).map_err(io("writing", &dirs.cli_config))?;
         let ca_file = self.write_ca_bundle(dirs)?;
         let identity = match &settings.nss_wrapper {
-            Some(_) => Some(user_entry(dirs, ids).await?),
+            Some(_) => Some(user_entry(dirs, ids).await.map_err(SetupError::UserEntry)?),
             None => None,
         };
         let cx = EnvContext {
@@ -205,14 +238,14 @@ impl Run<'_> {
         paths: &TaskPaths<'_>,
         dirs: &TaskDirs,
         workdir: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), SetupError> {
         let Some(a) = &self.task.plan_artifacts else {
             return Ok(());
         };
         let root = dirs.fs.with_limits(self.runner.settings.task_files);
         let work = root
             .relative(workdir)
-            .ok_or("the working directory is outside the task directory")?
+            .ok_or(SetupError::OutsideWorkdir)?
             .to_path_buf();
         let in_artifacts = |a: Artifact| Path::new("artifacts").join(a.file_name());
         for (src, rel, kind) in [
@@ -237,7 +270,7 @@ impl Run<'_> {
                 tokio::task::spawn_blocking(move || taskfs::import(&root, &src, &rel, kind))
                     .await
                     .expect("importing does not panic")
-                    .map_err(|e| format!("plan_artifacts: {e}"))?;
+                    .map_err(SetupError::PlanArtifact)?;
             }
         }
         Ok(())
@@ -245,7 +278,7 @@ impl Run<'_> {
 
     /// The stages' CA bundle, when there is one beyond the system roots: the system roots,
     /// then `SCALR_AGENT_CA_CERT`, then the stages-only `SCALR_AGENT_CONTAINER_TASK_CA_CERT`.
-    fn write_ca_bundle(&self, dirs: &TaskDirs) -> Result<Option<PathBuf>, String> {
+    fn write_ca_bundle(&self, dirs: &TaskDirs) -> Result<Option<PathBuf>, SetupError> {
         let settings = &self.runner.settings;
         let extra: Vec<&[u8]> = [&settings.http.ca_bundle, &settings.task_ca_bundle]
             .into_iter()
@@ -261,23 +294,27 @@ impl Run<'_> {
             pem.extend_from_slice(bundle);
         }
         let path = dirs.root.join("ca-bundle.pem");
-        std::fs::write(&path, pem).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(&path, pem).map_err(io("writing", &path))?;
         Ok(Some(path))
     }
 }
 
 /// Gives the task tree to the task's uid. The recursive chown blocks: on the blocking pool,
 /// the lease travelling with it.
-async fn give_tree(lease: UidLease, root: &Path) -> Result<UidLease, String> {
+async fn give_tree(lease: UidLease, root: &Path) -> Result<UidLease, SetupError> {
     let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        lease
-            .own_tree(&root)
-            .map(|()| lease)
-            .map_err(|e| format!("giving {} to its task uid: {e}", root.display()))
+    tokio::task::spawn_blocking(move || match lease.own_tree(&root) {
+        Ok(()) => Ok(lease),
+        Err(source) => Err(SetupError::Chown { root, source }),
     })
     .await
     .expect("chown does not panic")
+}
+
+/// An I/O error on `path` of the task directory, for `map_err`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupError {
+    let path = path.to_path_buf();
+    move |source| SetupError::Io { what, path, source }
 }
 
 /// Writes the stage's user entry into the task directory (before the tree is given to the
