@@ -66,6 +66,10 @@ impl Default for AgentConfig {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one setting per line: every variable the agent's settings take, read in one place"
+)]
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
     let d = AgentConfig::default();
     // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.

@@ -1,4 +1,6 @@
 //! Turning raw environment strings into typed settings, collecting every problem.
+//!
+//! size: every variable's parsing, one after another, while `config` is being inverted into per-module settings (issue 14, helper `config`).
 #![allow(
     clippy::disallowed_methods,
     reason = "reads the operator's CA bundle and files named by variables"
@@ -225,6 +227,10 @@ impl Parser<'_> {
         })
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one setting per line: every variable, read in one place"
+    )]
     fn software(&mut self, raw: &RawSoftware) -> SoftwareConfig {
         let size_limit_mb = self
             .number(

@@ -62,6 +62,10 @@ pub struct RuntimeHints {
 /// Default `SCALR_AGENT_TASK_UID_RANGE`.
 pub const DEFAULT_UID_RANGE: RangeInclusive<u32> = 20000..=20999;
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one setting per line: every variable the sandbox's settings take, read in one place"
+)]
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
     let min_isolation = match nonempty(raw.scalr_agent_min_isolation.clone()) {
         None => Verdict::Degraded,

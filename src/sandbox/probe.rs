@@ -165,6 +165,10 @@ pub fn probe_uid_switch() -> ProbeResult {
 }
 
 /// Runs every probe (about ten forks; a few milliseconds).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one probe after another, each a few lines in its own child"
+)]
 pub fn probe() -> Probes {
     let agent_uid = sys::getuid();
     let uid_switch = probe_uid_switch();

@@ -225,6 +225,10 @@ pub struct Release {
 }
 
 /// Computes a release's URLs. `base` is the vendor's base URL or a mirror's.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one release layout per vendor, as data"
+)]
 pub fn release(tool: Tool, version: &Version, platform: Platform, base: &Url) -> Release {
     let v = version.as_str();
     let arch = platform.arch();

@@ -11,7 +11,9 @@
 //! cache's [`CacheStats`], which the daemon renders at `/metrics`.
 
 pub mod catalog;
+mod fetch;
 pub mod locks;
+mod prune;
 pub mod stats;
 pub mod store;
 pub mod verify;
@@ -28,6 +30,8 @@ use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
 use locks::{LockMode, Wait};
+use prune::evict;
+pub use prune::{Listed, PruneReport};
 pub use stats::{CacheStats, ToolStats};
 use store::{Key, Layout, Manifest, Verification};
 
@@ -117,29 +121,6 @@ pub struct Installed {
     /// True when this call downloaded it.
     pub downloaded: bool,
     _lease: File,
-}
-
-/// One row of `software list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Listed {
-    pub tool: String,
-    pub version: String,
-    pub platform: String,
-    pub size: u64,
-    #[serde(with = "rfc3339_opt")]
-    pub last_used: Option<SystemTime>,
-    pub verified: String,
-    /// `None` when the entry is valid, else why it would be reinstalled.
-    pub damage: Option<String>,
-}
-
-/// What a prune removed and kept.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PruneReport {
-    pub removed: Vec<String>,
-    pub kept_in_use: Vec<String>,
-    pub freed_bytes: u64,
-    pub remaining_bytes: u64,
 }
 
 /// The software cache.
@@ -307,6 +288,10 @@ impl SoftwareCache {
     }
 
     /// The slow path, under the install lock: re-check, then download, verify and commit.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the install sequence (fetch, verify, download, compare, extract, manifest, commit) in order"
+    )]
     async fn install_locked(&self, key: &Key) -> Result<(Manifest, bool), ErrorKind> {
         let dir = self.layout.entry(key);
         match store::check_entry(&dir, key) {
@@ -437,190 +422,5 @@ impl SoftwareCache {
         staging.commit(&dir).map_err(io(&dir))?;
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
         Ok((manifest, true))
-    }
-
-    async fn fetch_checksums(
-        &self,
-        client: &HttpClient,
-        release: &Release,
-    ) -> Result<Vec<u8>, ErrorKind> {
-        client
-            .get_bytes(&release.checksums_url, SMALL_FILE_LIMIT)
-            .await
-            .map_err(|e| match e.status() {
-                Some(StatusCode::NOT_FOUND) if release.tool.is_signed() => {
-                    ErrorKind::NoSuchVersion {
-                        tool: release.tool,
-                        version: release.version.to_string(),
-                        url: redact(&release.checksums_url),
-                    }
-                }
-                // OPA and Infracost publish one checksum file per artifact: its absence means no
-                // build for this platform (or no such version).
-                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
-                    tool: release.tool,
-                    version: release.version.to_string(),
-                    platform: release.platform,
-                    reason: format!("{} answered 404 Not Found", redact(&release.checksums_url)),
-                },
-                _ => ErrorKind::Http(e),
-            })
-    }
-
-    async fn verify_signature(
-        &self,
-        client: &HttpClient,
-        release: &Release,
-        checksums: &[u8],
-    ) -> Result<Verification, ErrorKind> {
-        let unsigned = |method: &str| Verification {
-            method: method.into(),
-            signature_url: None,
-            key_fingerprint: None,
-            signing_key: None,
-            key_user_id: None,
-            key_origin: None,
-        };
-        if !release.tool.is_signed() {
-            return Ok(unsigned("sha256"));
-        }
-        if self.config.signature_check == SignatureCheck::Disabled {
-            tracing::warn!(tool = %release.tool, version = %release.version, "OpenPGP signature check disabled by SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK; trusting the checksum file unsigned");
-            return Ok(unsigned("sha256 (signature check disabled)"));
-        }
-        let mut keys: Vec<verify::TrustedKey> =
-            verify::vendor_key(release.tool).into_iter().collect();
-        keys.extend(self.config.trusted_keys.iter().cloned());
-        let mut tried = Vec::new();
-        for url in &release.signature_urls {
-            let sig = match client.get_bytes(url, SMALL_FILE_LIMIT).await {
-                Ok(sig) => sig,
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
-                    tried.push(redact(url));
-                    continue;
-                }
-                Err(e) => return Err(ErrorKind::Http(e)),
-            };
-            let signer = verify::verify_detached(checksums, &sig, &keys).map_err(|reason| {
-                ErrorKind::SignatureInvalid {
-                    url: redact(url),
-                    checksums_url: redact(&release.checksums_url),
-                    reason,
-                }
-            })?;
-            return Ok(Verification {
-                method: "sha256+openpgp".into(),
-                signature_url: Some(redact(url)),
-                key_fingerprint: Some(signer.fingerprint),
-                signing_key: Some(signer.signing_key),
-                key_user_id: Some(signer.user_id),
-                key_origin: Some(signer.origin),
-            });
-        }
-        Err(ErrorKind::SignatureMissing {
-            checksums_url: redact(&release.checksums_url),
-            tried: tried.join(", "),
-        })
-    }
-
-    /// Every entry in the cache, with its state. Blocking: call from a blocking context.
-    pub fn list(&self) -> std::io::Result<Vec<Listed>> {
-        let mut out = Vec::new();
-        for key in self.layout.scan()? {
-            let dir = self.layout.entry(&key);
-            let (verified, damage) = match store::check_entry(&dir, &key) {
-                Ok(m) => (m.verification.summary(), None),
-                Err(d) => (String::new(), Some(d.to_string())),
-            };
-            out.push(Listed {
-                tool: key.tool.name().into(),
-                version: key.version.to_string(),
-                platform: key.platform.name().into(),
-                size: store::dir_size(&dir),
-                last_used: store::last_used(&dir),
-                verified,
-                damage,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Applies the eviction policy now. Blocking: call from a blocking context.
-    pub fn prune(&self) -> std::io::Result<PruneReport> {
-        evict(&self.layout, &self.config)
-    }
-}
-
-/// Removes damaged entries, entries unused for longer than the threshold, then least recently
-/// used entries while the cache is above its size limit. Entries being installed or leased by
-/// a task are skipped.
-fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneReport> {
-    layout.sweep_leftovers(None);
-    let mut report = PruneReport::default();
-    let now = SystemTime::now();
-    let mut live: Vec<(Key, SystemTime, u64)> = Vec::new();
-    let mut doomed: Vec<(Key, u64, &'static str)> = Vec::new();
-    for key in layout.scan()? {
-        let dir = layout.entry(&key);
-        let size = store::dir_size(&dir);
-        let used = store::last_used(&dir).unwrap_or(SystemTime::UNIX_EPOCH);
-        if store::check_entry(&dir, &key).is_err() {
-            doomed.push((key, size, "damaged"));
-        } else if now.duration_since(used).unwrap_or_default() > config.unused_threshold {
-            doomed.push((key, size, "unused"));
-        } else {
-            live.push((key, used, size));
-        }
-    }
-    let remove =
-        |key: &Key, size: u64, why: &str, report: &mut PruneReport| -> std::io::Result<bool> {
-            let name = format!("{} {} {}", key.tool, key.version, key.platform);
-            match store::try_lock_for_removal(layout, key)? {
-                None => {
-                    report.kept_in_use.push(name);
-                    Ok(false)
-                }
-                Some(_locks) => {
-                    layout.remove_entry(key)?;
-                    tracing::debug!(entry = %name, reason = why, "removed from the software cache");
-                    report.removed.push(format!("{name} ({why})"));
-                    report.freed_bytes += size;
-                    Ok(true)
-                }
-            }
-        };
-    for (key, size, why) in doomed {
-        remove(&key, size, why, &mut report)?;
-    }
-    // Least recently used first, skipping what is in use, until under the limit.
-    let mut total: u64 = live.iter().map(|(_, _, s)| s).sum();
-    live.sort_by_key(|(_, used, _)| *used);
-    for (key, _, size) in live {
-        if total <= config.size_limit_bytes {
-            break;
-        }
-        if remove(&key, size, "over the size limit", &mut report)? {
-            total -= size;
-        }
-    }
-    report.remaining_bytes = layout
-        .scan()?
-        .iter()
-        .map(|k| store::dir_size(&layout.entry(k)))
-        .sum();
-    Ok(report)
-}
-
-mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_some(&humantime::format_rfc3339_seconds(*t).to_string()),
-            None => s.serialize_none(),
-        }
     }
 }

@@ -185,3 +185,32 @@ fn disallowed_methods_are_allowed_only_where_listed() {
         "src files allowing disallowed methods vs ARCHITECTURE.md's allow lists"
     );
 }
+
+/// No file under `src/` is over 500 lines unless its `//!` header says why, on a line starting
+/// `size:` (functions are held to 80 lines by `clippy::too_many_lines`, see `clippy.toml`).
+#[test]
+fn src_files_stay_small_or_say_why() {
+    let clippy = std::fs::read_to_string(root().join("clippy.toml")).unwrap();
+    assert!(clippy.contains("too-many-lines-threshold = 80"), "{clippy}");
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("#![warn(clippy::too_many_lines)]"),
+        "src/lib.rs"
+    );
+    let mut over = Vec::new();
+    for (file, text) in sources() {
+        let lines = text.lines().count();
+        let says_why = text.lines().take_while(|l| l.starts_with("//!")).any(|l| {
+            l.trim_start_matches("//!")
+                .trim_start()
+                .starts_with("size:")
+        });
+        if lines > 500 && !says_why {
+            over.push(format!("{file}: {lines} lines"));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "files over 500 lines without a `//! size:` reason: {over:?}"
+    );
+}
