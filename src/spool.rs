@@ -226,6 +226,17 @@ impl TaskSpool {
         Ok(buf)
     }
 
+    /// The hex SHA-256 of the log's bytes so far (blocking: call from a blocking thread), for
+    /// the finish's `log_sha256`.
+    pub fn log_sha256(&self) -> Result<String, SpoolError> {
+        use sha2::Digest;
+        let path = self.shared.dir.join("log");
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let mut hasher = sha2::Sha256::new();
+        io::copy(&mut f.take(self.log_len()), &mut hasher).map_err(io_err(&path))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
     /// Copies an artifact into the spool; returns the copy's path.
     pub fn store_artifact(&self, name: &str, src: &Path) -> Result<PathBuf, SpoolError> {
         let size = fs::metadata(src).map_err(io_err(src))?.len();
@@ -426,6 +437,7 @@ mod tests {
             )),
             error: None,
             log_size: 11,
+            log_sha256: None,
         };
         t.write_final(&finish).unwrap();
         let again = Spool::open(d.path().join("spool"), 1 << 20).unwrap();

@@ -1,5 +1,10 @@
 //! Delivery of a task's spool: the log from the committed offset, the artifacts, then the
 //! final status, exactly once; retried until the control plane takes it.
+//!
+//! Acknowledged log bytes are never sent again unless the server says it is behind (a smaller
+//! `committed`, a `409 gap`, a `409 log_incomplete` on finish): then the log goes again from
+//! the server's offset, out of the spool, and the same finish follows. Only a task gone for
+//! this agent (401/403/404/410) ends a delivery without a final status.
 
 use std::time::Duration;
 
@@ -17,14 +22,15 @@ const CHUNK: usize = 1 << 20;
 /// The first wait after a failed delivery attempt (then doubling, jittered, up to 30 s).
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 
-/// Ships the log as it grows until it is closed and fully committed. Outages are waited out.
-/// Returns the committed size, or the error that ended the task for good.
+/// Ships the log as it grows, from `committed` (what the server holds), until it is closed
+/// and fully committed. Outages are waited out. Returns the committed size, or the error that
+/// ended the task for good.
 pub async fn ship_log(
     api: &TaskApi,
     spool: &TaskSpool,
     metrics: &Metrics,
+    mut committed: u64,
 ) -> Result<u64, ControlError> {
-    let mut committed = 0u64;
     loop {
         if committed >= spool.log_len() {
             if spool.log_closed() && committed >= spool.log_len() {
@@ -70,11 +76,12 @@ pub async fn ship_log(
     }
 }
 
-/// Delivers a task whose final status is in the spool: the rest of the log, the artifacts,
-/// then the finish; removes the spool once the control plane accepted it (or refused the
-/// task for good). Retries outages without end: the caller bounds it (shutdown deadline).
-pub async fn deliver(api: &TaskApi, spool: &TaskSpool, metrics: &Metrics) {
-    let result = deliver_inner(api, spool, metrics).await;
+/// Delivers a task whose final status is in the spool: the rest of the log (from `committed`,
+/// the server's offset when known; otherwise the server is asked), the artifacts, then the
+/// finish; removes the spool once the control plane accepted it (or refused the task for
+/// good). Retries outages without end: the caller bounds it (shutdown deadline).
+pub async fn deliver(api: &TaskApi, spool: &TaskSpool, metrics: &Metrics, committed: Option<u64>) {
+    let result = deliver_inner(api, spool, metrics, committed).await;
     match result {
         Ok(()) => tracing::debug!(task = %api.task_id(), "task delivered"),
         Err(e) => {
@@ -89,6 +96,7 @@ async fn deliver_inner(
     api: &TaskApi,
     spool: &TaskSpool,
     metrics: &Metrics,
+    committed: Option<u64>,
 ) -> Result<(), ControlError> {
     spool.close_log();
     let finish = match spool.final_report() {
@@ -106,9 +114,49 @@ async fn deliver_inner(
             });
         }
     };
-    ship_log(api, spool, metrics).await?;
+    let committed = match committed {
+        Some(c) => c,
+        None => server_offset(api, spool, metrics).await?,
+    };
+    ship_log(api, spool, metrics, committed).await?;
     let finish = upload_artifacts(api, spool, metrics, finish).await?;
-    retry(api, metrics, || api.finish(&finish)).await
+    // A lost log is sent again, then the finish: waits between rounds follow the one backoff.
+    let policy = retry::Policy::unbounded(FIRST_PAUSE);
+    let mut resends = 0u32;
+    loop {
+        match retry(api, metrics, || api.finish(&finish)).await {
+            Err(ControlError::LogIncomplete { committed, .. }) => {
+                let size = spool.log_len();
+                if committed > size {
+                    return Err(ControlError::Malformed {
+                        what: format!("task {} finish", api.task_id()),
+                        reason: format!(
+                            "409 log_incomplete says {committed} bytes are committed, but the log has {size}"
+                        ),
+                    });
+                }
+                tracing::warn!(task = %api.task_id(), committed, log_size = size, "the control plane lost part of the log; sending it again from its offset, then the finish");
+                metrics.upload_failure();
+                if resends > 0 {
+                    tokio::time::sleep(policy.delay(resends)).await;
+                }
+                resends += 1;
+                ship_log(api, spool, metrics, committed).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Asks the server how much of the log it holds (after a restart the agent does not know): an
+/// empty chunk at offset 0, whose answer is the committed offset.
+async fn server_offset(
+    api: &TaskApi,
+    spool: &TaskSpool,
+    metrics: &Metrics,
+) -> Result<u64, ControlError> {
+    let committed = retry(api, metrics, || api.put_log(0, bytes::Bytes::new())).await?;
+    Ok(committed.min(spool.log_len()))
 }
 
 /// Uploads the spooled artifacts one by one. An artifact the control plane refuses (a `413`,
@@ -152,14 +200,14 @@ pub(super) fn append_error(error: &mut Option<String>, note: String) {
 
 /// Calls `call` until it succeeds, waiting out retryable failures with backoff (no limit: the
 /// caller bounds it); other errors are returned.
-pub(super) async fn retry<F, Fut>(
+pub(super) async fn retry<T, F, Fut>(
     api: &TaskApi,
     metrics: &Metrics,
     mut call: F,
-) -> Result<(), ControlError>
+) -> Result<T, ControlError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), ControlError>>,
+    Fut: std::future::Future<Output = Result<T, ControlError>>,
 {
     retry::Policy::unbounded(FIRST_PAUSE)
         .run(

@@ -1,5 +1,7 @@
 //! The heartbeat: tells the control plane every interval that this agent lives, how many
-//! slots are free and which tasks run; a fatal answer stops the agent.
+//! slots are free (none while draining) and which tasks it holds (running, or delivering their
+//! reports), which renews their leases (v1.1, see `lease`); the tasks the answer says the
+//! server ended are killed at once. A fatal answer stops the agent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +30,14 @@ pub(super) async fn heartbeat(
             _ = background.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
+        let mut running: Vec<String> = ctx.running.lock().unwrap().keys().cloned().collect();
+        running.sort();
+        let delivering: Vec<String> = ctx
+            .leases
+            .held()
+            .into_iter()
+            .filter(|id| running.binary_search(id).is_err())
+            .collect();
         let beat = Heartbeat {
             status: if draining.is_cancelled() {
                 AgentStatus::Draining
@@ -37,15 +46,28 @@ pub(super) async fn heartbeat(
             } else {
                 AgentStatus::Busy
             },
-            free_slots: slots.saturating_sub(running.len() as u32),
+            free_slots: if draining.is_cancelled() {
+                0
+            } else {
+                slots.saturating_sub(running.len() as u32)
+            },
             running,
+            delivering,
         };
+        let sent_at = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = background.cancelled() => return,
             r = ctx.client.heartbeat(&beat) => r,
         };
         match result {
-            Ok(()) => ctx.metrics.heartbeat_ok(),
+            Ok(ended) => {
+                ctx.metrics.heartbeat_ok();
+                let named: Vec<String> = beat.running.into_iter().chain(beat.delivering).collect();
+                ctx.leases.renewed(&named, sent_at);
+                for id in ended {
+                    super::lease::ended_by_server(&ctx, &id);
+                }
+            }
             Err(e) if e.is_fatal() => {
                 tracing::error!(error = %e, "heartbeat refused; stopping");
                 ctx.metrics.heartbeat_failure();

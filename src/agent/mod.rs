@@ -30,6 +30,7 @@ mod deliver;
 pub mod executor;
 pub mod health;
 mod heartbeat;
+mod lease;
 pub mod reaper;
 mod registration;
 pub mod runner_executor;
@@ -110,6 +111,8 @@ pub(crate) struct Ctx {
     timeouts: Timeouts,
     /// How long step reports left when a task ends may take (see `steps`).
     flush_limit: Duration,
+    /// The tasks this agent holds, and when their leases were last renewed.
+    leases: lease::Leases,
 }
 
 impl Ctx {
@@ -185,6 +188,9 @@ pub async fn run_with_metrics(
         ctx.stop.token.clone(),
         background.token.clone(),
     ));
+    background
+        .set
+        .spawn(lease::fence(ctx.clone(), background.token.clone()));
 
     let mut slots = Slots::new(slots_count);
     acquire(
@@ -258,6 +264,7 @@ fn shared(
         flush_limit: settings
             .step_flush_limit
             .unwrap_or_else(|| steps::flush_limit(settings.report_timeout)),
+        leases: lease::Leases::default(),
     })
 }
 
@@ -362,15 +369,21 @@ fn recover(ctx: &Arc<Ctx>, work: &mut JoinSet<()>) -> Result<(), AgentError> {
                 result: None,
                 error: Some("agent restarted".into()),
                 log_size: spooled.log_len(),
+                log_sha256: spooled.log_sha256().ok(),
             })?;
         }
+        let lost = ctx.leases.hold(spooled.task_id());
         let api = TaskApi::new(
             ctx.client.clone(),
             spooled.task_id().into(),
             spooled.token().clone(),
-        );
-        let metrics = ctx.metrics.clone();
-        work.spawn(async move { deliver::deliver(&api, &spooled, &metrics).await });
+        )
+        .gone_with(lost);
+        let ctx = ctx.clone();
+        work.spawn(async move {
+            deliver::deliver(&api, &spooled, &ctx.metrics, None).await;
+            ctx.leases.release(spooled.task_id());
+        });
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ pub(super) fn registration(
     RegisterRequest {
         name: config.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        protocol: crate::control::wire::PROTOCOL_V1_1.into(),
         os: std::env::consts::OS.into(),
         cpu_platform: crate::software::catalog::Platform::host()
             .map_or("unsupported", |p| p.name())

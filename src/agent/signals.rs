@@ -1,4 +1,7 @@
-//! The control plane's cancel signals for one running task, relayed to its controls.
+//! The control plane's cancel signals for one running task, relayed to its controls, within
+//! the signal budget of `docs/protocol.md` ("Cancellation").
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -7,7 +10,19 @@ use super::task::Controls;
 use crate::control::wire::Signal;
 use crate::control::{ControlError, TaskApi};
 
-/// Relays cancellation signals from the control plane until the task is done.
+/// The shortest time between the starts of two signal polls of one task: at most 9 polls in
+/// any 5 s window, under the protocol's budget of 2 a second per task.
+const SIGNAL_SPACING: Duration = Duration::from_millis(600);
+/// The pause after a v1 server (no cursor) repeated a signal already acted on.
+const SIGNAL_REPEAT_PAUSE: Duration = Duration::from_secs(2);
+/// The first pause after a failed signal poll (doubling up to [`SIGNAL_MAX_PAUSE`]).
+const SIGNAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
+const SIGNAL_MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Relays cancellation signals from the control plane until the task is done, within the
+/// signal budget (`docs/protocol.md`, "Cancellation"): polls held on a cursor by a v1.1
+/// server, at most one poll started per [`SIGNAL_SPACING`] in every state, a backoff after
+/// errors. A `force-cancel` is the last signal: polling stops there.
 pub(super) async fn watch_signals(
     ctx: &Ctx,
     api: &TaskApi,
@@ -17,35 +32,56 @@ pub(super) async fn watch_signals(
     let hold = ctx
         .client
         .session()
-        .map_or(std::time::Duration::from_secs(25), |s| s.poll_timeout);
+        .map_or(Duration::from_secs(25), |s| s.poll_timeout);
+    let mut cursor = api.v1_1().then_some(0u64);
+    let mut seen = None;
+    let mut error_pause = SIGNAL_ERROR_PAUSE;
+    let mut next = tokio::time::Instant::now();
     loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = tokio::time::Instant::now();
+        next = started + SIGNAL_SPACING;
         let signal = tokio::select! {
             _ = done.cancelled() => return,
-            s = api.signal(hold) => s,
+            s = api.signal(hold, cursor) => s,
         };
-        match signal {
-            Ok(None) => {}
-            Ok(Some(Signal::Cancel)) => {
-                if !controls.graceful.is_cancelled() {
-                    tracing::info!(task = %api.task_id(), "cancel requested");
-                }
-                controls.graceful.cancel();
-            }
-            Ok(Some(Signal::ForceCancel)) => {
-                tracing::info!(task = %api.task_id(), "forced cancel requested");
-                controls.force();
-            }
+        let answer = match signal {
+            Ok(answer) => answer,
             Err(e @ ControlError::TaskGone { .. }) => {
                 tracing::warn!(task = %api.task_id(), error = %e, "task withdrawn; killing it");
                 controls.force();
                 return;
             }
             Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, "signal poll failed");
-                tokio::select! {
-                    _ = done.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                tracing::debug!(task = %api.task_id(), error = %e, ?error_pause, "signal poll failed");
+                next = started.max(tokio::time::Instant::now()) + error_pause;
+                error_pause = (error_pause * 2).min(SIGNAL_MAX_PAUSE);
+                continue;
+            }
+        };
+        error_pause = SIGNAL_ERROR_PAUSE;
+        let Some(answer) = answer else { continue };
+        if let (Some(_), Some(c)) = (cursor, answer.cursor) {
+            cursor = Some(c);
+        } else if seen == Some(answer.signal) {
+            // A v1 server answers the current signal at once: do not spin on it.
+            next = started + SIGNAL_REPEAT_PAUSE;
+        }
+        seen = Some(answer.signal);
+        match answer.signal {
+            Signal::Cancel => {
+                if !controls.graceful.is_cancelled() {
+                    tracing::info!(task = %api.task_id(), "cancel requested");
                 }
+                controls.graceful.cancel();
+            }
+            Signal::ForceCancel => {
+                tracing::info!(task = %api.task_id(), "forced cancel requested");
+                controls.force();
+                return;
             }
         }
     }

@@ -71,11 +71,14 @@ pub async fn run(
     permit: OwnedSemaphorePermit,
     controls: Controls,
 ) {
+    // Held (its lease renewed by the heartbeats) until its delivery ended.
+    let held = ctx.leases.guard(&acquired.task_id);
     let api = TaskApi::new(
         ctx.client.clone(),
         acquired.task_id.clone(),
         acquired.task_token.clone(),
-    );
+    )
+    .gone_with(held.lost.clone());
     let id = acquired.task_id.clone();
     if let Err(e) = api.ack().await {
         tracing::warn!(task = %id, error = %e, "task not acknowledged; not running it");
@@ -92,6 +95,7 @@ pub async fn run(
                 result: None,
                 error: Some(format!("the agent cannot spool the task: {e}")),
                 log_size: 0,
+                log_sha256: None,
             };
             if let Err(e) = api.finish(&finish).await {
                 tracing::error!(task = %id, error = %e, "cannot report the task");
@@ -113,15 +117,20 @@ pub async fn run(
     );
     let shipper = async {
         // Errors that end the task for this agent stop the execution too.
-        if let Err(e) = ship_log(&api, &spool, &ctx.metrics).await {
-            tracing::warn!(task = %id, error = %e, "log shipping stopped");
-            if !e.is_retryable() {
-                controls.kill.cancel();
+        match ship_log(&api, &spool, &ctx.metrics, 0).await {
+            Ok(committed) => Some(committed),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "log shipping stopped");
+                if !e.is_retryable() {
+                    controls.kill.cancel();
+                }
+                None
             }
         }
     };
     let execution = async {
-        let (action, outcome, inputs) = execute(&ctx, &acquired, &spool, &controls, steps).await;
+        let (action, outcome, inputs) =
+            execute(&ctx, &api, &acquired, &spool, &controls, steps).await;
         let finish = record_outcome(&ctx, &spool, outcome, inputs).await;
         spool.close_log();
         ctx.remove_running(&id);
@@ -132,8 +141,9 @@ pub async fn run(
         drop(permit);
     };
     // The finish goes out only after the step reports: the server sees steps first.
-    tokio::join!(watcher, shipper, execution, reporter);
-    deliver(&api, &spool, &ctx.metrics).await;
+    let ((), committed, (), ()) = tokio::join!(watcher, shipper, execution, reporter);
+    deliver(&api, &spool, &ctx.metrics, committed).await;
+    drop(held);
 }
 
 /// Keeps what is owed in the spool: the executor's copies of the artifacts and the final
@@ -154,11 +164,16 @@ async fn record_outcome(
         {
             inputs.remove();
         }
+        let log_sha256 = s
+            .log_sha256()
+            .inspect_err(|e| tracing::warn!(task = %s.task_id(), error = %e, "cannot hash the spooled log"))
+            .ok();
         let finish = Finish {
             status: outcome.status,
             result: outcome.result,
             error: outcome.error,
             log_size: s.log_len(),
+            log_sha256,
         };
         if let Err(e) = s.write_final(&finish) {
             tracing::error!(task = %s.task_id(), error = %e, "cannot record the final status in the spool");
@@ -174,6 +189,7 @@ async fn record_outcome(
 /// Every line the daemon writes into the task's log goes through the task's masker.
 async fn execute(
     ctx: &Ctx,
+    api: &TaskApi,
     acquired: &Acquired,
     spool: &TaskSpool,
     controls: &Controls,
@@ -207,11 +223,6 @@ async fn execute(
         Err(e) => return (action, not_run(&mut log, e), None),
     };
     let inputs_dir = lock.path().join("inputs");
-    let api = TaskApi::new(
-        ctx.client.clone(),
-        acquired.task_id.clone(),
-        spool.token().clone(),
-    );
     // Biased: a task stopped before it got here (a stop right after its acquisition) is not
     // started at all.
     let fetched = tokio::select! {
@@ -219,7 +230,7 @@ async fn execute(
         _ = controls.kill.cancelled() => Err(NotRun::Killed),
         _ = controls.graceful.cancelled() => Err(NotRun::Canceled),
         _ = controls.terminate.cancelled() => Err(NotRun::Stopped),
-        r = fetch_inputs(&api, &task, &inputs_dir) => r,
+        r = fetch_inputs(api, &task, &inputs_dir) => r,
     };
     if let Err(e) = fetched {
         let mut o = not_run(&mut log, e);

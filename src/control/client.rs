@@ -1,4 +1,5 @@
-//! The agent-level calls: register, heartbeat, acquire, deregister.
+//! The agent-level calls: register, heartbeat, acquire, deregister; and the request
+//! building that the task-level calls (`task_api`) share.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,19 +8,22 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::answer::{error_message, parse, unexpected};
 use super::wire::{
-    AcquireRequest, Acquired, ErrorBody, Heartbeat, RegisterRequest, RegisterResponse,
+    AcquireRequest, Acquired, Heartbeat, HeartbeatAnswer, PROTOCOL_V1_1, RegisterRequest,
+    RegisterResponse,
 };
-use super::{API_PREFIX, ControlError, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use super::{
+    API_PREFIX, ControlError, POLL_SLACK, PROTOCOL_HEADER, PROTOCOL_VERSION, REQUEST_TIMEOUT,
+};
 use crate::http::{Answer, HttpClient, Request};
 use crate::secret::Secret;
 
-/// Timeout of one ordinary request attempt.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Added to the server's hold time to time out a long poll.
-pub(super) const POLL_SLACK: Duration = Duration::from_secs(10);
 /// The heartbeat interval never exceeds this, whatever the server says.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Largest `/tasks/acquire` answer read; the task document inside is limited to 1 MiB by the
+/// daemon, which fails an oversized task by its id (so the envelope may be larger).
+pub const MAX_ACQUIRE_BYTES: u64 = 8 << 20;
 
 /// The session the control plane gave at registration.
 #[derive(Debug, Clone)]
@@ -28,6 +32,12 @@ pub struct Session {
     pub token: Secret,
     pub heartbeat_interval: Duration,
     pub poll_timeout: Duration,
+    /// The server announced protocol v1.1 (cursors, acquire ids, the short chunk deadline);
+    /// otherwise the agent keeps the v1 behaviour.
+    pub v1_1: bool,
+    /// The task lease the server announced (v1.1), at least three heartbeat intervals;
+    /// `None`: no leases (the agent never fences its tasks).
+    pub lease: Option<Duration>,
     /// Counts registrations, so concurrent 401s re-register only once.
     generation: u64,
 }
@@ -41,6 +51,9 @@ pub struct ControlClient {
     registration: Mutex<RegisterRequest>,
     session: Mutex<Option<Session>>,
     reregister: tokio::sync::Mutex<()>,
+    /// The request id of an acquire whose answer has not arrived yet: sent again by the next
+    /// attempt, so a lost answer costs nothing (v1.1).
+    pending_acquire: Mutex<Option<String>>,
 }
 
 impl ControlClient {
@@ -50,8 +63,9 @@ impl ControlClient {
         http: HttpClient,
         scalr_url: &Url,
         pool_token: Secret,
-        registration: RegisterRequest,
+        mut registration: RegisterRequest,
     ) -> ControlClient {
+        registration.protocol = PROTOCOL_V1_1.into();
         let mut base = scalr_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -66,6 +80,7 @@ impl ControlClient {
             registration: Mutex::new(registration),
             session: Mutex::new(None),
             reregister: tokio::sync::Mutex::new(()),
+            pending_acquire: Mutex::new(None),
         }
     }
 
@@ -82,6 +97,8 @@ impl ControlClient {
             token,
             heartbeat_interval: MAX_HEARTBEAT,
             poll_timeout: Duration::from_secs(25),
+            v1_1: false,
+            lease: None,
             generation: 0,
         });
     }
@@ -95,8 +112,8 @@ impl ControlClient {
         let url = crate::http::redact(&req.url);
         match answer.status {
             StatusCode::OK | StatusCode::CREATED => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(ControlError::PoolTokenRejected);
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                return Err(ControlError::PoolTokenRejected { status });
             }
             StatusCode::CONFLICT => {
                 let name = self.registration.lock().unwrap().name.clone();
@@ -123,12 +140,19 @@ impl ControlClient {
         }
         let mut slot = self.session.lock().unwrap();
         let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
+        let heartbeat_interval =
+            Duration::from_millis(r.heartbeat_interval_ms.max(100)).min(MAX_HEARTBEAT);
+        let v1_1 = r.protocol.as_deref() == Some(PROTOCOL_V1_1);
         let session = Session {
             agent_id: r.agent_id.clone(),
             token: r.session_token,
-            heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms.max(100))
-                .min(MAX_HEARTBEAT),
+            heartbeat_interval,
             poll_timeout: Duration::from_millis(r.poll_timeout_ms.clamp(100, 60_000)),
+            v1_1,
+            lease: r
+                .lease_ms
+                .filter(|_| v1_1)
+                .map(|ms| Duration::from_millis(ms).max(heartbeat_interval * 3)),
             generation,
         };
         *slot = Some(session.clone());
@@ -140,8 +164,9 @@ impl ControlClient {
         Ok(session)
     }
 
-    /// `POST /heartbeat`. One attempt: the next beat is the retry.
-    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), ControlError> {
+    /// `POST /heartbeat`. One attempt: the next beat is the retry. Returns the tasks the
+    /// server says this agent holds no more (v1.1; empty from a v1 server).
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<Vec<String>, ControlError> {
         let body = serde_json::to_vec(beat).expect("serializes");
         let answer = self
             .with_session(|token| {
@@ -151,7 +176,10 @@ impl ControlClient {
             })
             .await?;
         match answer.status {
-            s if s.is_success() => Ok(()),
+            StatusCode::OK if !answer.body.is_empty() => {
+                parse::<HeartbeatAnswer>("heartbeat", &answer).map(|a| a.ended)
+            }
+            s if s.is_success() => Ok(Vec::new()),
             s => Err(unexpected("heartbeat", s, &answer)),
         }
     }
@@ -159,22 +187,33 @@ impl ControlClient {
     /// `POST /tasks/acquire`: a long poll held by the server until a task is available or
     /// its poll timeout passes (`Ok(None)`).
     pub async fn acquire(&self, free_slots: u32) -> Result<Option<Acquired>, ControlError> {
-        let poll = self
-            .session()
+        let session = self.session();
+        let poll = session
+            .as_ref()
             .map_or(Duration::from_secs(25), |s| s.poll_timeout);
+        let request_id = session.as_ref().filter(|s| s.v1_1).map(|_| {
+            self.pending_acquire
+                .lock()
+                .unwrap()
+                .get_or_insert_with(new_request_id)
+                .clone()
+        });
         let body = serde_json::to_vec(&AcquireRequest {
             free_slots,
             wait_ms: poll.as_millis() as u64,
+            request_id,
         })
         .expect("serializes");
         let answer = self
             .with_session(|token| {
                 let mut r = self.json(Method::POST, "tasks/acquire", token, body.clone());
                 r.timeout = Some(poll + POLL_SLACK);
-                r.limit = super::task_api::MAX_ACQUIRE_BYTES;
+                r.limit = MAX_ACQUIRE_BYTES;
                 r
             })
             .await?;
+        // An answer arrived: the next acquire is a new request.
+        *self.pending_acquire.lock().unwrap() = None;
         match answer.status {
             StatusCode::NO_CONTENT => Ok(None),
             StatusCode::OK => parse("acquire", &answer).map(Some),
@@ -276,34 +315,7 @@ fn auth_headers(token: &Secret) -> HeaderMap {
     h
 }
 
-pub(super) fn parse<T: serde::de::DeserializeOwned>(
-    what: &str,
-    answer: &Answer,
-) -> Result<T, ControlError> {
-    serde_json::from_slice(&answer.body).map_err(|e| ControlError::Malformed {
-        what: what.into(),
-        reason: e.to_string(),
-    })
-}
-
-pub(super) fn error_message(answer: &Answer) -> String {
-    let body: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
-    let text = if body.message.is_empty() {
-        body.error
-    } else {
-        body.message
-    };
-    if text.is_empty() {
-        String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned()
-    } else {
-        text
-    }
-}
-
-pub(super) fn unexpected(what: &str, status: StatusCode, answer: &Answer) -> ControlError {
-    ControlError::Unexpected {
-        what: what.into(),
-        status,
-        message: error_message(answer),
-    }
+/// A random acquire request id (128 bits, hex).
+fn new_request_id() -> String {
+    format!("acq-{:032x}", rand::random::<u128>())
 }

@@ -11,9 +11,9 @@ pub enum ControlError {
     #[error("the control plane is unreachable: {0}")]
     Unreachable(#[source] HttpError),
     #[error(
-        "the control plane rejected the pool token (SCALR_AGENT_TOKEN) with 401 Unauthorized: it is invalid or was revoked; the agent stops"
+        "the control plane rejected the pool token (SCALR_AGENT_TOKEN) with {status}: it is invalid or was revoked; the agent stops"
     )]
-    PoolTokenRejected,
+    PoolTokenRejected { status: StatusCode },
     #[error(
         "the control plane rejected the session again (401) right after a new registration; the agent stops"
     )]
@@ -41,6 +41,13 @@ pub enum ControlError {
     /// The acknowledgement was refused: the task went to another agent or was withdrawn.
     #[error("task {task_id}: acknowledgement refused ({message}); it is not run here")]
     NotAcknowledged { task_id: String, message: String },
+    /// The finish was refused because the server holds less of the log than `log_size` (or
+    /// a copy that does not match `log_sha256`): the log goes again from `committed`.
+    #[error("task {task_id}: the control plane holds only {committed} bytes of the log")]
+    LogIncomplete { task_id: String, committed: u64 },
+    /// A different final status was recorded first (never retried).
+    #[error("task {task_id}: the control plane already recorded another final status ({message})")]
+    AlreadyFinished { task_id: String, message: String },
     #[error("{what}: malformed answer from the control plane: {reason}")]
     Malformed { what: String, reason: String },
     #[error("{what}: unexpected answer {status} from the control plane: {message}")]
@@ -61,7 +68,7 @@ impl ControlError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ControlError::PoolTokenRejected
+            ControlError::PoolTokenRejected { .. }
                 | ControlError::SessionRejected
                 | ControlError::NameConflict { .. }
                 | ControlError::UnsupportedProtocol { .. }
@@ -77,18 +84,21 @@ mod tests {
     fn classification() {
         let unreachable = ControlError::Unreachable(HttpError::Client("x".into()));
         assert!(unreachable.is_retryable() && !unreachable.is_fatal());
-        assert!(ControlError::PoolTokenRejected.is_fatal());
-        assert!(!ControlError::PoolTokenRejected.is_retryable());
+        let forbidden = ControlError::PoolTokenRejected {
+            status: StatusCode::FORBIDDEN,
+        };
+        assert!(forbidden.is_fatal() && !forbidden.is_retryable());
+        assert!(
+            forbidden.to_string().contains("403 Forbidden"),
+            "{forbidden}"
+        );
+        assert!(!forbidden.to_string().contains("401"), "{forbidden}");
         let gone = ControlError::TaskGone {
             task_id: "t".into(),
             status: StatusCode::GONE,
             message: String::new(),
         };
         assert!(!gone.is_fatal() && !gone.is_retryable());
-        assert!(
-            ControlError::PoolTokenRejected
-                .to_string()
-                .contains("SCALR_AGENT_TOKEN")
-        );
+        assert!(forbidden.to_string().contains("SCALR_AGENT_TOKEN"));
     }
 }

@@ -1,6 +1,7 @@
 //! The control-plane client: the only code that speaks to the control plane.
 //!
-//! It implements protocol v1 (`docs/protocol.md`): registration with the pool token, then
+//! It implements protocol v1.1 (`docs/protocol.md`; v1 when the server does not announce
+//! v1.1): registration with the pool token, then
 //! everything else with the session token (heartbeat, long-poll acquisition, deregistration)
 //! or with a per-task token ([`TaskApi`]: acknowledge, cancellation signals, log chunks at
 //! byte offsets, artifacts, inputs, steps, finish). Requests go through the process's one
@@ -12,12 +13,13 @@
 //! sessions) and repeats the call; a 401 on registration means the pool token was revoked.
 //! Tokens live in [`Secret`](crate::secret::Secret) and are never logged.
 
+mod answer;
 mod client;
 mod error;
 mod task_api;
 pub mod wire;
 
-pub use client::{ControlClient, Session};
+pub use client::{ControlClient, MAX_ACQUIRE_BYTES, Session};
 pub use error::ControlError;
 pub use task_api::TaskApi;
 
@@ -28,3 +30,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const API_PREFIX: &str = "api/agent/v1/";
 /// Header carrying the protocol version.
 pub const PROTOCOL_HEADER: &str = "scalr-agent-protocol";
+
+/// Timeout of one ordinary request attempt.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Added to the server's hold time to time out a long poll.
+const POLL_SLACK: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,7 +1,8 @@
-//! The JSON bodies of protocol v1, exactly as `docs/protocol.md` shows them.
+//! The JSON bodies of protocol v1.1, exactly as `docs/protocol.md` shows them.
 //!
 //! Requests are `Serialize`, answers `Deserialize`. Answers ignore unknown fields (a newer
-//! server may add some); a missing field is a malformed answer.
+//! server may add some); a missing field is a malformed answer, except the fields v1.1 added
+//! to answers, which a v1 server does not send.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,8 @@ use crate::task::result::{StepKind, StepStatus, TaskResult};
 pub struct RegisterRequest {
     pub name: String,
     pub version: String,
+    /// The highest protocol version the agent speaks ([`PROTOCOL_V1_1`]).
+    pub protocol: String,
     pub os: String,
     /// `linux_amd64` or `linux_arm64`.
     pub cpu_platform: String,
@@ -39,7 +42,17 @@ pub struct RegisterResponse {
     /// How long the server holds a long poll (`/tasks/acquire`, `/tasks/{id}/signal`).
     #[serde(default = "default_poll_ms")]
     pub poll_timeout_ms: u64,
+    /// The version the server speaks for this session (v1.1); absent from a v1 server.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// The task lease (v1.1): a task whose lease the heartbeats do not renew for this long
+    /// is ended by the server. Absent: no leases.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
 }
+
+/// The minor version this agent speaks, in the registration and its answer.
+pub const PROTOCOL_V1_1: &str = "1.1";
 
 /// A pool, as the registration answer names it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -65,8 +78,22 @@ pub enum AgentStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub status: AgentStatus,
+    /// The tasks whose tool runs (from their acquisition until the tool ended).
     pub running: Vec<String>,
     pub free_slots: u32,
+    /// The tasks whose tool ended and whose finish was not accepted yet (v1.1); with
+    /// `running`, the leases this beat renews.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivering: Vec<String>,
+}
+
+/// The answer to `POST /heartbeat` (v1.1; a v1 server answers 204).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// Tasks named in the beat that this agent holds no more (the server ended them, e.g. a
+    /// lease expired, or withdrew them): killed at once, nothing more sent for them.
+    #[serde(default)]
+    pub ended: Vec<String>,
 }
 
 /// `POST /tasks/acquire`.
@@ -74,6 +101,10 @@ pub struct Heartbeat {
 pub struct AcquireRequest {
     pub free_slots: u32,
     pub wait_ms: u64,
+    /// The same for every attempt until an answer arrived (v1.1), so a retry after a lost
+    /// answer gets the same task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The answer to `POST /tasks/acquire` (status 200). `task` is kept raw: the agent parses it
@@ -98,6 +129,9 @@ pub enum Signal {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SignalResponse {
     pub signal: Signal,
+    /// The signal's number for the held poll's `?cursor=` (v1.1; absent from a v1 server).
+    #[serde(default)]
+    pub cursor: Option<u64>,
 }
 
 /// The answer to `PUT /tasks/{id}/log?offset=N` (200) and its 409 (gap).
@@ -163,6 +197,10 @@ pub struct Finish {
     pub error: Option<String>,
     /// Total log bytes; the server checks it has them all committed.
     pub log_size: u64,
+    /// Hex SHA-256 of the whole log (v1.1), so the server can verify what it assembled.
+    /// Absent from spools written before v1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_sha256: Option<String>,
 }
 
 /// Error bodies: `{"error": "...", "message": "..."}`.

@@ -55,9 +55,6 @@ pub(super) enum SetupError {
         root: PathBuf,
         source: std::io::Error,
     },
-    /// The stage's user entry (see `users`).
-    #[error("{0}")]
-    UserEntry(String),
 }
 
 impl From<crate::software::SoftwareError> for SetupError {
@@ -206,7 +203,7 @@ impl Run<'_> {
             env::write_cli_config(task, dirs, &hosts).map_err(io("writing", &dirs.cli_config))?;
         let ca_file = self.write_ca_bundle(dirs)?;
         let identity = match &settings.nss_wrapper {
-            Some(_) => Some(user_entry(dirs, ids).await.map_err(SetupError::UserEntry)?),
+            Some(_) => Some(user_entry(dirs, ids).await?),
             None => None,
         };
         let cx = EnvContext {
@@ -322,7 +319,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupEr
 async fn user_entry(
     dirs: &TaskDirs,
     ids: Option<(u32, u32)>,
-) -> Result<super::users::Identity, String> {
+) -> Result<super::users::Identity, SetupError> {
     let (uid, gid) = ids.unwrap_or_else(|| {
         (
             nix::unistd::getuid().as_raw(),
@@ -333,10 +330,10 @@ async fn user_entry(
     tokio::task::spawn_blocking(move || {
         let (passwd, group) = super::users::system_databases();
         super::users::write_files(&root, uid, gid, &home, &passwd, &group)
-            .map_err(|e| format!("writing the user entry into {}: {e}", root.display()))
+            .map_err(io("writing the user entry into", &root))
     })
     .await
-    .map_err(|e| format!("writing the user entry: {e}"))?
+    .expect("writing the user entry does not panic")
 }
 
 /// A task directory not yet handed over to [`Prepared`]: removed when preparation fails or is

@@ -497,7 +497,10 @@ async fn a_rejected_session_re_registers_and_a_revoked_pool_token_stops() {
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(err, AgentError::Control(ControlError::PoolTokenRejected)),
+        matches!(
+            err,
+            AgentError::Control(ControlError::PoolTokenRejected { .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("SCALR_AGENT_TOKEN"), "{err}");

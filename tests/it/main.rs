@@ -17,6 +17,7 @@ mod health;
 mod isolation;
 mod lints;
 mod private;
+mod protocol;
 mod providers;
 mod relay;
 mod sandbox;

@@ -1,8 +1,10 @@
-//! A fake control plane on 127.0.0.1 implementing `docs/protocol.md` (v1) in memory: a task
-//! queue with leases and acknowledgements, long polls, idempotent log offsets, step reports
-//! (checked and kept in order), exactly-once finish, and fault injection (statuses, answers
-//! lost after the work was done, delays, token revocation, a restart that forgets sessions).
-//! It counts everything it receives.
+//! A fake control plane on 127.0.0.1 implementing `docs/protocol.md` (v1.1, or v1 when
+//! [`Inner::version`] says so) in memory: a task queue with leases and acknowledgements,
+//! idempotent acquisition by request id, long polls (signals held on a cursor), idempotent log
+//! offsets, step reports (checked and kept in order), exactly-once finish checked against the
+//! log's size and SHA-256, and fault injection (statuses, answers lost after the work was done,
+//! delays, a lost log tail, token revocation, a restart that forgets sessions). It counts
+//! everything it receives, per endpoint and per task with the time of each request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, Uri};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use url::Url;
 
@@ -32,6 +35,19 @@ pub enum Fault {
     /// connection without answering: an upload cut off midway. Records the bytes read in
     /// `Inner::cut_uploads`.
     CutUpload(usize),
+    /// Forget the task's log past this many bytes (a failover lost its tail), then answer
+    /// normally.
+    LoseLogTail(usize),
+}
+
+/// The protocol version the fake speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Version {
+    /// Announces nothing; signal polls answer the current signal at once; acquire ids are
+    /// ignored.
+    V1,
+    #[default]
+    V1_1,
 }
 
 /// A task as the server keeps it.
@@ -43,11 +59,25 @@ pub struct TaskRec {
     pub handed_to: Vec<String>,
     pub acked_by: Option<String>,
     pub leased_at: Option<Instant>,
+    /// When the lease runs out unless a heartbeat of its agent renews it (v1.1).
+    pub lease_until: Option<Instant>,
+    /// The server ended the task itself (lease expired: `errored`, "agent lost").
+    pub ended_by_server: Option<Instant>,
     pub log: Vec<u8>,
     /// Every accepted (first) finish; more than one would be a bug.
     pub finishes: Vec<Value>,
     pub finish_calls: u32,
     pub signal: Option<&'static str>,
+    /// The cursor of the newest signal (0: none yet).
+    pub signal_cursor: u64,
+    /// `(offset, length)` of every log chunk received, in order.
+    pub log_puts: Vec<(u64, usize)>,
+    /// The `cursor` of every signal poll (`None`: sent without one).
+    pub signal_cursors: Vec<Option<u64>>,
+    /// Withdrawn: every call with its token answers 410.
+    pub withdrawn: bool,
+    /// When the first call was refused because the task is over for its agent.
+    pub refused_at: Option<Instant>,
     pub artifacts: HashMap<String, Vec<u8>>,
     pub inputs: HashMap<String, Vec<u8>>,
     /// Every step report accepted, in the order received (a repeat would appear twice).
@@ -74,11 +104,25 @@ pub struct Inner {
     pub hits: HashMap<String, u32>,
     pub heartbeat_ms: u64,
     pub poll_ms: u64,
+    /// The task lease: an unacknowledged task goes back to the queue after it; with v1.1 an
+    /// acknowledged task whose lease was not renewed by a heartbeat is ended `errored`
+    /// ("agent lost") and its token revoked.
     pub lease: Duration,
     /// Bytes read of each upload that a `Fault::CutUpload` broke off.
     pub cut_uploads: Vec<usize>,
     /// The `Content-Length` declared by each artifact upload, in order (`None`: chunked).
     pub artifact_lengths: Vec<Option<u64>>,
+    /// The version this server speaks.
+    pub version: Version,
+    /// Until then every request is received (and counted) but its connection breaks before
+    /// an answer: a network cut.
+    pub cut_until: Option<Instant>,
+    /// Every acquire body, in order.
+    pub acquires: Vec<Value>,
+    /// Acquire request id -> the task handed out for it.
+    pub acquire_ids: HashMap<String, String>,
+    /// Every request naming a task (`/tasks/{id}/...`), by task id: endpoint and arrival.
+    pub task_requests: HashMap<String, Vec<(String, Instant)>>,
     next_id: u32,
 }
 
@@ -123,6 +167,7 @@ impl ControlPlane {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(expire_leases(cp.clone()));
         ControlPlane {
             url: Url::parse(&format!("http://{addr}/")).unwrap(),
             ..cp
@@ -170,8 +215,70 @@ impl ControlPlane {
     }
 
     pub fn signal(&self, task: &str, signal: &'static str) {
-        self.lock().tasks.get_mut(task).unwrap().signal = Some(signal);
+        let mut i = self.lock();
+        let t = i.tasks.get_mut(task).unwrap();
+        t.signal = Some(signal);
+        t.signal_cursor += 1;
+        drop(i);
         self.changed.notify_waiters();
+    }
+
+    /// How many `endpoint` requests naming `task` arrived.
+    pub fn task_hits(&self, task: &str, endpoint: &str) -> usize {
+        self.times(task, endpoint).len()
+    }
+
+    /// When each `endpoint` request naming `task` arrived.
+    pub fn times(&self, task: &str, endpoint: &str) -> Vec<Instant> {
+        self.lock()
+            .task_requests
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    /// The most `endpoint` requests naming `task` that arrived within any `window`.
+    pub fn max_in_window(&self, task: &str, endpoint: &str, window: Duration) -> usize {
+        let times = self.times(task, endpoint);
+        (0..times.len())
+            .map(|a| {
+                times[a..]
+                    .iter()
+                    .take_while(|t| **t - times[a] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Cuts the network for `d`: requests arrive but get no answer (their connections break).
+    pub fn cut(&self, d: Duration) {
+        self.lock().cut_until = Some(Instant::now() + d);
+    }
+
+    /// Withdraws a task: every call with its token answers 410 from now on, and held signal
+    /// polls end.
+    pub fn withdraw(&self, task: &str) {
+        self.lock().tasks.get_mut(task).unwrap().withdrawn = true;
+        self.changed.notify_waiters();
+    }
+
+    /// Requests naming `task` that arrived more than `after` after its first refusal.
+    pub fn requests_after_refusal(&self, task: &str, after: Duration) -> Vec<String> {
+        let i = self.lock();
+        let Some(at) = i.tasks.get(task).and_then(|t| t.refused_at) else {
+            return Vec::new();
+        };
+        i.task_requests
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter(|(_, when)| *when > at + after)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     /// Forgets every session, as a restarted server with in-memory sessions would.
@@ -215,6 +322,63 @@ impl ControlPlane {
         })
         .await;
         self.task(id).finishes[0].clone()
+    }
+}
+
+/// Renews the leases of the tasks a heartbeat of `agent` names (`running` and `delivering`)
+/// that this agent holds; returns those it does not hold any more (ended, withdrawn, handed
+/// to another agent).
+fn renew_leases(i: &mut Inner, agent: &str, beat: &Value) -> Vec<String> {
+    let lease = i.lease;
+    let named = ["running", "delivering"]
+        .iter()
+        .flat_map(|k| beat[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned));
+    let mut ended = Vec::new();
+    for id in named {
+        match i.tasks.get_mut(&id) {
+            Some(t)
+                if t.handed_to.last().map(String::as_str) == Some(agent)
+                    && t.finishes.is_empty()
+                    && !t.withdrawn =>
+            {
+                t.lease_until = Some(Instant::now() + lease);
+            }
+            Some(t) if !t.finishes.is_empty() && t.ended_by_server.is_none() => {
+                // Finished by this agent; its heartbeat raced the finish.
+            }
+            _ => ended.push(id),
+        }
+    }
+    ended
+}
+
+/// Ends the acknowledged tasks whose lease ran out (v1.1): `errored`, "agent lost", recorded
+/// as their one final status; their tokens answer 410 from then on.
+async fn expire_leases(cp: ControlPlane) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut i = cp.lock();
+        if i.version == Version::V1 {
+            continue;
+        }
+        let mut any = false;
+        for t in i.tasks.values_mut() {
+            if t.acked_by.is_some()
+                && t.finishes.is_empty()
+                && t.lease_until.is_some_and(|at| at < Instant::now())
+            {
+                t.finishes.push(json!({"status": "errored", "result": null,
+                    "error": "agent lost", "ended_by": "server"}));
+                t.ended_by_server = Some(Instant::now());
+                t.withdrawn = true;
+                any = true;
+            }
+        }
+        drop(i);
+        if any {
+            cp.changed.notify_waiters();
+        }
     }
 }
 
@@ -263,11 +427,23 @@ async fn handle(
     let fault = {
         let mut i = cp.lock();
         *i.hits.entry(endpoint.clone()).or_default() += 1;
+        if let ["tasks", id, ..] = parts.as_slice()
+            && *id != "acquire"
+        {
+            i.task_requests
+                .entry(id.to_string())
+                .or_default()
+                .push((endpoint.clone(), Instant::now()));
+        }
         if endpoint == "artifacts" {
             let declared = headers
                 .get("content-length")
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             i.artifact_lengths.push(declared);
+        }
+        if i.cut_until.is_some_and(|until| Instant::now() < until) {
+            drop(i);
+            return broken(empty(200));
         }
         i.faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
     };
@@ -297,6 +473,12 @@ async fn handle(
                 .unwrap();
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::LoseLogTail(keep)) => {
+            let mut i = cp.lock();
+            if let Some(t) = parts.get(1).and_then(|id| i.tasks.get_mut(*id)) {
+                t.log.truncate(*keep);
+            }
+        }
         _ => {}
     }
     let token = bearer(&headers);
@@ -339,13 +521,17 @@ async fn route(
                 ["heartbeat"] => {
                     let mut i = cp.lock();
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    i.heartbeats.push(v);
+                    i.heartbeats.push(v.clone());
                     for (_, (id, seen)) in i.names.iter_mut() {
                         if *id == agent {
                             *seen = Instant::now();
                         }
                     }
-                    empty(204)
+                    if i.version == Version::V1 {
+                        return empty(204);
+                    }
+                    let ended = renew_leases(&mut i, &agent, &v);
+                    respond(200, json!({"ended": ended}))
                 }
                 ["deregister"] => {
                     let mut i = cp.lock();
@@ -354,7 +540,7 @@ async fn route(
                     i.names.retain(|_, (a, _)| *a != agent);
                     empty(204)
                 }
-                _ => acquire(cp, &agent).await,
+                _ => acquire(cp, &agent, &body).await,
             }
         }
         (m, ["tasks", id, rest @ ..]) => task_call(cp, m, id, rest, query, token, body).await,
@@ -391,14 +577,35 @@ fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
     i.sessions.retain(|_, a| *a != id);
     i.sessions.insert(session.clone(), id.clone());
     i.names.insert(name, (id.clone(), Instant::now()));
-    respond(
-        201,
-        json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}}),
-    )
+    let mut answer = json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}});
+    if i.version == Version::V1_1 {
+        answer["protocol"] = json!("1.1");
+        answer["lease_ms"] = json!(i.lease.as_millis() as u64);
+    }
+    respond(201, answer)
 }
 
-async fn acquire(cp: &ControlPlane, agent: &str) -> Response<Body> {
+async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> {
     let hold = Duration::from_millis(cp.lock().poll_ms);
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    cp.lock().acquires.push(req.clone());
+    let request_id = req["request_id"]
+        .as_str()
+        .map(str::to_owned)
+        .filter(|_| cp.lock().version == Version::V1_1);
+    // A retried acquire whose answer was lost gets the same task again (v1.1).
+    if let Some(rid) = &request_id {
+        let i = cp.lock();
+        if let Some(t) = i.acquire_ids.get(rid).and_then(|id| i.tasks.get(id))
+            && t.acked_by.is_none()
+        {
+            let id = &i.acquire_ids[rid];
+            return respond(
+                200,
+                json!({"task_id": id, "task_token": t.token, "task": t.doc}),
+            );
+        }
+    }
     let deadline = tokio::time::Instant::now() + hold;
     loop {
         let notified = cp.changed.notified();
@@ -422,10 +629,12 @@ async fn acquire(cp: &ControlPlane, agent: &str) -> Response<Body> {
                 let t = i.tasks.get_mut(&id).unwrap();
                 t.handed_to.push(agent.into());
                 t.leased_at = Some(Instant::now());
-                return respond(
-                    200,
-                    json!({"task_id": id, "task_token": t.token, "task": t.doc}),
-                );
+                t.lease_until = Some(Instant::now() + lease);
+                let answer = json!({"task_id": id, "task_token": t.token, "task": t.doc});
+                if let Some(rid) = request_id {
+                    i.acquire_ids.insert(rid, id);
+                }
+                return respond(200, answer);
             }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -444,21 +653,59 @@ async fn task_call(
     body: Bytes,
 ) -> Response<Body> {
     {
-        let i = cp.lock();
-        match i.tasks.get(id) {
-            Some(t) if t.token == token && t.finishes.is_empty() => {}
-            Some(t) if t.token == token && rest == ["finish"] => {}
-            _ => return respond(401, json!({"error": "unauthorized"})),
+        let mut i = cp.lock();
+        let refusal = match i.tasks.get(id) {
+            Some(t) if t.token == token && t.withdrawn => Some(respond(
+                410,
+                json!({"error": "gone", "message": "task withdrawn"}),
+            )),
+            Some(t) if t.token == token && t.finishes.is_empty() => None,
+            Some(t) if t.token == token && rest == ["finish"] => None,
+            Some(t) if t.token == token => Some(respond(
+                410,
+                json!({"error": "gone", "message": "task finished"}),
+            )),
+            _ => Some(respond(401, json!({"error": "unauthorized"}))),
+        };
+        if let Some(refusal) = refusal {
+            if let Some(t) = i.tasks.get_mut(id) {
+                t.refused_at.get_or_insert_with(Instant::now);
+            }
+            return refusal;
         }
     }
     if let (method, ["signal"]) = (method, rest) {
         assert_eq!(method, "GET");
-        let hold = Duration::from_millis(cp.lock().poll_ms);
+        let (hold, version) = {
+            let i = cp.lock();
+            (Duration::from_millis(i.poll_ms), i.version)
+        };
+        // v1.1: held while the agent has the newest signal; v1: the current signal at once.
+        let cursor = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
+            .and_then(|v| v.parse::<u64>().ok());
+        cp.lock()
+            .tasks
+            .get_mut(id)
+            .unwrap()
+            .signal_cursors
+            .push(cursor);
+        let cursor = cursor.filter(|_| version == Version::V1_1);
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             let notified = cp.changed.notified();
-            if let Some(s) = cp.lock().tasks[id].signal {
-                return respond(200, json!({"signal": s}));
+            let (signal, at, withdrawn) = {
+                let i = cp.lock();
+                let t = &i.tasks[id];
+                (t.signal, t.signal_cursor, t.withdrawn)
+            };
+            if withdrawn {
+                return respond(410, json!({"error": "gone", "message": "task withdrawn"}));
+            }
+            if let Some(s) = signal
+                && cursor.is_none_or(|seen| at > seen)
+            {
+                return respond(200, json!({"signal": s, "cursor": at}));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return empty(204);
@@ -466,6 +713,7 @@ async fn task_call(
         }
     }
     let mut i = cp.lock();
+    let v1_1 = i.version == Version::V1_1;
     let t = i.tasks.get_mut(id).unwrap();
     match (method, rest) {
         ("POST", ["ack"]) => match &t.acked_by {
@@ -486,6 +734,7 @@ async fn task_call(
                 .and_then(|v| v.parse().ok())
                 .unwrap();
             let committed = t.log.len() as u64;
+            t.log_puts.push((offset, body.len()));
             if offset > committed {
                 return respond(409, json!({"error": "gap", "committed": committed}));
             }
@@ -537,6 +786,13 @@ async fn task_call(
                     409,
                     json!({"error": "log_incomplete", "committed": t.log.len()}),
                 );
+            }
+            if let Some(sum) = f["log_sha256"].as_str().filter(|_| v1_1)
+                && sum != hex::encode(Sha256::digest(&t.log))
+            {
+                // What it assembled does not match: start over.
+                t.log.clear();
+                return respond(409, json!({"error": "log_incomplete", "committed": 0}));
             }
             t.finishes.push(f);
             t.steps_at_finish = Some(t.steps.len());
