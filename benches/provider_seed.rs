@@ -30,7 +30,7 @@ fn store(reg: &Registry, root: &Path) -> ProviderStore {
         reg.server.url.join("v1/providers/").unwrap(),
     )]
     .into();
-    ProviderStore::new(s, scalr_agent::config::HttpConfig::default())
+    ProviderStore::new(s, scalr_agent::http::Settings::default())
 }
 
 fn pkg(kind: &str) -> Package {

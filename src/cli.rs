@@ -198,7 +198,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     let (data, bins) = (config.data_dir.clone(), config.binaries_dir());
     tokio::task::spawn_blocking(move || crate::task::sweep::at_start(&data, &bins)).await??;
     if let Command::Exec { task, out } = command {
-        let status = crate::exec::run(&config, &task, out.as_deref()).await?;
+        let status = crate::exec::run(&config.exec(), &task, out.as_deref()).await?;
         return Ok(if status == TaskStatus::Succeeded {
             ExitCode::SUCCESS
         } else {
@@ -359,9 +359,9 @@ async fn run_agent(config: Config) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let launcher = crate::sandbox::stage::Launcher::current()?;
     let executor = std::sync::Arc::new(crate::agent::runner_executor::RunnerExecutor::new(
-        crate::exec::runner(&config, launcher),
+        crate::exec::runner(&config.exec(), launcher),
     ));
-    let daemon = crate::agent::run(config, executor, shutdown.clone());
+    let daemon = crate::agent::run(config.agent, executor, shutdown.clone());
     until_stopped(daemon, shutdown).await
 }
 
@@ -423,7 +423,7 @@ fn doctor(config: &Config, json: bool) -> ExitCode {
     let probes = crate::sandbox::probe::probe();
     let reach =
         crate::datadir::check_reach(&config.data_dir, &config.cache_dir, probes.uid_switch.ok);
-    let report = crate::sandbox::doctor::report(config, &probes).with_reach(&reach);
+    let report = crate::doctor::report(&config.doctor(), &probes).with_reach(&reach);
     let text = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => t + "\n",

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Config;
 use crate::sandbox::stage::Launcher;
 use crate::software::SoftwareCache;
 use crate::task::cancel::Cancel;
@@ -20,10 +19,14 @@ use crate::task::model::Task;
 use crate::task::result::{Artifact, TaskStatus};
 use crate::task::runner::{IsolationContext, Runner, RunnerSettings, TaskPaths};
 
+mod settings;
+
+pub use settings::Settings;
+
 /// Builds a runner from the configuration (also used by the daemon).
-pub fn runner(config: &Config, launcher: Launcher) -> Runner {
+pub fn runner(config: &Settings, launcher: Launcher) -> Runner {
     let cache = SoftwareCache::new(
-        config.binaries_dir(),
+        config.binaries_dir.clone(),
         config.software.clone(),
         config.http.clone(),
     );
@@ -38,20 +41,20 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
         launcher,
         settings: RunnerSettings {
             data_dir: config.data_dir.clone(),
-            binaries_dir: config.binaries_dir(),
-            hooks_dir: config.runner.hooks_dir.clone(),
-            keep_task_dirs: config.runner.keep_task_dirs,
-            grace: config.runner.cancel_grace,
-            system_path: config.runner.system_path.clone(),
-            read_paths: config.runner.read_paths.clone(),
-            task_ca_bundle: config.runner.task_ca_bundle.clone(),
+            binaries_dir: config.binaries_dir.clone(),
+            hooks_dir: config.task.hooks_dir.clone(),
+            keep_task_dirs: config.task.keep_task_dirs,
+            grace: config.task.cancel_grace,
+            system_path: config.task.system_path.clone(),
+            read_paths: config.task.read_paths.clone(),
+            task_ca_bundle: config.task.task_ca_bundle.clone(),
             http: config.http.clone(),
             task_files: crate::taskfs::Limits {
-                artifact: config.runner.artifact_limit_bytes,
+                artifact: config.task.artifact_limit_bytes,
             },
-            log_limit_bytes: config.runner.log_limit_bytes,
-            nss_wrapper: crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()),
-            task_memory_limit_bytes: config.runner.task_memory_limit_bytes,
+            log_limit_bytes: config.task.log_limit_bytes,
+            nss_wrapper: crate::task::users::find_library(config.task.nss_wrapper_lib.as_deref()),
+            task_memory_limit_bytes: config.task.task_memory_limit_bytes,
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),
@@ -63,7 +66,7 @@ pub fn runner(config: &Config, launcher: Launcher) -> Runner {
 /// Runs the task in `task_file` with its log on stdout and in `<out>/task.log`, and its
 /// result in `<out>/result.json`; returns how the task ended (`cli` maps it to an exit code).
 pub async fn run(
-    config: &Config,
+    config: &Settings,
     task_file: &Path,
     out: Option<&Path>,
 ) -> anyhow::Result<TaskStatus> {

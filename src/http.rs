@@ -23,15 +23,16 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use url::Url;
 
-use crate::config::HttpConfig;
 use crate::retry;
 
 mod redact;
 mod request;
+mod settings;
 mod transfer;
 
 pub use redact::{redact, redact_str};
 pub use request::{Answer, Request};
+pub use settings::{CaBundle, Settings};
 pub use transfer::Downloaded;
 
 /// Largest `Retry-After` honoured; a server asking for more gets this much.
@@ -118,14 +119,14 @@ pub struct HttpClient {
 /// one runner hold clones of the same handle.
 #[derive(Clone, Debug)]
 pub struct SharedClient {
-    config: Arc<HttpConfig>,
+    config: Arc<Settings>,
     client: Arc<OnceLock<HttpClient>>,
 }
 
 impl SharedClient {
     /// A handle that builds the client from `config` the first time [`SharedClient::get`] is
     /// called.
-    pub fn new(config: HttpConfig) -> SharedClient {
+    pub fn new(config: Settings) -> SharedClient {
         SharedClient {
             config: Arc::new(config),
             client: Arc::default(),
@@ -145,7 +146,7 @@ impl SharedClient {
 impl HttpClient {
     /// Builds the client: extra CA bundle, explicit proxies (the environment is read by
     /// `config` only), timeouts.
-    pub fn new(config: &HttpConfig) -> Result<HttpClient, HttpError> {
+    pub fn new(config: &Settings) -> Result<HttpClient, HttpError> {
         let inner = Self::builder(config)?
             .read_timeout(config.read_timeout)
             .build()
@@ -165,7 +166,7 @@ impl HttpClient {
     /// whole-request timeout applies (uploads whose answer comes after a long body). Bodies
     /// are not decompressed (no decompression feature is built), so `Content-Encoding` passes
     /// through untouched.
-    pub fn streaming(config: &HttpConfig, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
+    pub fn streaming(config: &Settings, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
         let mut b = Self::builder(config)?
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64);
@@ -215,14 +216,14 @@ impl HttpClient {
     }
 
     /// The builder every client of the process starts from.
-    fn builder(config: &HttpConfig) -> Result<reqwest::ClientBuilder, HttpError> {
+    fn builder(config: &Settings) -> Result<reqwest::ClientBuilder, HttpError> {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("scalr-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
             .no_proxy()
             .tls_built_in_root_certs(true);
         if let Some(bundle) = &config.ca_bundle {
-            for cert in reqwest::Certificate::from_pem_bundle(&bundle.pem)
+            for cert in reqwest::Certificate::from_pem_bundle(bundle.pem())
                 .map_err(|e| HttpError::Client(format!("CA bundle: {e}")))?
             {
                 b = b.add_root_certificate(cert);
@@ -389,9 +390,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let c = HttpClient::new(&HttpConfig {
+        let c = HttpClient::new(&Settings {
             initial_backoff: Duration::from_millis(100),
-            ..HttpConfig::default()
+            ..Settings::default()
         })
         .unwrap();
         for _ in 0..50 {

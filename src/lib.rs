@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod datadir;
+pub mod doctor;
 pub mod exec;
 pub mod http;
 pub mod logging;

@@ -15,10 +15,15 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogFormat;
+/// `SCALR_AGENT_LOG_FORMAT`: how log lines look; filled in by `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain,
+    Json,
+}
 
 /// Installs the global subscriber. Called once by `main`; a second call is a no-op.
-pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
+pub fn init(format: Format, debug: bool, agent_name: &str) {
     let filter = tracing_subscriber::EnvFilter::new(if debug {
         "info,scalr_agent=debug"
     } else {
@@ -28,11 +33,11 @@ pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Plain => builder
+        Format::Plain => builder
             .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
-        LogFormat::Json => builder
+        Format::Json => builder
             .event_format(JsonLines {
                 agent: agent_name.to_string(),
             })
@@ -45,7 +50,14 @@ pub fn init(format: LogFormat, debug: bool, agent_name: &str) {
 pub struct Identity {
     pub agent_id: String,
     /// `None` when the server did not name the pool.
-    pub pool: Option<crate::control::wire::Pool>,
+    pub pool: Option<Pool>,
+}
+
+/// The agent's pool, as the control plane named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub id: String,
+    pub name: String,
 }
 
 /// One agent per process: the identity is process-wide, like the subscriber.

@@ -17,7 +17,23 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::RuntimeHints;
+/// Raw values of the variables that platforms set, used only to guess where the agent runs;
+/// filled in by `config`.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeHints {
+    /// `ECS_CONTAINER_METADATA_URI_V4` (AWS ECS / Fargate).
+    pub ecs_metadata_uri: Option<String>,
+    /// `K_SERVICE` (a Cloud Run service).
+    pub k_service: Option<String>,
+    /// `CLOUD_RUN_JOB` (a Cloud Run job).
+    pub cloud_run_job: Option<String>,
+    /// `CONTAINER_APP_NAME` (an Azure Container Apps app).
+    pub container_app_name: Option<String>,
+    /// `CONTAINER_APP_JOB_NAME` (an Azure Container Apps job).
+    pub container_app_job_name: Option<String>,
+    /// `KUBERNETES_SERVICE_HOST` (any Kubernetes pod).
+    pub kubernetes_service_host: Option<String>,
+}
 
 /// Where the agent believes it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,16 +165,22 @@ fn shorten(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Needs};
 
-    fn hints(vars: &[(&str, &str)]) -> RuntimeHints {
-        Config::from_vars(
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            Needs::Local,
-        )
-        .unwrap()
-        .sandbox
-        .runtime
+    /// The hints `config` fills from these variables (its own tests check the names).
+    pub(crate) fn hints(vars: &[(&str, &str)]) -> RuntimeHints {
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, v)| *k == name && !v.trim().is_empty())
+                .map(|(_, v)| v.to_string())
+        };
+        RuntimeHints {
+            ecs_metadata_uri: get("ECS_CONTAINER_METADATA_URI_V4"),
+            k_service: get("K_SERVICE"),
+            cloud_run_job: get("CLOUD_RUN_JOB"),
+            container_app_name: get("CONTAINER_APP_NAME"),
+            container_app_job_name: get("CONTAINER_APP_JOB_NAME"),
+            kubernetes_service_host: get("KUBERNETES_SERVICE_HOST"),
+        }
     }
 
     fn detect_vars(vars: &[(&str, &str)], root: &Path) -> Detected {

@@ -34,6 +34,7 @@ mod lease;
 pub mod reaper;
 mod registration;
 pub mod runner_executor;
+mod settings;
 mod signals;
 mod slots;
 mod state;
@@ -51,7 +52,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::control::wire::{FinalStatus, Finish};
 use crate::control::{ControlClient, ControlError, TaskApi};
 use crate::http::{HttpClient, HttpError};
@@ -63,6 +63,7 @@ pub use executor::{Executor, Job, JobOutcome};
 pub use health::Metrics;
 use heartbeat::heartbeat;
 use registration::{register, registration};
+pub use settings::{ControlPlane, Settings, StopAction};
 use slots::Slots;
 use stop::Stop;
 
@@ -148,12 +149,12 @@ impl Ctx {
 /// reported). Returns an error only for what stops the agent: a rejected pool token, a name
 /// conflict, a protocol mismatch, an unusable data directory.
 pub async fn run(
-    config: Config,
+    settings: Settings,
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
-    run_with_metrics(config, executor, shutdown, metrics).await
+    let metrics = Arc::new(Metrics::new(settings.concurrency.get()));
+    run_with_metrics(settings, executor, shutdown, metrics).await
 }
 
 /// [`run`], with metrics the caller keeps (tests and embedders read them); build them with
@@ -161,13 +162,12 @@ pub async fn run(
 /// reaper, recovered deliveries), registration, the heartbeat, acquisition into the slots
 /// until the stop, the stop sequence, the last deliveries and the deregistration.
 pub async fn run_with_metrics(
-    config: Config,
+    settings: Settings,
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<(), AgentError> {
-    let settings = config.agent.clone();
-    let ctx = Arc::new(shared(&config, executor, &shutdown, metrics)?);
+    let ctx = Arc::new(shared(&settings, executor, &shutdown, metrics)?);
     let mut background = Background::start(&ctx, settings.health_addr).await?;
     recover(&ctx, &mut background.set)?;
     let session = tokio::select! {
@@ -177,7 +177,7 @@ pub async fn run_with_metrics(
             return Ok(());
         }
     };
-    ready(&ctx, &config, &session);
+    ready(&ctx, &settings, &session);
     let slots_count = settings.concurrency.get();
     let draining = CancellationToken::new();
     background.set.spawn(heartbeat(
@@ -205,7 +205,7 @@ pub async fn run_with_metrics(
     slots.shutdown().await;
     background.finish(deadline).await;
     if settings.disconnect_on_stop || settings.single {
-        deregister(&ctx.client, deadline, &config.data_dir).await;
+        deregister(&ctx.client, deadline, &settings.data_dir).await;
     }
     ctx.metrics.set_registered(false);
     match ctx.stop.take_fatal() {
@@ -217,29 +217,28 @@ pub async fn run_with_metrics(
 /// The parts the daemon's pieces share: the control-plane client (registering with the id a
 /// previous process saved), the spool, the running tasks, the stop.
 fn shared(
-    config: &Config,
+    settings: &Settings,
     executor: Arc<dyn Executor>,
     shutdown: &CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<Ctx, AgentError> {
-    let cp = config
+    let cp = settings
         .control_plane
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
-    let settings = &config.agent;
-    let http = HttpClient::new(&config.http)?;
+    let http = HttpClient::new(&settings.http)?;
     let previous = settings
         .state_persistence
-        .then(|| state::load(&config.data_dir))
+        .then(|| state::load(&settings.data_dir))
         .flatten()
-        .filter(|s| s.name == config.name);
+        .filter(|s| s.name == settings.name);
     let client = Arc::new(ControlClient::new(
         http,
         &cp.url,
         cp.token.clone(),
-        registration(config, executor.as_ref(), previous.map(|s| s.agent_id)),
+        registration(settings, executor.as_ref(), previous.map(|s| s.agent_id)),
     ));
-    let spool = Spool::open(config.data_dir.join("spool"), settings.spool_limit_bytes)?;
+    let spool = Spool::open(settings.data_dir.join("spool"), settings.spool_limit_bytes)?;
     if let Some(stats) = executor.software_cache_stats() {
         metrics.track_software_cache(stats);
     }
@@ -250,8 +249,8 @@ fn shared(
         client,
         executor,
         spool,
-        tasks_dir: config.data_dir.join("tasks"),
-        keep_task_dirs: config.runner.keep_task_dirs,
+        tasks_dir: settings.data_dir.join("tasks"),
+        keep_task_dirs: settings.keep_task_dirs,
         metrics,
         running: Mutex::new(HashMap::new()),
         running_count: watch::channel(0usize).0,
@@ -269,19 +268,18 @@ fn shared(
 }
 
 /// Registered: says so (metrics, log) and saves the agent's id for the next start.
-fn ready(ctx: &Ctx, config: &Config, session: &crate::control::Session) {
-    let settings = &config.agent;
+fn ready(ctx: &Ctx, settings: &Settings, session: &crate::control::Session) {
     ctx.metrics.set_registered(true);
     if settings.state_persistence {
         let s = state::State {
             agent_id: session.agent_id.clone(),
-            name: config.name.clone(),
+            name: settings.name.clone(),
         };
-        if let Err(e) = state::save(&config.data_dir, &s) {
+        if let Err(e) = state::save(&settings.data_dir, &s) {
             tracing::warn!(error = %e, "cannot write the state file");
         }
     }
-    tracing::info!(agent_id = %session.agent_id, agent_name = %config.name, slots = settings.concurrency.get(), single = settings.single, "ready to receive tasks");
+    tracing::info!(agent_id = %session.agent_id, agent_name = %settings.name, slots = settings.concurrency.get(), single = settings.single, "ready to receive tasks");
 }
 
 /// What runs beside the tasks until the very end: the health server, the reaper (as PID 1),

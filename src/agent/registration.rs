@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Executor;
-use crate::config::Config;
+use super::Settings;
 use crate::control::wire::RegisterRequest;
 use crate::control::{ControlClient, ControlError};
 
@@ -27,17 +27,17 @@ pub(super) async fn register(
 
 /// What the agent says about itself at registration.
 pub(super) fn registration(
-    config: &Config,
+    settings: &Settings,
     executor: &dyn Executor,
     previous: Option<String>,
 ) -> RegisterRequest {
-    let (runtime, _) = crate::sandbox::doctor::detect_platform(config);
+    let runtime = crate::platform::detect(&settings.runtime).platform;
     let runtime = serde_json::to_value(runtime)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "vm".into());
     RegisterRequest {
-        name: config.name.clone(),
+        name: settings.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: crate::control::wire::PROTOCOL_V1_1.into(),
         os: std::env::consts::OS.into(),
@@ -46,7 +46,7 @@ pub(super) fn registration(
             .into(),
         driver: "local".into(),
         runtime,
-        concurrency: config.agent.concurrency.get(),
+        concurrency: settings.concurrency.get(),
         isolation: executor.isolation(),
         previous_agent_id: previous,
     }

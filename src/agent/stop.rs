@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
+use super::StopAction;
 use super::slots::Slots;
-use crate::config::StopAction;
 use crate::control::ControlError;
 
 /// Why the agent stops, shared by its parts: the caller's shutdown (this token is its child)

@@ -1,5 +1,6 @@
-//! Settings of the daemon (`scalr-agent run`): slots, single mode, shutdown, state, health
-//! listener and spool bound.
+//! Fills the daemon's own part of `agent::Settings` (`scalr-agent run`): slots, single mode,
+//! shutdown, state, health listener and spool bound. `parse` fills the shared parts (control
+//! plane, name, data directory, HTTP, runtime hints).
 //!
 //! Shutdown defaults fit the common stop windows: drain 60 s + grace 30 s + report 10 s =
 //! 100 s, inside Fargate's 120 s `stopTimeout`. On Cloud Run (`K_SERVICE` or `CLOUD_RUN_JOB`
@@ -10,68 +11,14 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::parse::{Parser, Raw, nonempty};
-
-/// Settings of the daemon.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// `SCALR_AGENT_CONCURRENCY`: task slots.
-    pub concurrency: NonZeroU32,
-    /// `SCALR_AGENT_SINGLE`: one task, then deregister and exit.
-    pub single: bool,
-    /// `SCALR_AGENT_SINGLE_WAIT_TIMEOUT`: how long single mode waits for its task.
-    pub single_wait: Duration,
-    pub on_stop: StopAction,
-    pub drain_timeout: Duration,
-    pub grace_timeout: Duration,
-    /// `SCALR_AGENT_WORKER_REPORT_TIMEOUT`: time kept after the tasks stopped to report them.
-    pub report_timeout: Duration,
-    pub disconnect_on_stop: bool,
-    pub state_persistence: bool,
-    /// `SCALR_AGENT_HEALTH_ADDR`: readiness and metrics listener.
-    pub health_addr: Option<SocketAddr>,
-    pub spool_limit_bytes: u64,
-    /// Not a variable: how long step reports still queued when a task ends may take before
-    /// they are given up. `None` (always, from the environment) derives it from the report
-    /// timeout (`agent::steps`); embedders and tests may set it.
-    pub step_flush_limit: Option<Duration>,
-}
-
-/// `SCALR_AGENT_WORKER_ON_STOP_ACTION`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopAction {
-    /// Take no new task; let running ones finish until the drain timeout, then grace-shutdown.
-    Drain,
-    /// SIGTERM the tools now, SIGKILL after the grace timeout.
-    GraceShutdown,
-    /// SIGKILL the tools now.
-    ForceShutdown,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        AgentConfig {
-            concurrency: NonZeroU32::MIN,
-            single: false,
-            single_wait: Duration::from_secs(120),
-            on_stop: StopAction::Drain,
-            drain_timeout: Duration::from_secs(60),
-            grace_timeout: Duration::from_secs(30),
-            report_timeout: Duration::from_secs(10),
-            disconnect_on_stop: true,
-            state_persistence: true,
-            health_addr: None,
-            spool_limit_bytes: 1024 << 20,
-            step_flush_limit: None,
-        }
-    }
-}
+use crate::agent::{Settings, StopAction};
 
 #[expect(
     clippy::too_many_lines,
     reason = "one setting per line: every variable the agent's settings take, read in one place"
 )]
-pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
-    let d = AgentConfig::default();
+pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
+    let d = Settings::default();
     // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.
     let cloud_run =
         nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some();
@@ -182,7 +129,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
             1 << 20,
         )
         .unwrap_or(d.spool_limit_bytes >> 20);
-    AgentConfig {
+    Settings {
         concurrency,
         single,
         single_wait,
@@ -194,7 +141,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> AgentConfig {
         state_persistence,
         health_addr,
         spool_limit_bytes: spool_mb << 20,
-        step_flush_limit: None,
+        ..d
     }
 }
 

@@ -12,49 +12,48 @@
 //! size: the `Config` and its tests while `config` is being inverted into per-module settings (issue 14, helper `config`); it shrinks as each module takes its own.
 
 mod agent;
+mod build;
+mod http;
 mod parse;
 mod providers;
 mod relay;
 mod sandbox;
+mod software;
+mod task;
 mod variables;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use url::Url;
-
-use crate::secret::Secret;
-use crate::software::catalog::Tool;
-use crate::software::verify::TrustedKey;
-
-pub use agent::{AgentConfig, StopAction};
 use parse::{Parser, Raw};
 pub use parse::{parse_bool, parse_duration};
-pub use sandbox::{DEFAULT_UID_RANGE, RlimitConfig, RuntimeHints, SandboxConfig, TestDeny};
 pub use variables::{VARIABLES, Variable};
 use variables::{ignored_variables, is_ours, leak_name, unknown_variables};
 
-/// The validated configuration. Every field already has its final type: nothing downstream
-/// parses strings from the environment again.
+/// The validated configuration: each module's settings, filled in. Every field already has its
+/// final type: nothing downstream parses strings from the environment again. `cli` hands each
+/// command its own part ([`Config::exec`], [`Config::doctor`], `agent`, `relay`).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub control_plane: Option<ControlPlane>,
+    pub control_plane: Option<crate::agent::ControlPlane>,
     pub name: String,
     pub debug: bool,
-    pub log_format: LogFormat,
+    pub log_format: crate::logging::Format,
     pub data_dir: PathBuf,
     pub cache_dir: PathBuf,
-    pub software: SoftwareConfig,
+    pub software: crate::software::Settings,
     /// The provider store's settings.
     pub providers: crate::providers::Settings,
-    pub http: HttpConfig,
-    pub sandbox: SandboxConfig,
-    pub runner: RunnerConfig,
-    /// Settings of `scalr-agent run`.
-    pub agent: AgentConfig,
+    pub http: crate::http::Settings,
+    pub sandbox: crate::sandbox::Settings,
+    /// The task runner's settings.
+    pub task: crate::task::Settings,
+    /// The platforms' variables, to guess where the agent runs.
+    pub runtime: crate::platform::RuntimeHints,
+    /// Settings of `scalr-agent run` (complete: control plane, name, data directory, HTTP).
+    pub agent: crate::agent::Settings,
     /// Settings of `scalr-agent relay` (only with [`Needs::Relay`]).
     pub relay: Option<crate::relay::Settings>,
     /// `SCALR_*` variables that are set but unknown (likely typos); logged as warnings.
@@ -62,106 +61,6 @@ pub struct Config {
     /// Settings of the Scalr agent's container drivers that are set and that the local driver
     /// ignores; logged at start.
     pub ignored_variables: Vec<String>,
-}
-
-/// Settings of the task runner.
-#[derive(Debug, Clone)]
-pub struct RunnerConfig {
-    pub hooks_dir: Option<PathBuf>,
-    pub keep_task_dirs: bool,
-    pub cancel_grace: Duration,
-    /// The agent's PATH, handed to tasks after their own directories.
-    pub system_path: String,
-    /// `SCALR_AGENT_TASK_READ_PATHS`: extra paths tasks may read and execute.
-    pub read_paths: Vec<PathBuf>,
-    /// `SCALR_AGENT_CONTAINER_TASK_CA_CERT`: CA certificates trusted by stages only (added to
-    /// the system roots and `SCALR_AGENT_CA_CERT` in the stages' bundle).
-    pub task_ca_bundle: Option<CaBundle>,
-    /// `SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`, in bytes: the largest plan file, plan JSON or cost
-    /// estimate read back from a task.
-    pub artifact_limit_bytes: u64,
-    /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes: past it a task's output is dropped.
-    pub log_limit_bytes: u64,
-    /// `SCALR_AGENT_NSS_WRAPPER_LIB`: the `libnss_wrapper.so` giving stages a user entry
-    /// (`None`: look in the standard places).
-    pub nss_wrapper_lib: Option<PathBuf>,
-    /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes: a memory cgroup per task when set.
-    pub task_memory_limit_bytes: Option<u64>,
-}
-
-/// Where the control plane is and how the agent proves it belongs to the pool.
-#[derive(Debug, Clone)]
-pub struct ControlPlane {
-    pub url: Url,
-    pub token: Secret,
-}
-
-/// `SCALR_AGENT_LOG_FORMAT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
-/// Settings of the software cache.
-#[derive(Debug, Clone)]
-pub struct SoftwareConfig {
-    pub size_limit_bytes: u64,
-    pub unused_threshold: Duration,
-    /// A mirror for every tool; a per-tool entry in `tool_mirrors` wins over it.
-    pub mirror: Option<Url>,
-    pub tool_mirrors: BTreeMap<Tool, Url>,
-    pub trusted_keys: Vec<TrustedKey>,
-    pub signature_check: SignatureCheck,
-    pub max_size_bytes: u64,
-}
-
-/// Whether a Terraform/OpenTofu checksum file must carry a valid OpenPGP signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureCheck {
-    Required,
-    Disabled,
-}
-
-/// Settings of the one HTTP client.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    pub ca_bundle: Option<CaBundle>,
-    pub http_proxy: Option<Url>,
-    pub https_proxy: Option<Url>,
-    pub no_proxy: Option<String>,
-    pub read_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_retries: u32,
-    pub initial_backoff: Duration,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            ca_bundle: None,
-            http_proxy: None,
-            https_proxy: None,
-            no_proxy: None,
-            read_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(15),
-            max_retries: 5,
-            initial_backoff: Duration::from_millis(500),
-        }
-    }
-}
-
-/// A PEM bundle of extra trust anchors, already checked to contain at least one certificate.
-#[derive(Clone)]
-pub struct CaBundle {
-    pub pem: Vec<u8>,
-    pub certificates: usize,
-}
-
-impl fmt::Debug for CaBundle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CaBundle({} certificates)", self.certificates)
-    }
 }
 
 /// What the command about to run needs from the configuration.
@@ -290,10 +189,35 @@ impl Config {
     pub fn binaries_dir(&self) -> PathBuf {
         self.cache_dir.join("binaries")
     }
+
+    /// What a task runner needs (`exec`, and the daemon's executor).
+    pub fn exec(&self) -> crate::exec::Settings {
+        crate::exec::Settings {
+            data_dir: self.data_dir.clone(),
+            binaries_dir: self.binaries_dir(),
+            http: self.http.clone(),
+            software: self.software.clone(),
+            providers: self.providers.clone(),
+            sandbox: self.sandbox.clone(),
+            task: self.task.clone(),
+        }
+    }
+
+    /// What `doctor` reports on.
+    pub fn doctor(&self) -> crate::doctor::Settings {
+        crate::doctor::Settings {
+            sandbox: self.sandbox.clone(),
+            task: self.task.clone(),
+            runtime: self.runtime.clone(),
+            unknown_variables: self.unknown_variables.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn load(vars: &[(&str, &str)], needs: Needs) -> Result<Config, ConfigError> {
@@ -314,8 +238,11 @@ mod tests {
             c.software.unused_threshold,
             Duration::from_secs(10 * 86_400)
         );
-        assert_eq!(c.software.signature_check, SignatureCheck::Required);
-        assert_eq!(c.log_format, LogFormat::Plain);
+        assert_eq!(
+            c.software.signature_check,
+            crate::software::SignatureCheck::Required
+        );
+        assert_eq!(c.log_format, crate::logging::Format::Plain);
         assert!(!c.name.is_empty());
     }
 
@@ -372,7 +299,7 @@ mod tests {
         assert_eq!(c.control_plane.unwrap().token.expose(), "legacy");
         assert_eq!(c.data_dir, PathBuf::from("/work"));
         assert!(c.debug);
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_format, crate::logging::Format::Json);
     }
 
     #[test]
@@ -460,8 +387,8 @@ mod tests {
             "SCALR_CONTAINER_TASK_CA_CERT",
         ] {
             let c = load(&[(name, pem)], Needs::Local).unwrap();
-            let bundle = c.runner.task_ca_bundle.expect(name);
-            assert_eq!(bundle.certificates, 1, "{name}");
+            let bundle = c.task.task_ca_bundle.expect(name);
+            assert_eq!(bundle.certificates(), 1, "{name}");
             assert!(c.http.ca_bundle.is_none(), "stages only: {name}");
         }
         let err = load(&[("SCALR_CONTAINER_TASK_CA_CERT", "not pem")], Needs::Local).unwrap_err();

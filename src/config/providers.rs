@@ -24,37 +24,7 @@ struct RawMirror {
     include: Vec<String>,
 }
 
-/// The provider variables, copied out of [`Raw`] before its fields are moved.
-pub(super) struct RawProviders {
-    scalr_agent_provider_cache_enabled: Option<String>,
-    scalr_agent_provider_cache_size_limit_mb: Option<String>,
-    scalr_agent_provider_cache_concurrency: Option<String>,
-    scalr_agent_provider_network_mirrors: Option<String>,
-    scalr_agent_provider_registry_hosts: Option<String>,
-}
-
-impl RawProviders {
-    pub(super) fn take(raw: &Raw) -> RawProviders {
-        RawProviders {
-            scalr_agent_provider_cache_enabled: raw.scalr_agent_provider_cache_enabled.clone(),
-            scalr_agent_provider_cache_size_limit_mb: raw
-                .scalr_agent_provider_cache_size_limit_mb
-                .clone(),
-            scalr_agent_provider_cache_concurrency: raw
-                .scalr_agent_provider_cache_concurrency
-                .clone(),
-            scalr_agent_provider_network_mirrors: raw.scalr_agent_provider_network_mirrors.clone(),
-            scalr_agent_provider_registry_hosts: raw.scalr_agent_provider_registry_hosts.clone(),
-        }
-    }
-}
-
-pub(super) fn parse(
-    p: &mut Parser<'_>,
-    raw: &RawProviders,
-    cache_dir: &Path,
-    unused_days: u64,
-) -> Settings {
+pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw, cache_dir: &Path, unused_days: u64) -> Settings {
     let mut s = Settings::new(cache_dir.join("providers"));
     s.unused_threshold = std::time::Duration::from_secs(unused_days * 86_400);
     if let Some(b) = p.bool_of(

@@ -1,74 +1,22 @@
-//! Settings of the stage sandbox: the minimum isolation level, the dedicated uid range, the
-//! rlimits, the test-only platform emulation, and the raw runtime-detection variables.
+//! Fills `sandbox::Settings` (the minimum isolation level, the dedicated uid range, the
+//! rlimits, the test-only platform emulation) and `platform::RuntimeHints` (the raw
+//! runtime-detection variables).
 
 use std::ops::RangeInclusive;
 
 use super::parse::{Parser, Raw, nonempty};
+use crate::platform::RuntimeHints;
 use crate::sandbox::probe::Verdict;
-
-/// Settings of the stage sandbox.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// `SCALR_AGENT_MIN_ISOLATION`: tasks on a platform whose verdict is below it are refused.
-    pub min_isolation: Verdict,
-    /// `SCALR_AGENT_TASK_UID_RANGE`: one uid (and the gid of the same number) per running task.
-    pub uid_range: RangeInclusive<u32>,
-    pub rlimits: RlimitConfig,
-    /// `SCALR_AGENT_SANDBOX_TEST_DENY`: test-only emulation of a weaker platform.
-    pub test_deny: Vec<TestDeny>,
-    pub runtime: RuntimeHints,
-}
-
-/// Resource limits applied to every stage process (`RLIMIT_CORE` is always 0, `RLIMIT_AS` is
-/// never set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RlimitConfig {
-    pub nofile: u64,
-    pub fsize_bytes: u64,
-    /// Counted per uid: applied only when the task has a dedicated uid.
-    pub nproc: u64,
-}
-
-/// A capability the agent pretends the platform lacks (tests only), by running itself behind a
-/// seccomp filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TestDeny {
-    /// `landlock_*` system calls fail with `ENOSYS`, as on a kernel without Landlock (gVisor).
-    Landlock,
-    /// `setuid`, `setreuid` and `setresuid` fail with `EPERM`, as without `CAP_SETUID`.
-    Setresuid,
-    /// `openat2` fails with `ENOSYS`, as before Linux 5.6: `taskfs` walks paths instead.
-    Openat2,
-}
-
-/// Raw values of the variables that platforms set, used only to guess where the agent runs.
-#[derive(Debug, Clone, Default)]
-pub struct RuntimeHints {
-    /// `ECS_CONTAINER_METADATA_URI_V4` (AWS ECS / Fargate).
-    pub ecs_metadata_uri: Option<String>,
-    /// `K_SERVICE` (a Cloud Run service).
-    pub k_service: Option<String>,
-    /// `CLOUD_RUN_JOB` (a Cloud Run job).
-    pub cloud_run_job: Option<String>,
-    /// `CONTAINER_APP_NAME` (an Azure Container Apps app).
-    pub container_app_name: Option<String>,
-    /// `CONTAINER_APP_JOB_NAME` (an Azure Container Apps job).
-    pub container_app_job_name: Option<String>,
-    /// `KUBERNETES_SERVICE_HOST` (any Kubernetes pod).
-    pub kubernetes_service_host: Option<String>,
-}
-
-/// Default `SCALR_AGENT_TASK_UID_RANGE`.
-pub const DEFAULT_UID_RANGE: RangeInclusive<u32> = 20000..=20999;
+use crate::sandbox::{DEFAULT_UID_RANGE, RlimitSettings, Settings, TestDeny};
 
 #[expect(
     clippy::too_many_lines,
     reason = "one setting per line: every variable the sandbox's settings take, read in one place"
 )]
-pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
+pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
+    let d = Settings::default();
     let min_isolation = match nonempty(raw.scalr_agent_min_isolation.clone()) {
-        None => Verdict::Degraded,
+        None => d.min_isolation,
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "isolated" => Verdict::Isolated,
             "degraded" => Verdict::Degraded,
@@ -104,7 +52,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
             64,
             1 << 20,
         )
-        .unwrap_or(8192);
+        .unwrap_or(d.rlimits.nofile);
     let fsize_mb = p
         .number(
             "SCALR_AGENT_TASK_RLIMIT_FSIZE_MB",
@@ -112,7 +60,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
             1,
             1 << 30,
         )
-        .unwrap_or(10240);
+        .unwrap_or(d.rlimits.fsize_bytes >> 20);
     let nproc = p
         .number(
             "SCALR_AGENT_TASK_RLIMIT_NPROC",
@@ -120,7 +68,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
             16,
             1 << 22,
         )
-        .unwrap_or(4096);
+        .unwrap_or(d.rlimits.nproc);
     let mut test_deny = Vec::new();
     if let Some(v) = nonempty(raw.scalr_agent_sandbox_test_deny.clone()) {
         for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -137,23 +85,27 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> SandboxConfig {
         }
         test_deny.dedup();
     }
-    SandboxConfig {
+    Settings {
         min_isolation,
         uid_range,
-        rlimits: RlimitConfig {
+        rlimits: RlimitSettings {
             nofile,
             fsize_bytes: fsize_mb << 20,
             nproc,
         },
         test_deny,
-        runtime: RuntimeHints {
-            ecs_metadata_uri: nonempty(raw.ecs_container_metadata_uri_v4.clone()),
-            k_service: nonempty(raw.k_service.clone()),
-            cloud_run_job: nonempty(raw.cloud_run_job.clone()),
-            container_app_name: nonempty(raw.container_app_name.clone()),
-            container_app_job_name: nonempty(raw.container_app_job_name.clone()),
-            kubernetes_service_host: nonempty(raw.kubernetes_service_host.clone()),
-        },
+    }
+}
+
+/// The platforms' own variables, as given.
+pub(super) fn runtime_hints(raw: &Raw) -> RuntimeHints {
+    RuntimeHints {
+        ecs_metadata_uri: nonempty(raw.ecs_container_metadata_uri_v4.clone()),
+        k_service: nonempty(raw.k_service.clone()),
+        cloud_run_job: nonempty(raw.cloud_run_job.clone()),
+        container_app_name: nonempty(raw.container_app_name.clone()),
+        container_app_job_name: nonempty(raw.container_app_job_name.clone()),
+        kubernetes_service_host: nonempty(raw.kubernetes_service_host.clone()),
     }
 }
 
@@ -182,37 +134,47 @@ mod tests {
         assert_eq!(s.uid_range, 20000..=20999);
         assert_eq!(
             s.rlimits,
-            RlimitConfig {
+            RlimitSettings {
                 nofile: 8192,
                 fsize_bytes: 10240 << 20,
                 nproc: 4096
             }
         );
         assert!(s.test_deny.is_empty());
-        assert!(s.runtime.k_service.is_none());
+        assert!(load(&[]).unwrap().runtime.k_service.is_none());
     }
 
     #[test]
     fn values_and_runtime_hints() {
-        let s = load(&[
+        let c = load(&[
             ("SCALR_AGENT_MIN_ISOLATION", "Isolated"),
             ("SCALR_AGENT_TASK_UID_RANGE", "30000-30009"),
             ("SCALR_AGENT_TASK_RLIMIT_NOFILE", "1024"),
             ("SCALR_AGENT_SANDBOX_TEST_DENY", "landlock, setresuid"),
             ("K_SERVICE", "agent"),
             ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x"),
+            ("CLOUD_RUN_JOB", "nightly"),
+            ("CONTAINER_APP_NAME", "app"),
+            ("CONTAINER_APP_JOB_NAME", "job"),
         ])
-        .unwrap()
-        .sandbox;
+        .unwrap();
+        let s = &c.sandbox;
         assert_eq!(s.min_isolation, Verdict::Isolated);
         assert_eq!(s.uid_range, 30000..=30009);
         assert_eq!(s.rlimits.nofile, 1024);
         assert_eq!(s.test_deny, [TestDeny::Landlock, TestDeny::Setresuid]);
-        assert_eq!(s.runtime.k_service.as_deref(), Some("agent"));
+        let r = &c.runtime;
+        assert_eq!(r.k_service.as_deref(), Some("agent"));
+        assert_eq!(r.kubernetes_service_host.as_deref(), Some("10.0.0.1"));
         assert_eq!(
-            s.runtime.kubernetes_service_host.as_deref(),
-            Some("10.0.0.1")
+            r.ecs_metadata_uri.as_deref(),
+            Some("http://169.254.170.2/v4/x")
         );
+        assert_eq!(r.cloud_run_job.as_deref(), Some("nightly"));
+        assert_eq!(r.container_app_name.as_deref(), Some("app"));
+        assert_eq!(r.container_app_job_name.as_deref(), Some("job"));
+        assert_eq!(c.agent.runtime.k_service.as_deref(), Some("agent"));
     }
 
     #[test]

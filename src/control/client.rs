@@ -158,7 +158,10 @@ impl ControlClient {
         *slot = Some(session.clone());
         crate::logging::set_identity(crate::logging::Identity {
             agent_id: r.agent_id.clone(),
-            pool: r.pool,
+            pool: r.pool.map(|p| crate::logging::Pool {
+                id: p.id,
+                name: p.name,
+            }),
         });
         self.registration.lock().unwrap().previous_agent_id = Some(r.agent_id);
         Ok(session)

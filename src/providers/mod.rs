@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::HttpConfig;
 use crate::http::{HttpClient, HttpError, SharedClient};
 use addr::Package;
 pub use settings::{NetworkMirror, Settings};
@@ -117,7 +116,7 @@ pub struct ProviderStore {
 
 impl ProviderStore {
     /// A store as configured. Nothing is created until the first fill.
-    pub fn new(settings: Settings, http_config: HttpConfig) -> ProviderStore {
+    pub fn new(settings: Settings, http_config: crate::http::Settings) -> ProviderStore {
         ProviderStore {
             layout: Layout {
                 root: settings.root.clone(),

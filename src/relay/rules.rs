@@ -16,36 +16,13 @@
     reason = "the operator's rules file, named by a variable"
 )]
 
-use std::fmt;
 use std::path::Path;
 
 use regex::Regex;
 use reqwest::Method;
 
+pub use super::target::Refusal;
 use super::target::{CheckedPath, decode_once, encoded_slashes};
-
-/// Why a request was refused, and by which rule set (`path`, `push`, `allowlist`,
-/// `projects`, `target`, `size`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub rule_set: &'static str,
-    pub reason: String,
-}
-
-impl Refusal {
-    pub fn new(rule_set: &'static str, reason: impl Into<String>) -> Refusal {
-        Refusal {
-            rule_set,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refused by {}: {}", self.rule_set, self.reason)
-    }
-}
 
 /// What a rule requires of the query.
 #[derive(Debug, Clone, PartialEq, Eq)]

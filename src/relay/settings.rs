@@ -10,7 +10,6 @@ use std::time::Duration;
 use regex::Regex;
 use url::Url;
 
-use crate::config::HttpConfig;
 use crate::secret::Secret;
 
 /// The VCS product behind the relay; chooses the preset rules and how projects are read.
@@ -75,5 +74,5 @@ pub struct Settings {
     /// Logs each request's headers' names (never values) and timings.
     pub debug: bool,
     /// CA bundle, proxies and backoff, shared with the run agent.
-    pub http: HttpConfig,
+    pub http: crate::http::Settings,
 }

@@ -12,9 +12,9 @@
 //! [`target_url`] joins the checked path to the configured base and checks that scheme, host,
 //! port and path came out unchanged.
 
-use url::Url;
+use std::fmt;
 
-use super::rules::Refusal;
+use url::Url;
 
 /// Longest path-and-query accepted.
 pub const MAX_PATH_LEN: usize = 8192;
@@ -28,6 +28,29 @@ pub struct CheckedPath {
     pub query: Option<String>,
     /// The query's pairs, decoded once.
     pub pairs: Vec<(String, String)>,
+}
+
+/// Why a request was refused, and by which rule set (`path`, `push`, `allowlist`,
+/// `projects`, `target`, `size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule_set: &'static str,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(rule_set: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            rule_set,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused by {}: {}", self.rule_set, self.reason)
+    }
 }
 
 fn refuse(reason: impl Into<String>) -> Refusal {

@@ -24,8 +24,6 @@ use seccompiler::{
     TargetArch,
 };
 
-use crate::config::TestDeny;
-
 /// A compiled program, ready for `install`.
 pub type Program = Vec<libc::sock_filter>;
 
@@ -106,6 +104,19 @@ pub fn stage_filter() -> Result<Program, FilterError> {
     let mut program = prefix();
     program.extend(compile(rules, libc::EPERM)?);
     Ok(program)
+}
+
+/// A capability the agent pretends the platform lacks (tests only), by running itself behind a
+/// seccomp filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestDeny {
+    /// `landlock_*` system calls fail with `ENOSYS`, as on a kernel without Landlock (gVisor).
+    Landlock,
+    /// `setuid`, `setreuid` and `setresuid` fail with `EPERM`, as without `CAP_SETUID`.
+    Setresuid,
+    /// `openat2` fails with `ENOSYS`, as before Linux 5.6: `taskfs` walks paths instead.
+    Openat2,
 }
 
 /// Test-only filters emulating a weaker platform: one program per errno.

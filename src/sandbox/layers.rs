@@ -21,6 +21,7 @@ use landlock::{
     RulesetStatus, Scope, path_beneath_rules,
 };
 
+pub use super::error::LayerError;
 use super::filter;
 use super::policy::{LayerReport, Policy};
 use super::sys;
@@ -29,38 +30,6 @@ use super::sys;
 /// (including truncate and device ioctls) and ABI 6's signal and abstract-socket scopes. The
 /// network is not restricted. Older kernels get what they support (reported as partial).
 pub const LANDLOCK_ABI: ABI = ABI::V6;
-
-/// A requested layer could not be applied.
-#[derive(Debug, thiserror::Error)]
-#[error("sandbox layer `{layer}` failed: {what}: {source}")]
-pub struct LayerError {
-    /// The layer's name, as in [`LayerReport::name`].
-    pub layer: &'static str,
-    /// The operation that failed.
-    pub what: String,
-    /// The OS error (its `raw_os_error` is the errno).
-    #[source]
-    pub source: io::Error,
-}
-
-impl LayerError {
-    pub(crate) fn new(
-        layer: &'static str,
-        what: impl Into<String>,
-        source: io::Error,
-    ) -> LayerError {
-        LayerError {
-            layer,
-            what: what.into(),
-            source,
-        }
-    }
-
-    /// The errno, when the failure came from a system call.
-    pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-}
 
 /// Applies every layer of `policy` to the calling process, in order, and says what was done.
 ///

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
+pub use super::sys::IpcKind;
+
 /// The temporary directories swept for a task uid's files.
 pub const TEMP_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"];
 
@@ -114,24 +116,6 @@ pub fn remove(uid: u32) -> Removed {
         walk(Path::new(dir), uid, true, &mut |_| removed.files += 1);
     }
     removed
-}
-
-/// The three kinds of SysV IPC objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpcKind {
-    Shm,
-    Sem,
-    Msg,
-}
-
-impl IpcKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            IpcKind::Shm => "shm",
-            IpcKind::Sem => "sem",
-            IpcKind::Msg => "msg",
-        }
-    }
 }
 
 /// The SysV IPC objects whose owner or creator is `uid`, from `/proc/sysvipc/*`.

@@ -8,7 +8,8 @@
 //! - `layers`: applying a policy in the helper's child right before `execve`;
 //! - `filter`: the seccomp programs; `sys`: raw system calls; `uid`: the dedicated uid pool,
 //!   leased across processes; `leftovers`: what a task uid left (IPC objects, temporary files);
-//! - `doctor`: the `scalr-agent doctor` report; `selftest`: the hidden `__sandbox-selftest`;
+//! - `selftest`: the hidden `__sandbox-selftest`; `settings`: [`Settings`], filled in by
+//!   `config`;
 //! - `helper`: the per-stage helper process (`__stage`): forks the stage, applies the layers,
 //!   forwards signals, kills and reaps the whole tree; `stage`: the agent's side of it, the one
 //!   place that spawns child processes.
@@ -16,7 +17,7 @@
 //! This is the only module allowed `unsafe`; every block carries a `// SAFETY:` comment.
 
 pub mod cgroup;
-pub mod doctor;
+mod error;
 pub mod filter;
 pub mod helper;
 pub mod layers;
@@ -24,6 +25,9 @@ pub mod leftovers;
 pub mod policy;
 pub mod probe;
 pub mod selftest;
+mod settings;
 pub mod stage;
 pub mod sys;
 pub mod uid;
+
+pub use settings::{DEFAULT_UID_RANGE, RlimitSettings, Settings, TestDeny};

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::SandboxConfig;
 use crate::sandbox::probe::Probes;
 
 /// System directories a stage may read and execute: what `sh`, `terraform`, `tofu` and their
@@ -143,7 +142,7 @@ impl Policy {
     /// binary cache; later the provider cache).
     pub fn for_task(
         probes: &Probes,
-        config: &SandboxConfig,
+        config: &super::Settings,
         ids: Option<(u32, u32)>,
         task_dir: &Path,
         read_exec_extra: &[PathBuf],
@@ -214,7 +213,6 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Needs};
     use crate::sandbox::probe::ProbeResult;
 
     fn probes(all: bool) -> Probes {
@@ -242,10 +240,8 @@ mod tests {
         }
     }
 
-    fn config() -> SandboxConfig {
-        Config::from_vars(Vec::<(String, String)>::new(), Needs::Local)
-            .unwrap()
-            .sandbox
+    fn config() -> crate::sandbox::Settings {
+        crate::sandbox::Settings::default()
     }
 
     #[test]

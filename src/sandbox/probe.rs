@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::LayerError;
 use super::filter;
-use super::layers::LayerError;
+use super::filter::TestDeny;
 use super::stage::probe_in_child as in_child;
 use super::sys::{self, CAP_SYS_PTRACE};
-use crate::config::TestDeny;
 
 /// How well stages are isolated from the agent and from each other on this platform. Ordered:
 /// `Unisolated < Degraded < Isolated`.

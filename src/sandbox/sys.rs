@@ -200,9 +200,26 @@ pub fn getuid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// The three kinds of SysV IPC objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpcKind {
+    Shm,
+    Sem,
+    Msg,
+}
+
+impl IpcKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IpcKind::Shm => "shm",
+            IpcKind::Sem => "sem",
+            IpcKind::Msg => "msg",
+        }
+    }
+}
+
 /// Removes a SysV IPC object (`IPC_RMID`) by kind and id.
-pub fn ipc_remove(kind: super::leftovers::IpcKind, id: i32) -> io::Result<()> {
-    use super::leftovers::IpcKind;
+pub fn ipc_remove(kind: IpcKind, id: i32) -> io::Result<()> {
     // SAFETY: IPC_RMID takes no buffer (a null pointer is allowed) and acts only on the object
     // named by `id`; the calls read or write no memory of ours.
     let rc = unsafe {

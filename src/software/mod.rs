@@ -14,6 +14,7 @@ pub mod catalog;
 mod fetch;
 pub mod locks;
 mod prune;
+mod settings;
 pub mod stats;
 pub mod store;
 pub mod verify;
@@ -26,12 +27,12 @@ use std::time::SystemTime;
 use reqwest::StatusCode;
 
 use crate::archive;
-use crate::config::{HttpConfig, SignatureCheck, SoftwareConfig};
 use crate::http::{HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
 use locks::{LockMode, Wait};
 use prune::evict;
 pub use prune::{Listed, PruneReport};
+pub use settings::{Settings, SignatureCheck};
 pub use stats::{CacheStats, ToolStats};
 use store::{Key, Layout, Manifest, Verification};
 
@@ -127,7 +128,7 @@ pub struct Installed {
 #[derive(Debug)]
 pub struct SoftwareCache {
     layout: Layout,
-    config: SoftwareConfig,
+    config: Settings,
     http: SharedClient,
     stats: Arc<CacheStats>,
 }
@@ -135,7 +136,11 @@ pub struct SoftwareCache {
 impl SoftwareCache {
     /// A cache rooted at `root` (normally `<SCALR_AGENT_CACHE_DIR>/binaries`). Nothing is
     /// created until first use; the HTTP client is built on the first miss, so a hit stays cheap.
-    pub fn new(root: PathBuf, config: SoftwareConfig, http_config: HttpConfig) -> SoftwareCache {
+    pub fn new(
+        root: PathBuf,
+        config: Settings,
+        http_config: crate::http::Settings,
+    ) -> SoftwareCache {
         SoftwareCache {
             layout: Layout { root },
             config,

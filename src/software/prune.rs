@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::store::{self, Key, Layout};
-use super::{SoftwareCache, SoftwareConfig};
+use super::{Settings, SoftwareCache};
 
 /// One row of `software list`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,7 +62,7 @@ impl SoftwareCache {
 /// Removes damaged entries, entries unused for longer than the threshold, then least recently
 /// used entries while the cache is above its size limit. Entries being installed or leased by
 /// a task are skipped.
-pub(super) fn evict(layout: &Layout, config: &SoftwareConfig) -> std::io::Result<PruneReport> {
+pub(super) fn evict(layout: &Layout, config: &Settings) -> std::io::Result<PruneReport> {
     layout.sweep_leftovers(None);
     let mut report = PruneReport::default();
     let now = SystemTime::now();

@@ -19,7 +19,6 @@ use std::path::Path;
 
 use super::model::{Task, VariableCategory};
 use super::prepare::TaskDirs;
-use crate::config::HttpConfig;
 
 /// An environment: name to value, ordered for reproducible output.
 pub type Env = BTreeMap<String, String>;
@@ -35,7 +34,7 @@ pub struct EnvContext<'a> {
     pub dirs: &'a TaskDirs,
     /// The agent's PATH (so tools added by an image's `ENV PATH` stay reachable).
     pub system_path: &'a str,
-    pub http: &'a HttpConfig,
+    pub http: &'a crate::http::Settings,
     /// A CA bundle file for tools (system roots plus the configured extra CA).
     pub ca_file: Option<&'a Path>,
     pub content_root: &'a Path,

@@ -15,7 +15,8 @@
 //!   store after the run;
 //! - `users`: the stage's user entry (`passwd`/`group` through `libnss-wrapper`);
 //! - `runner`: the entry point shared by `exec` and the daemon; `cancel`: the three ways to
-//!   stop a task, shared from the daemon down to each step.
+//!   stop a task, shared from the daemon down to each step; `settings`: [`Settings`], filled
+//!   in by `config`.
 
 pub mod cancel;
 mod checks;
@@ -29,6 +30,7 @@ pub mod prepare;
 mod providers;
 pub mod result;
 pub mod runner;
+mod settings;
 mod setup;
 mod stages;
 pub mod step;
@@ -36,3 +38,4 @@ pub mod sweep;
 pub mod users;
 
 pub use checks::{deny_messages, parse_cost, parse_policy_file};
+pub use settings::Settings;

@@ -21,7 +21,6 @@ use super::result::{
     Artifacts, CostEstimate, Isolation, PolicyCheck, StepRecord, TaskResult, TaskStatus,
 };
 use super::step::StepContext;
-use crate::config::{HttpConfig, SandboxConfig};
 use crate::sandbox::policy::Policy;
 use crate::sandbox::probe::{self, Decision, Probes, Verdict};
 use crate::sandbox::stage::Launcher;
@@ -40,9 +39,9 @@ pub struct RunnerSettings {
     pub system_path: String,
     /// Extra paths tasks may read and execute (provider mirrors, tools mounted in the container).
     pub read_paths: Vec<PathBuf>,
-    pub http: HttpConfig,
+    pub http: crate::http::Settings,
     /// CA certificates trusted by stages only (`SCALR_AGENT_CONTAINER_TASK_CA_CERT`).
-    pub task_ca_bundle: Option<crate::config::CaBundle>,
+    pub task_ca_bundle: Option<crate::http::CaBundle>,
     /// Limits of the files read back from tasks (`SCALR_AGENT_TASK_ARTIFACT_LIMIT_MB`).
     pub task_files: crate::taskfs::Limits,
     /// `SCALR_AGENT_TASK_LOG_LIMIT_MB`, in bytes.
@@ -59,13 +58,13 @@ pub struct RunnerSettings {
 pub struct IsolationContext {
     pub probes: Probes,
     pub verdict: Verdict,
-    pub config: SandboxConfig,
+    pub config: crate::sandbox::Settings,
     pub uids: UidPool,
 }
 
 impl IsolationContext {
     /// Probes the platform; task uids are leased through `data_dir` (see `sandbox::uid`).
-    pub fn probe(config: SandboxConfig, data_dir: &Path) -> IsolationContext {
+    pub fn probe(config: crate::sandbox::Settings, data_dir: &Path) -> IsolationContext {
         let probes = probe::probe();
         let verdict = probe::verdict(&probes);
         let uids = UidPool::new(config.uid_range.clone(), &[probes.agent_uid], data_dir);

@@ -280,7 +280,7 @@ impl Run<'_> {
         let extra: Vec<&[u8]> = [&settings.http.ca_bundle, &settings.task_ca_bundle]
             .into_iter()
             .flatten()
-            .map(|b| b.pem.as_slice())
+            .map(|b| b.pem())
             .collect();
         if extra.is_empty() {
             return Ok(None);

@@ -18,10 +18,9 @@
     reason = "the image's /etc/passwd and /etc/group, and new files in a task directory no task code has run in yet"
 )]
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-
-use super::env::Env;
 
 /// Where Debian and other distributions install the library, by architecture.
 pub const LIBRARY_PATHS: &[&str] = &[
@@ -77,8 +76,14 @@ pub fn write_files(
     Ok(Identity { uid, gid, name })
 }
 
-/// The variables that make a stage's lookups answer from the task's files.
-pub fn apply_env(env: &mut Env, library: &Path, root: &Path, identity: &Identity) {
+/// The variables that make a stage's lookups answer from the task's files, set in a stage's
+/// environment (`task::env::Env`).
+pub fn apply_env(
+    env: &mut BTreeMap<String, String>,
+    library: &Path,
+    root: &Path,
+    identity: &Identity,
+) {
     // The library comes first; a workspace's own preload (a shell variable) is kept after it.
     let preload = match env.get("LD_PRELOAD").filter(|v| !v.trim().is_empty()) {
         Some(theirs) => format!("{} {theirs}", library.display()),
@@ -230,7 +235,7 @@ mod tests {
 
     #[test]
     fn environment_points_at_the_files() {
-        let mut env = Env::new();
+        let mut env = BTreeMap::new();
         let id = Identity {
             uid: 20000,
             gid: 20000,

@@ -32,7 +32,7 @@ fn start(
 ) -> Agent {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(agent::run(
-        config(cp, data, name, extra),
+        config(cp, data, name, extra).agent,
         Arc::new(exec.clone()),
         shutdown.clone(),
     ));
@@ -641,7 +641,11 @@ async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
 /// Starts an agent with a configuration the test adjusted (internal settings).
 fn start_with(exec: &FakeExecutor, config: Config) -> Agent {
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(config, Arc::new(exec.clone()), shutdown.clone()));
+    let handle = tokio::spawn(agent::run(
+        config.agent,
+        Arc::new(exec.clone()),
+        shutdown.clone(),
+    ));
     Agent { handle, shutdown }
 }
 

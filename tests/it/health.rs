@@ -33,7 +33,7 @@ impl Agent {
         let metrics = Arc::new(Metrics::new(config.agent.concurrency.get()));
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(agent::run_with_metrics(
-            config,
+            config.agent,
             executor,
             shutdown.clone(),
             metrics.clone(),

@@ -15,6 +15,7 @@ mod exec;
 mod first_hour;
 mod health;
 mod isolation;
+mod layers;
 mod lints;
 mod private;
 mod protocol;

@@ -37,7 +37,7 @@ fn start(
 ) -> Agent {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(agent::run(
-        config(cp, data, name, extra),
+        config(cp, data, name, extra).agent,
         Arc::new(exec.clone()),
         shutdown.clone(),
     ));

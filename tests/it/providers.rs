@@ -188,7 +188,7 @@ fn store_for(reg: &Registry, root: &Path) -> ProviderStore {
             .into_iter()
             .map(|(k, v)| (k, url::Url::parse(&v).unwrap()))
             .collect();
-    let http = scalr_agent::config::HttpConfig {
+    let http = scalr_agent::http::Settings {
         max_retries: 0,
         ..Default::default()
     };
@@ -508,7 +508,7 @@ async fn fills_use_network_mirrors_in_order_then_the_registry() {
     s = {
         let mut settings = s.settings().clone();
         settings.mirrors = vec![mirror(&[&format!("{HOST}/test/*")])];
-        ProviderStore::new(settings, scalr_agent::config::HttpConfig::default())
+        ProviderStore::new(settings, scalr_agent::http::Settings::default())
     };
     let got = s.ensure(&pkg("mirrored")).await.unwrap();
     assert_eq!(got.manifest.origin, "mirror");

@@ -10,9 +10,22 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::probe::{Decision, ProbeResult, Probes, Verdict, decide, verdict};
-use crate::config::{Config, TestDeny};
 pub use crate::platform::Platform;
+use crate::platform::RuntimeHints;
+use crate::sandbox::TestDeny;
+use crate::sandbox::probe::{Decision, ProbeResult, Probes, Verdict, decide, verdict};
+
+/// What `doctor` reports on, filled in by `config`.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub sandbox: crate::sandbox::Settings,
+    /// The runner's settings: `libnss-wrapper`, the memory and log limits.
+    pub task: crate::task::Settings,
+    /// Where the agent runs, from the platforms' variables.
+    pub runtime: RuntimeHints,
+    /// `SCALR_*` variables that are set but unknown (likely typos): reported as problems.
+    pub unknown_variables: Vec<String>,
+}
 
 /// One probe, named, for the report.
 #[derive(Debug, Clone, Serialize)]
@@ -58,13 +71,13 @@ pub const MEMORY_UNBOUNDED: &str = "unbounded per task: no per-task memory limit
 
 /// Guesses the platform from the runtime hints in the configuration and the engines' marker
 /// files (see `crate::platform`).
-pub fn detect_platform(config: &Config) -> (Platform, String) {
-    let d = crate::platform::detect(&config.sandbox.runtime);
+pub fn detect_platform(config: &Settings) -> (Platform, String) {
+    let d = crate::platform::detect(&config.runtime);
     (d.platform, d.evidence)
 }
 
 /// Builds the report from the configuration and the probes.
-pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
+pub fn report(config: &Settings, probes: &Probes) -> DoctorReport {
     let (platform, platform_evidence) = detect_platform(config);
     let v = verdict(probes);
     let min = config.sandbox.min_isolation;
@@ -106,7 +119,7 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
         advice,
         test_deny: config.sandbox.test_deny.clone(),
         memory: memory_line(config),
-        task_log_limit_mb: config.runner.log_limit_bytes >> 20,
+        task_log_limit_mb: config.task.log_limit_bytes >> 20,
         user_entries,
         data_dir: "not checked".into(),
         unreachable: false,
@@ -115,8 +128,8 @@ pub fn report(config: &Config, probes: &Probes) -> DoctorReport {
 
 /// Whether stage uids resolve to user entries (`ssh` and `git` over ssh refuse to run without
 /// one): `Ok` says how, `Err` is the warning.
-fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
-    if let Some(lib) = crate::task::users::find_library(config.runner.nss_wrapper_lib.as_deref()) {
+fn user_entries(config: &Settings, probes: &Probes) -> Result<String, String> {
+    if let Some(lib) = crate::task::users::find_library(config.task.nss_wrapper_lib.as_deref()) {
         return Ok(format!(
             "each stage gets its own passwd entry through {}",
             lib.display()
@@ -136,7 +149,7 @@ fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
             .into_iter()
             .collect()
     };
-    let wanted = match &config.runner.nss_wrapper_lib {
+    let wanted = match &config.task.nss_wrapper_lib {
         Some(p) => format!("SCALR_AGENT_NSS_WRAPPER_LIB={} does not exist", p.display()),
         None => "libnss_wrapper.so was not found".to_string(),
     };
@@ -148,11 +161,11 @@ fn user_entries(config: &Config, probes: &Probes) -> Result<String, String> {
     }
 }
 
-fn memory_line(config: &Config) -> String {
-    let Some(limit) = config.runner.task_memory_limit_bytes else {
+fn memory_line(config: &Settings) -> String {
+    let Some(limit) = config.task.task_memory_limit_bytes else {
         return MEMORY_UNBOUNDED.into();
     };
-    match super::cgroup::own_memory_cgroup() {
+    match crate::sandbox::cgroup::own_memory_cgroup() {
         Ok((dir, v2)) => format!(
             "{} MiB per task: a memory cgroup per task under {} (cgroup {})",
             limit >> 20,
@@ -183,7 +196,7 @@ fn probe_lines(p: &Probes) -> Vec<ProbeLine> {
 }
 
 fn advise(
-    config: &Config,
+    config: &Settings,
     p: &Probes,
     platform: Platform,
     v: Verdict,
@@ -317,14 +330,31 @@ impl DoctorReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Needs;
 
-    fn config(vars: &[(&str, &str)]) -> Config {
-        Config::from_vars(
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            Needs::Local,
-        )
-        .unwrap()
+    /// The settings `config` fills from these variables (its own tests check the parsing).
+    fn config(vars: &[(&str, &str)]) -> Settings {
+        let mut s = Settings::default();
+        for (name, value) in vars {
+            let v = Some(value.to_string());
+            match *name {
+                "K_SERVICE" => s.runtime.k_service = v,
+                "KUBERNETES_SERVICE_HOST" => s.runtime.kubernetes_service_host = v,
+                "ECS_CONTAINER_METADATA_URI_V4" => s.runtime.ecs_metadata_uri = v,
+                "CONTAINER_APP_NAME" => s.runtime.container_app_name = v,
+                "CLOUD_RUN_JOB" => s.runtime.cloud_run_job = v,
+                "SCALR_AGENT_MIN_ISOLATION" => {
+                    assert_eq!(*value, "isolated");
+                    s.sandbox.min_isolation = Verdict::Isolated;
+                }
+                "SCALR_AGENT_NSS_WRAPPER_LIB" => s.task.nss_wrapper_lib = Some(value.into()),
+                "SCALR_AGENT_TASK_UID_RANGE" => {
+                    let (a, b) = value.split_once('-').unwrap();
+                    s.sandbox.uid_range = a.parse().unwrap()..=b.parse().unwrap();
+                }
+                other => panic!("no test mapping for {other}"),
+            }
+        }
+        s
     }
 
     fn probes(uid_ok: bool, agent_uid: u32, landlock: bool) -> Probes {
