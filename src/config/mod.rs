@@ -8,8 +8,6 @@
 //! Names follow the Scalr agent's; legacy names are read only when the modern one is unset.
 //! `variables` lists every name (the README's table is checked against it); `parse` turns raw
 //! strings into typed values.
-//!
-//! size: the `Config` and its tests while `config` is being inverted into per-module settings (issue 14, helper `config`); it shrinks as each module takes its own.
 
 mod agent;
 mod build;
