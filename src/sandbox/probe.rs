@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::error::LayerError;
 use super::filter;
 use super::filter::TestDeny;
-use super::stage::probe_in_child as in_child;
+use super::fork::probe_in_child as in_child;
 use super::sys::{self, CAP_SYS_PTRACE};
 
 /// How well stages are isolated from the agent and from each other on this platform. Ordered:

@@ -20,9 +20,9 @@ use super::runner::{Prepared, Run};
 use super::step::{Command, StepContext};
 use crate::taskfs::{Kind, TaskFileError};
 
-mod policy_file;
+pub mod policy_file;
 
-pub use policy_file::{EnforcementLevel, PolicyFileError, parse_policy_file};
+pub use policy_file::{PolicyFileError, PolicyStatus, parse_policy_file};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -48,39 +48,6 @@ pub enum CheckError {
     /// A file read back from the task (or its input) was refused.
     #[error(transparent)]
     TaskFile(#[from] TaskFileError),
-}
-
-/// The policy check's overall outcome: the worst enforcement level among failed policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyStatus {
-    Passed,
-    AdvisoryFailed,
-    SoftFailed,
-    HardFailed,
-}
-
-impl PolicyStatus {
-    /// The status of a check whose worst failed policy has `level` (`None`: all passed).
-    pub fn of(worst_failed: Option<EnforcementLevel>) -> PolicyStatus {
-        match worst_failed {
-            None => PolicyStatus::Passed,
-            Some(EnforcementLevel::Advisory) => PolicyStatus::AdvisoryFailed,
-            Some(EnforcementLevel::SoftMandatory) => PolicyStatus::SoftFailed,
-            Some(EnforcementLevel::HardMandatory) => PolicyStatus::HardFailed,
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PolicyStatus::Passed => "passed",
-            PolicyStatus::AdvisoryFailed => "advisory_failed",
-            PolicyStatus::SoftFailed => "soft_failed",
-            PolicyStatus::HardFailed => "hard_failed",
-        })
-    }
 }
 
 pub(super) async fn cost_estimate(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env;
-use super::model::Hooks;
+use super::model::HookPhase;
 use super::prepare::TaskDirs;
 use super::result::{StepKind, StepStatus};
 use super::runner::{Prepared, Run};
@@ -17,64 +17,6 @@ use crate::taskfs::Kind;
 
 /// `SCALR_AGENT_ENV`, relative to the task root.
 const AGENT_ENV: &str = "agent.env";
-
-/// When a hook runs. A failed `pre-*` hook stops the task; a failed `post-*` hook is reported
-/// and the task goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookPhase {
-    PreInit,
-    PrePlan,
-    PostPlan,
-    PreApply,
-    PostApply,
-}
-
-impl HookPhase {
-    pub const ALL: [HookPhase; 5] = [
-        HookPhase::PreInit,
-        HookPhase::PrePlan,
-        HookPhase::PostPlan,
-        HookPhase::PreApply,
-        HookPhase::PostApply,
-    ];
-
-    /// The phase's name: the agent-level hook's file name in `SCALR_AGENT_HOOKS_DIR` and how
-    /// the log names it (`pre-plan`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookPhase::PreInit => "pre-init",
-            HookPhase::PrePlan => "pre-plan",
-            HookPhase::PostPlan => "post-plan",
-            HookPhase::PreApply => "pre-apply",
-            HookPhase::PostApply => "post-apply",
-        }
-    }
-
-    /// The workspace's hook line for this phase (`workspace.hooks.pre_plan`).
-    pub fn line(self, hooks: &Hooks) -> Option<&String> {
-        match self {
-            HookPhase::PreInit => hooks.pre_init.as_ref(),
-            HookPhase::PrePlan => hooks.pre_plan.as_ref(),
-            HookPhase::PostPlan => hooks.post_plan.as_ref(),
-            HookPhase::PreApply => hooks.pre_apply.as_ref(),
-            HookPhase::PostApply => hooks.post_apply.as_ref(),
-        }
-    }
-
-    /// Whether a failure of this phase's hook stops the task.
-    pub fn stops_on_failure(self) -> bool {
-        matches!(
-            self,
-            HookPhase::PreInit | HookPhase::PrePlan | HookPhase::PreApply
-        )
-    }
-}
-
-impl std::fmt::Display for HookPhase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad

@@ -240,7 +240,7 @@ pub struct CostEstimate {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyOutcome {
     pub name: String,
-    pub enforcement_level: super::checks::EnforcementLevel,
+    pub enforcement_level: super::checks::policy_file::EnforcementLevel,
     pub passed: bool,
     pub messages: Vec<String>,
 }
@@ -248,7 +248,7 @@ pub struct PolicyOutcome {
 /// The policy check's overall outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyCheck {
-    pub status: super::checks::PolicyStatus,
+    pub status: super::checks::policy_file::PolicyStatus,
     pub policies: Vec<PolicyOutcome>,
 }
 

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use super::env;
 use super::events::StepEvent;
-use super::hooks::HookPhase;
-use super::model::{Action, RunMode};
+use super::model::{Action, HookPhase, RunMode};
 use super::result::{Artifact, Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run};
 use super::step::{self, Command, StepContext};

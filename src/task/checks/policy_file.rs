@@ -1,4 +1,5 @@
-//! `scalr-policy.hcl`: which policies run and how much a failure of each weighs.
+//! `scalr-policy.hcl`: which policies run and how much a failure of each weighs, and the
+//! check's outcome (`PolicyStatus`).
 
 /// What is wrong with `scalr-policy.hcl`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,39 @@ impl EnforcementLevel {
 impl std::fmt::Display for EnforcementLevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The policy check's overall outcome: the worst enforcement level among failed policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyStatus {
+    Passed,
+    AdvisoryFailed,
+    SoftFailed,
+    HardFailed,
+}
+
+impl PolicyStatus {
+    /// The status of a check whose worst failed policy has `level` (`None`: all passed).
+    pub fn of(worst_failed: Option<EnforcementLevel>) -> PolicyStatus {
+        match worst_failed {
+            None => PolicyStatus::Passed,
+            Some(EnforcementLevel::Advisory) => PolicyStatus::AdvisoryFailed,
+            Some(EnforcementLevel::SoftMandatory) => PolicyStatus::SoftFailed,
+            Some(EnforcementLevel::HardMandatory) => PolicyStatus::HardFailed,
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PolicyStatus::Passed => "passed",
+            PolicyStatus::AdvisoryFailed => "advisory_failed",
+            PolicyStatus::SoftFailed => "soft_failed",
+            PolicyStatus::HardFailed => "hard_failed",
+        })
     }
 }
 
