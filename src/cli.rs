@@ -189,6 +189,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match over every command: the dispatch reads in one place"
+)]
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     // Before any task: the data directory private by permission, crashed tasks' leftovers gone.
     let (data, bins) = (config.data_dir.clone(), config.binaries_dir());

@@ -25,18 +25,19 @@ pub use settings::Settings;
 
 /// Builds a runner from the configuration (also used by the daemon).
 pub fn runner(config: &Settings, launcher: Launcher) -> Runner {
+    let cache = SoftwareCache::new(
+        config.binaries_dir.clone(),
+        config.software.clone(),
+        config.http.clone(),
+    );
     Runner {
-        cache: Arc::new(SoftwareCache::new(
-            config.binaries_dir.clone(),
-            config.software.clone(),
-            config.http.clone(),
-        )),
         providers: config.providers.enabled.then(|| {
-            Arc::new(crate::providers::ProviderStore::new(
-                config.providers.clone(),
-                config.http.clone(),
-            ))
+            Arc::new(
+                crate::providers::ProviderStore::new(config.providers.clone(), config.http.clone())
+                    .sharing_client(cache.shared_client().clone()),
+            )
         }),
+        cache: Arc::new(cache),
         launcher,
         settings: RunnerSettings {
             data_dir: config.data_dir.clone(),

@@ -6,29 +6,35 @@
 //! timeout: a per-read idle timeout catches stalled transfers without failing slow links.
 //! Redirects are followed; a retry starts again from the original URL (object-store redirect
 //! targets expire).
+//!
+//! `transfer` holds the GETs (a small document, a download to a file), `request` any method
+//! with its body from memory or a file, `redact` how URLs are shown.
 #![allow(
     clippy::disallowed_methods,
-    reason = "streams request bodies from the agent's spool and reads the system CA roots"
+    reason = "builds every HTTP client of the process; reads the system CA roots"
 )]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
-use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::retry;
+
+mod redact;
+mod request;
 mod settings;
+mod transfer;
 
+pub use redact::{redact, redact_str};
+pub use request::{Answer, Request};
 pub use settings::{CaBundle, Settings};
+pub use transfer::Downloaded;
 
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest `Retry-After` honoured; a server asking for more gets this much.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
@@ -108,11 +114,33 @@ pub struct HttpClient {
     received: Option<Arc<AtomicU64>>,
 }
 
-/// The result of a download to a file.
-#[derive(Debug, Clone)]
-pub struct Downloaded {
-    pub size: u64,
-    pub sha256: String,
+/// The process's one HTTP client, built on first use (a run that never downloads pays no TLS
+/// setup). Clones share it: the software cache, the provider store and the tasks' downloads of
+/// one runner hold clones of the same handle.
+#[derive(Clone, Debug)]
+pub struct SharedClient {
+    config: Arc<Settings>,
+    client: Arc<OnceLock<HttpClient>>,
+}
+
+impl SharedClient {
+    /// A handle that builds the client from `config` the first time [`SharedClient::get`] is
+    /// called.
+    pub fn new(config: Settings) -> SharedClient {
+        SharedClient {
+            config: Arc::new(config),
+            client: Arc::default(),
+        }
+    }
+
+    /// The client, built now if this is the first call.
+    pub fn get(&self) -> Result<&HttpClient, HttpError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = HttpClient::new(&self.config)?;
+        Ok(self.client.get_or_init(|| c))
+    }
 }
 
 impl HttpClient {
@@ -239,189 +267,50 @@ impl HttpClient {
         }
     }
 
-    /// GETs a small document into memory (checksum files, signatures), at most `limit` bytes.
-    pub async fn get_bytes(&self, url: &Url, limit: u64) -> Result<Vec<u8>, HttpError> {
-        let shown = redact(url);
-        self.retrying(url, |resp, attempts| {
-            let shown = shown.clone();
-            async move {
-                if resp.content_length().is_some_and(|n| n > limit) {
-                    return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
-                }
-                let expected = resp.content_length();
-                let mut body = Vec::new();
-                let mut stream = resp.bytes_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        transport(&shown, &e, attempts, body.len() as u64, expected)
-                    })?;
-                    self.count(chunk.len());
-                    if body.len() as u64 + chunk.len() as u64 > limit {
-                        return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(body)
-            }
-        })
-        .await
-    }
-
-    /// Streams a GET into `path` (created or truncated), hashing with SHA256 in the same pass.
-    /// Hashing and writing happen on a blocking thread fed through a small channel, so memory
-    /// stays bounded whatever the file's size. A failed attempt starts again from byte zero.
-    pub async fn download(
-        &self,
-        url: &Url,
-        path: &Path,
-        limit: u64,
-    ) -> Result<Downloaded, HttpError> {
-        let shown = redact(url);
-        self.retrying(url, |resp, attempts| {
-            let shown = shown.clone();
-            let path = path.to_path_buf();
-            async move {
-                let expected = resp.content_length();
-                if expected.is_some_and(|n| n > limit) {
-                    return Err(Attempt::Fatal(HttpError::TooLarge { url: shown, limit }));
-                }
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
-                let write_path = path.clone();
-                let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Downloaded> {
-                    use std::io::Write;
-                    let file = std::fs::File::create(&write_path)?;
-                    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
-                    let mut hasher = Sha256::new();
-                    let mut size = 0u64;
-                    while let Some(chunk) = rx.blocking_recv() {
-                        hasher.update(&chunk);
-                        out.write_all(&chunk)?;
-                        size += chunk.len() as u64;
-                    }
-                    let file = out.into_inner().map_err(|e| e.into_error())?;
-                    file.sync_all()?;
-                    Ok(Downloaded {
-                        size,
-                        sha256: hex::encode(hasher.finalize()),
-                    })
-                });
-                let mut received = 0u64;
-                let mut stream = resp.bytes_stream();
-                let mut failure = None;
-                while let Some(chunk) = stream.next().await {
-                    match chunk {
-                        Ok(chunk) => {
-                            self.count(chunk.len());
-                            received += chunk.len() as u64;
-                            if received > limit {
-                                failure = Some(Attempt::Fatal(HttpError::TooLarge {
-                                    url: shown.clone(),
-                                    limit,
-                                }));
-                                break;
-                            }
-                            if tx.send(chunk).await.is_err() {
-                                break; // The writer failed; its error is reported below.
-                            }
-                        }
-                        Err(e) => {
-                            failure = Some(transport(&shown, &e, attempts, received, expected));
-                            break;
-                        }
-                    }
-                }
-                drop(tx);
-                let written = writer
-                    .await
-                    .map_err(|e| {
-                        Attempt::Fatal(HttpError::Client(format!("download writer panicked: {e}")))
-                    })?
-                    .map_err(|source| {
-                        Attempt::Fatal(HttpError::Write {
-                            url: shown.clone(),
-                            path,
-                            source,
-                        })
-                    })?;
-                if let Some(f) = failure {
-                    return Err(f);
-                }
-                if let Some(expected) = expected
-                    && written.size != expected
-                {
-                    return Err(Attempt::Retry(HttpError::Truncated {
-                        url: shown,
-                        received: written.size,
-                        expected,
-                        attempts,
-                    }));
-                }
-                Ok(written)
-            }
-        })
-        .await
+    /// The retry policy of this client for a request allowing `max_retries` retries.
+    fn policy(&self, max_retries: u32) -> retry::Policy {
+        retry::Policy::bounded(self.initial_backoff, max_retries)
     }
 
     /// Runs `body` on each successful response, retrying the whole request (status and body)
     /// on retryable failures.
-    async fn retrying<T, F, Fut>(&self, url: &Url, mut body: F) -> Result<T, HttpError>
+    async fn retrying<T, F, Fut>(&self, url: &Url, body: F) -> Result<T, HttpError>
     where
-        F: FnMut(reqwest::Response, u32) -> Fut,
+        F: Fn(reqwest::Response, u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
-        let shown = redact(url);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let last = attempt > self.max_retries;
-            let (error, retry_after) = match self.inner.get(url.clone()).send().await {
-                Err(e) => (transport(&shown, &e, attempt, 0, None), None),
-                Ok(resp) if resp.status().is_success() => match body(resp, attempt).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => (e, None),
-                },
+        let shown = &redact(url);
+        let body = &body;
+        let once = move |attempt: u32| async move {
+            match self.inner.get(url.clone()).send().await {
+                Err(e) => Err(transport(shown, &e, attempt, 0, None)),
+                Ok(resp) if resp.status().is_success() => body(resp, attempt).await,
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = retry_after(&resp);
-                    let err = HttpError::Status {
+                    let error = HttpError::Status {
                         url: shown.clone(),
                         status,
                         attempts: attempt,
                     };
                     if is_retryable(status) {
-                        (Attempt::Retry(err), retry_after)
+                        let after = retry_after(&resp);
+                        Err(Attempt::Retry { error, after })
                     } else {
-                        (Attempt::Fatal(err), None)
+                        Err(Attempt::Fatal(error))
                     }
                 }
-            };
-            let error = match error {
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry(e) if last => return Err(e),
-                Attempt::Retry(e) => e,
-            };
-            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
-            tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Full-jitter exponential backoff: a random delay up to `initial * 2^(attempt-1)`, capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial_backoff
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(MAX_BACKOFF);
-        let half = ceiling / 2;
-        half + ceiling.mul_f64(rand::thread_rng().r#gen::<f64>() * 0.5)
+            }
+        };
+        self.policy(self.max_retries)
+            .run(once, |error, attempt, delay| {
+                tracing::warn!(url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %error, "request failed; retrying");
+            })
+            .await
     }
 }
 
 /// One attempt's failure: worth another try, or final.
-enum Attempt {
-    Retry(HttpError),
-    Fatal(HttpError),
-}
+type Attempt = retry::Attempt<HttpError>;
 
 fn transport(
     url: &str,
@@ -433,7 +322,7 @@ fn transport(
     if let Some(expected) = expected.filter(|_| e.is_body() || e.is_decode())
         && received < expected
     {
-        return Attempt::Retry(HttpError::Truncated {
+        return Attempt::retry(HttpError::Truncated {
             url: url.to_string(),
             received,
             expected,
@@ -448,7 +337,7 @@ fn transport(
         src = s.source();
     }
     let reason = reason.replace(url, "");
-    Attempt::Retry(HttpError::Transport {
+    Attempt::retry(HttpError::Transport {
         url: url.to_string(),
         reason,
         attempts,
@@ -471,248 +360,6 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
             .unwrap_or_default(),
     };
     Some(d.min(MAX_RETRY_AFTER))
-}
-
-/// A URL as it may be shown: any password or token in it replaced by `***`.
-pub fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    } else if !u.username().is_empty() {
-        // `https://TOKEN@host/`: a user name alone is how many mirrors take a token.
-        let _ = u.set_username("***");
-    }
-    if u.query().is_some() {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let secret = [
-                    "token",
-                    "sig",
-                    "signature",
-                    "key",
-                    "password",
-                    "x-amz-signature",
-                    "x-amz-credential",
-                ]
-                .iter()
-                .any(|s| k.to_ascii_lowercase().contains(s));
-                (
-                    k.into_owned(),
-                    if secret { "***".into() } else { v.into_owned() },
-                )
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
-
-/// [`redact`] for a string that may not even parse as a URL: whatever stands before an `@` in
-/// its authority is hidden, and the scheme and the rest are kept so the reader sees the mistake.
-pub fn redact_str(s: &str) -> String {
-    if let Ok(u) = Url::parse(s)
-        && s.contains("://")
-    {
-        return redact(&u);
-    }
-    let (scheme, rest) = match s.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), s),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}***@{host}{}", &rest[authority_end..]),
-        None => s.to_string(),
-    }
-}
-
-/// A request of any method, for APIs (the control-plane protocol). Cloned for each attempt.
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub method: reqwest::Method,
-    pub url: Url,
-    /// Extra headers (e.g. `Authorization`); a sensitive value must be marked so by the caller.
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Option<bytes::Bytes>,
-    /// Whole-request timeout of one attempt (long polls set it above the server's hold time).
-    pub timeout: Option<Duration>,
-    /// Largest response body kept in memory.
-    pub limit: u64,
-    /// Overrides the client's retry count for this request (0: one attempt only).
-    pub max_retries: Option<u32>,
-    /// Stream a successful (2xx) body into this file instead of memory (`limit` still applies).
-    pub save_to: Option<PathBuf>,
-    /// Send this file as the body instead of `body`: streamed from disk (memory stays bounded
-    /// whatever its size), reopened from its start on every attempt, with `Content-Length`
-    /// set to its size so the server can refuse an oversized upload before it arrives.
-    pub body_file: Option<PathBuf>,
-}
-
-impl Request {
-    /// A request with no body, no extra headers, a 1 MiB response limit and default retries.
-    pub fn new(method: reqwest::Method, url: Url) -> Request {
-        Request {
-            method,
-            url,
-            headers: reqwest::header::HeaderMap::new(),
-            body: None,
-            timeout: None,
-            limit: 1 << 20,
-            max_retries: None,
-            save_to: None,
-            body_file: None,
-        }
-    }
-}
-
-/// A response that is not worth retrying: any 1xx-4xx except 408 and 429, with its body.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    /// Empty when the body was saved to a file.
-    pub body: bytes::Bytes,
-}
-
-impl HttpClient {
-    /// Sends `req`, retrying connection errors, timeouts, truncated bodies, 408, 429 and 5xx
-    /// with the same jittered backoff and `Retry-After` rule as GETs. Any other status is an
-    /// answer for the caller to interpret, with its body (up to `req.limit`). Only idempotent
-    /// requests may be sent this way: a retry repeats the request as it was.
-    pub async fn send(&self, req: &Request) -> Result<Answer, HttpError> {
-        let shown = redact(&req.url);
-        let max_retries = req.max_retries.unwrap_or(self.max_retries);
-        let fail = |reason: String, status: Option<StatusCode>, attempts: u32| HttpError::Request {
-            method: req.method.to_string(),
-            url: shown.clone(),
-            reason,
-            status,
-            attempts,
-        };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let mut b = self
-                .inner
-                .request(req.method.clone(), req.url.clone())
-                .headers(req.headers.clone());
-            if let Some(path) = &req.body_file {
-                let (body, len) = file_body(path)
-                    .await
-                    .map_err(|source| HttpError::ReadBody {
-                        method: req.method.to_string(),
-                        url: shown.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                b = b.header(reqwest::header::CONTENT_LENGTH, len).body(body);
-            } else if let Some(body) = &req.body {
-                b = b.body(body.clone());
-            }
-            if let Some(t) = req.timeout {
-                b = b.timeout(t);
-            }
-            let (reason, status, retry_after) = match b.send().await {
-                Err(e) => (chain(&e).replace(&shown, ""), None, None),
-                Ok(resp) => {
-                    let status = resp.status();
-                    if is_retryable(status) {
-                        (
-                            format!("the server answered {status}"),
-                            Some(status),
-                            retry_after(&resp),
-                        )
-                    } else {
-                        match read_answer(resp, req, self).await {
-                            Ok(answer) => return Ok(answer),
-                            Err(AnswerError::TooLarge) => {
-                                return Err(fail(
-                                    format!("the body is larger than the {}-byte limit", req.limit),
-                                    Some(status),
-                                    attempt,
-                                ));
-                            }
-                            Err(AnswerError::Write(e)) => {
-                                return Err(fail(
-                                    format!("writing the body: {e}"),
-                                    Some(status),
-                                    attempt,
-                                ));
-                            }
-                            Err(AnswerError::Read(reason)) => (reason, Some(status), None),
-                        }
-                    }
-                }
-            };
-            if attempt > max_retries {
-                return Err(fail(reason, status, attempt));
-            }
-            let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
-            tracing::debug!(method = %req.method, url = %shown, attempt, delay_ms = delay.as_millis() as u64, error = %reason, "request failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-enum AnswerError {
-    TooLarge,
-    Read(String),
-    Write(std::io::Error),
-}
-
-/// A file as a streamed request body (read in 64 KiB chunks as the connection takes them),
-/// with its size.
-async fn file_body(path: &Path) -> std::io::Result<(reqwest::Body, u64)> {
-    let file = tokio::fs::File::open(path).await?;
-    let len = file.metadata().await?.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-    Ok((reqwest::Body::wrap_stream(stream), len))
-}
-
-async fn read_answer(
-    resp: reqwest::Response,
-    req: &Request,
-    client: &HttpClient,
-) -> Result<Answer, AnswerError> {
-    use tokio::io::AsyncWriteExt;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    if resp.content_length().is_some_and(|n| n > req.limit) {
-        return Err(AnswerError::TooLarge);
-    }
-    let mut file = match (&req.save_to, status.is_success()) {
-        (Some(path), true) => Some(
-            tokio::fs::File::create(path)
-                .await
-                .map_err(AnswerError::Write)?,
-        ),
-        _ => None,
-    };
-    let mut body = Vec::new();
-    let mut received = 0u64;
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| AnswerError::Read(chain(&e)))?;
-        client.count(chunk.len());
-        received += chunk.len() as u64;
-        if received > req.limit {
-            return Err(AnswerError::TooLarge);
-        }
-        match &mut file {
-            Some(f) => f.write_all(&chunk).await.map_err(AnswerError::Write)?,
-            None => body.extend_from_slice(&chunk),
-        }
-    }
-    if let Some(mut f) = file {
-        f.flush().await.map_err(AnswerError::Write)?;
-        f.sync_all().await.map_err(AnswerError::Write)?;
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body: body.into(),
-    })
 }
 
 /// An error with its sources, on one line.
@@ -742,28 +389,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_credentials() {
-        let u =
-            Url::parse("https://user:pa55@mirror.internal/tf/?X-Amz-Signature=abc&v=1").unwrap();
-        let shown = redact(&u);
-        assert!(!shown.contains("pa55") && !shown.contains("abc"), "{shown}");
-        assert!(
-            shown.contains("user:***@") && shown.contains("v=1"),
-            "{shown}"
-        );
-        assert_eq!(redact_str("u:p@proxy:3128"), "***@proxy:3128");
-        // A token as the user name, with no password.
-        let shown = redact(&Url::parse("https://TOKEN123@mirror.internal/tf/").unwrap());
-        assert_eq!(shown, "https://***@mirror.internal/tf/");
-        // A URL that does not parse keeps its scheme and loses its credentials.
-        assert_eq!(
-            redact_str("http://user:pw@127.0.0.1:99999/terraform"),
-            "http://***@127.0.0.1:99999/terraform"
-        );
-        assert_eq!(redact_str("http://a@b@host:1/x@y"), "http://***@host:1/x@y");
-    }
-
-    #[test]
     fn backoff_grows_and_is_capped() {
         let c = HttpClient::new(&Settings {
             initial_backoff: Duration::from_millis(100),
@@ -771,17 +396,17 @@ mod tests {
         })
         .unwrap();
         for _ in 0..50 {
-            let d1 = c.backoff(1);
+            let d1 = c.policy(3).delay(1);
             assert!(
                 d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
                 "{d1:?}"
             );
-            let d4 = c.backoff(4);
+            let d4 = c.policy(3).delay(4);
             assert!(
                 d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800),
                 "{d4:?}"
             );
-            assert!(c.backoff(30) <= MAX_BACKOFF);
+            assert!(c.policy(3).delay(30) <= retry::MAX_BACKOFF);
         }
     }
 

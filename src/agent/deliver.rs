@@ -8,16 +8,19 @@
 
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
+
 use crate::control::wire::Finish;
 use crate::control::{ControlError, TaskApi};
+use crate::retry;
 use crate::spool::TaskSpool;
 
 use super::health::Metrics;
 
 /// Largest log chunk sent at once.
 const CHUNK: usize = 1 << 20;
-/// Longest wait between two delivery attempts.
-const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// The first wait after a failed delivery attempt (then doubling, jittered, up to 30 s).
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
 
 /// Ships the log as it grows, from `committed` (what the server holds), until it is closed
 /// and fully committed. Outages are waited out. Returns the committed size, or the error that
@@ -28,7 +31,6 @@ pub async fn ship_log(
     metrics: &Metrics,
     mut committed: u64,
 ) -> Result<u64, ControlError> {
-    let mut pause = Duration::from_millis(200);
     loop {
         if committed >= spool.log_len() {
             if spool.log_closed() && committed >= spool.log_len() {
@@ -51,21 +53,26 @@ pub async fn ship_log(
                 });
             }
         };
-        match api.put_log(offset, chunk.into()).await {
-            Ok(c) => {
-                // The server may be behind (it lost bytes) or ahead (a re-send): both are
-                // fine, the next chunk starts where it says. It cannot hold more than exists.
-                committed = c.min(spool.log_len());
-                pause = Duration::from_millis(200);
-            }
-            Err(e) if e.is_retryable() || matches!(e, ControlError::Unexpected { .. }) => {
+        let chunk = bytes::Bytes::from(chunk);
+        let policy = retry::Policy::unbounded(FIRST_PAUSE);
+        let put = policy.run(
+            |_| {
+                api.put_log(offset, chunk.clone()).map_err(|e| {
+                    if e.is_retryable() || matches!(e, ControlError::Unexpected { .. }) {
+                        retry::Attempt::retry(e)
+                    } else {
+                        retry::Attempt::Fatal(e)
+                    }
+                })
+            },
+            |e, _, _| {
                 metrics.upload_failure();
                 tracing::warn!(task = %api.task_id(), error = %e, "log upload failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(e) => return Err(e),
-        }
+            },
+        );
+        // The server may be behind (it lost bytes) or ahead (a re-send): both are fine, the
+        // next chunk starts where it says. It cannot hold more than exists.
+        committed = put.await?.min(spool.log_len());
     }
 }
 
@@ -113,8 +120,9 @@ async fn deliver_inner(
     };
     ship_log(api, spool, metrics, committed).await?;
     let finish = upload_artifacts(api, spool, metrics, finish).await?;
-    let mut pause = Duration::from_millis(200);
-    let mut again = false;
+    // A lost log is sent again, then the finish: waits between rounds follow the one backoff.
+    let policy = retry::Policy::unbounded(FIRST_PAUSE);
+    let mut resends = 0u32;
     loop {
         match retry(api, metrics, || api.finish(&finish)).await {
             Err(ControlError::LogIncomplete { committed, .. }) => {
@@ -129,11 +137,10 @@ async fn deliver_inner(
                 }
                 tracing::warn!(task = %api.task_id(), committed, log_size = size, "the control plane lost part of the log; sending it again from its offset, then the finish");
                 metrics.upload_failure();
-                if again {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_PAUSE);
+                if resends > 0 {
+                    tokio::time::sleep(policy.delay(resends)).await;
                 }
-                again = true;
+                resends += 1;
                 ship_log(api, spool, metrics, committed).await?;
             }
             r => return r,
@@ -202,17 +209,21 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ControlError>>,
 {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() => {
+    retry::Policy::unbounded(FIRST_PAUSE)
+        .run(
+            |_| {
+                call().map_err(|e| {
+                    if e.is_retryable() {
+                        retry::Attempt::retry(e)
+                    } else {
+                        retry::Attempt::Fatal(e)
+                    }
+                })
+            },
+            |e, _, _| {
                 metrics.upload_failure();
                 tracing::warn!(task = %api.task_id(), error = %e, "report failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+            },
+        )
+        .await
 }

@@ -135,7 +135,6 @@ mod tests {
     // Only these two children are touched: other tests of this process have children too.
     #[test]
     fn reaps_an_exited_child_but_never_a_helper() {
-        #[allow(clippy::disallowed_methods)]
         let spawn = || {
             std::process::Command::new("/bin/true")
                 .spawn()

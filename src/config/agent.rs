@@ -13,6 +13,10 @@ use std::time::Duration;
 use super::parse::{Parser, Raw, nonempty};
 use crate::agent::{Settings, StopAction};
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one setting per line: every variable the agent's settings take, read in one place"
+)]
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
     let d = Settings::default();
     // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.

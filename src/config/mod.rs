@@ -107,7 +107,10 @@ impl fmt::Display for ConfigError {
 impl Config {
     /// Reads the process environment. The only place the agent looks at it.
     pub fn from_process_env(needs: Needs) -> Result<Config, ConfigError> {
-        #[allow(clippy::disallowed_methods)]
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the one read of the process environment"
+        )]
         let vars = std::env::vars_os();
         Config::from_vars(vars, needs)
     }

@@ -15,6 +15,10 @@ pub const METADATA_PREFIX: &str = "SCALR_AGENT_METADATA_";
 const MAX_TAGS: usize = 32;
 
 /// The relay's settings; `None` (with problems recorded) when a required one is missing.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one setting per line: every variable the relay's settings take, read in one place"
+)]
 pub(super) fn parse(
     p: &mut Parser<'_>,
     raw: &Raw,

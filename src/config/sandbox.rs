@@ -9,6 +9,10 @@ use crate::platform::RuntimeHints;
 use crate::sandbox::probe::Verdict;
 use crate::sandbox::{DEFAULT_UID_RANGE, RlimitSettings, Settings, TestDeny};
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one setting per line: every variable the sandbox's settings take, read in one place"
+)]
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
     let d = Settings::default();
     let min_isolation = match nonempty(raw.scalr_agent_min_isolation.clone()) {

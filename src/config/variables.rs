@@ -1,4 +1,6 @@
 //! Every environment variable the agent reads, with legacy aliases, defaults and meanings.
+//!
+//! size: one table of every variable (the README's table is checked against it); it is split only by being data, one entry per variable.
 
 /// Every variable the agent reads, with its legacy aliases, default and meaning.
 ///

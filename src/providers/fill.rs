@@ -15,8 +15,8 @@ use super::addr::Package;
 use super::registry::{self, Fetched};
 use super::store::{self, Layout, Manifest, StoredFile};
 use super::{FillError, Settings, hash};
+use crate::archive;
 use crate::http::HttpClient;
-use crate::software::extract;
 use crate::software::store::{Staging, mtime_ns, write_synced};
 
 /// Most files accepted in one provider zip.
@@ -43,7 +43,7 @@ pub async fn fill(
     fs::create_dir(&pkg_dir).map_err(io(&pkg_dir))?;
     let (zip_in, dir_in, cap) = (zip.clone(), pkg_dir.clone(), settings.max_package_bytes);
     let files = tokio::task::spawn_blocking(move || {
-        let r = extract::extract_zip_tree(&zip_in, &dir_in, cap, MAX_ENTRIES);
+        let r = archive::extract_zip_tree(&zip_in, &dir_in, cap, MAX_ENTRIES);
         let _ = fs::remove_file(&zip_in);
         r
     })
@@ -87,7 +87,7 @@ async fn commit(
     layout: &Layout,
     pkg: &Package,
     staging: Staging,
-    files: Vec<extract::TreeFile>,
+    files: Vec<archive::TreeFile>,
     h1: String,
     fetched: &Fetched,
 ) -> Result<Manifest, FillError> {

@@ -15,7 +15,7 @@ use std::path::Path;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::software::extract::TreeFile;
+use crate::archive::TreeFile;
 
 /// `zh:` of a zip whose SHA-256 is `sha256_hex`.
 pub fn zh(sha256_hex: &str) -> String {

@@ -22,10 +22,10 @@ pub mod store;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::http::{HttpClient, HttpError};
+use crate::http::{HttpClient, HttpError, SharedClient};
 use addr::Package;
 pub use settings::{NetworkMirror, Settings};
 pub use stats::ProviderStats;
@@ -54,7 +54,7 @@ pub enum FillError {
     #[error("package {url} rejected: {reason}")]
     Archive {
         url: String,
-        reason: crate::software::extract::ExtractError,
+        reason: crate::archive::ExtractError,
     },
     #[error("provider store I/O on {path}: {source}")]
     Io {
@@ -109,8 +109,7 @@ pub use crate::software::PruneReport;
 pub struct ProviderStore {
     layout: Layout,
     settings: Settings,
-    http_config: crate::http::Settings,
-    http: OnceLock<HttpClient>,
+    http: SharedClient,
     fills: tokio::sync::Semaphore,
     stats: Arc<ProviderStats>,
 }
@@ -124,8 +123,7 @@ impl ProviderStore {
             },
             fills: tokio::sync::Semaphore::new(settings.concurrency.max(1)),
             settings,
-            http_config,
-            http: OnceLock::new(),
+            http: SharedClient::new(http_config),
             stats: Arc::default(),
         }
     }
@@ -140,12 +138,15 @@ impl ProviderStore {
         &self.stats
     }
 
+    /// Uses `http` (the runner's one client, [`crate::software::SoftwareCache::shared_client`])
+    /// instead of a client of its own.
+    pub fn sharing_client(mut self, http: SharedClient) -> ProviderStore {
+        self.http = http;
+        self
+    }
+
     fn client(&self) -> Result<&HttpClient, FillError> {
-        if let Some(c) = self.http.get() {
-            return Ok(c);
-        }
-        let c = HttpClient::new(&self.http_config).map_err(FillError::Client)?;
-        Ok(self.http.get_or_init(|| c))
+        self.http.get().map_err(FillError::Client)
     }
 
     /// Returns the checked entry of `pkg`, filling it first when missing or damaged. Concurrent
@@ -283,7 +284,7 @@ impl ProviderStore {
             }
         }
         let mut remove = |pkg: &Package, size: u64, why: &str| -> std::io::Result<bool> {
-            let locks = crate::software::store::try_lock_both(layout.fill_lock(pkg)?, || {
+            let locks = crate::software::locks::try_lock_both(layout.fill_lock(pkg)?, || {
                 layout.lease_lock(pkg)
             })?;
             if locks.is_none() {

@@ -201,6 +201,10 @@ struct MirrorArchive {
 
 /// Downloads a package from a network mirror into `zip`. `Ok(None)`: the mirror does not have
 /// it (404), try the next source.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the registry protocol's fetch, step by step in the order the protocol gives"
+)]
 pub async fn from_mirror(
     client: &HttpClient,
     mirror: &NetworkMirror,

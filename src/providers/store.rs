@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::addr::{Package, Provider};
-use crate::software::store as shared;
+use crate::software::locks as shared;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const PKG: &str = "pkg";
@@ -282,7 +282,7 @@ pub fn check_entry(layout: &Layout, pkg: &Package) -> Result<Manifest, Damage> {
                 format!("size {} differs from the recorded {}", meta.len(), f.size),
             ));
         }
-        if shared::mtime_ns(&meta) != f.mtime_ns {
+        if crate::software::store::mtime_ns(&meta) != f.mtime_ns {
             return Err(bad(
                 &f.name,
                 "modified after it was stored (mtime changed)".into(),

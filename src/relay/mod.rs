@@ -100,6 +100,10 @@ pub fn backoff(initial: Duration, attempt: u32) -> Duration {
 }
 
 /// Runs the relay until `shutdown` (then stops as the module docs say) or a fatal error.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the relay's start and stop sequence, in order"
+)]
 pub async fn run(
     settings: Settings,
     metrics: Arc<RelayMetrics>,

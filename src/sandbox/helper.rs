@@ -20,7 +20,7 @@
 //! The helper's stderr is the stage's merged stdout+stderr (one pipe, so arrival order is kept).
 #![allow(
     clippy::disallowed_methods,
-    reason = "opens /dev/null, /proc, and the stage's stdout file in the child after the task's uid is in force"
+    reason = "forks the stage (the helper side of Launcher::spawn); opens /dev/null, /proc, and the stage's stdout file in the child after the task's uid is in force"
 )]
 
 use std::io::{Read, Write};
@@ -86,6 +86,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the helper's sequence from its spec to its exit, in order around the fork"
+)]
 fn run() -> Result<(), String> {
     // The spec holds the stage's secrets: keep this process's memory closed to same-uid peers.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;

@@ -34,6 +34,10 @@ pub const LANDLOCK_ABI: ABI = ABI::V6;
 /// Applies every layer of `policy` to the calling process, in order, and says what was done.
 ///
 /// Call it in a freshly forked child of a single-threaded process, right before `execve`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the layers in isolation.md's order, one after another"
+)]
 pub fn apply(policy: &Policy) -> Result<Vec<LayerReport>, LayerError> {
     // SAFETY: getppid cannot fail.
     let parent = unsafe { libc::getppid() };

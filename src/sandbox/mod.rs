@@ -19,6 +19,7 @@
 pub mod cgroup;
 mod error;
 pub mod filter;
+mod fork;
 pub mod helper;
 pub mod layers;
 pub mod leftovers;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::error::LayerError;
 use super::filter;
 use super::filter::TestDeny;
+use super::fork::probe_in_child as in_child;
 use super::sys::{self, CAP_SYS_PTRACE};
 
 /// How well stages are isolated from the agent and from each other on this platform. Ordered:
@@ -164,6 +165,10 @@ pub fn probe_uid_switch() -> ProbeResult {
 }
 
 /// Runs every probe (about ten forks; a few milliseconds).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one probe after another, each a few lines in its own child"
+)]
 pub fn probe() -> Probes {
     let agent_uid = sys::getuid();
     let uid_switch = probe_uid_switch();
@@ -406,58 +411,6 @@ fn decode(code: i64) -> (usize, i32) {
 
 fn errno_text(errno: i32) -> String {
     std::io::Error::from_raw_os_error(errno).to_string()
-}
-
-/// Forks, runs `f` in the child, returns its number. The child only makes system calls.
-fn in_child(f: impl FnOnce() -> i64) -> Result<i64, String> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("probe not run: pipe: {}", sys::last_error()));
-    }
-    // SAFETY: the child runs `f` (raw system calls on data prepared before the fork), writes
-    // eight bytes and calls _exit: nothing that needs another thread's lock or allocates.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let v = f().to_ne_bytes();
-        // SAFETY: writing a stack buffer to our pipe, then leaving without running destructors.
-        unsafe {
-            libc::write(fds[1], v.as_ptr().cast(), v.len());
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: closing our copy of the write end; reading into a stack buffer; reaping the
-    // child we forked.
-    unsafe {
-        libc::close(fds[1]);
-        if pid < 0 {
-            libc::close(fds[0]);
-            return Err(format!("probe not run: fork: {}", sys::last_error()));
-        }
-        let mut buf = [0u8; 8];
-        let mut got = 0;
-        while got < 8 {
-            let n = libc::read(fds[0], buf[got..].as_mut_ptr().cast(), 8 - got);
-            if n > 0 {
-                got += n as usize;
-            } else if n == 0 || sys::errno() != libc::EINTR {
-                break;
-            }
-        }
-        libc::close(fds[0]);
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, 0) < 0 && sys::errno() == libc::EINTR {}
-        if got == 8 {
-            Ok(i64::from_ne_bytes(buf))
-        } else if libc::WIFSIGNALED(status) {
-            Err(format!(
-                "the probe child was killed by signal {}",
-                libc::WTERMSIG(status)
-            ))
-        } else {
-            Err("the probe child exited without an answer".into())
-        }
-    }
 }
 
 #[cfg(test)]

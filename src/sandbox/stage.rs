@@ -86,6 +86,10 @@ struct Helper {
 
 impl Helper {
     /// Spawns `cmd` and registers it under the registry's lock.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place processes start: the stage helper of Launcher::spawn"
+    )]
     fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<Helper> {
         let mut registry = helpers();
         let child = cmd.spawn()?;
@@ -260,7 +264,6 @@ impl Launcher {
     }
 
     /// Starts a stage. Returns once the stage's program has been exec'd (or failed to be).
-    #[allow(clippy::disallowed_methods)]
     pub async fn spawn(&self, spec: &HelperSpec) -> Result<Stage, SpawnError> {
         let helper_err = |source| SpawnError::Helper {
             helper: self.helper.clone(),

@@ -41,11 +41,6 @@ pub struct CapSets {
 }
 
 impl CapSets {
-    /// Whether `cap` is in the effective set.
-    pub fn has_effective(&self, cap: u32) -> bool {
-        self.effective & (1 << cap) != 0
-    }
-
     /// Whether `cap` is in any of the three sets.
     pub fn holds(&self, cap: u32) -> bool {
         (self.effective | self.permitted | self.inheritable) & (1 << cap) != 0

@@ -205,14 +205,7 @@ impl FromStr for Version {
     }
 }
 
-/// How the executable is packed in the release artifact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveKind {
-    Zip,
-    TarGz,
-    /// The artifact is the executable itself.
-    Bare,
-}
+pub use crate::archive::ArchiveKind;
 
 /// Everything needed to fetch and verify one build of one tool.
 #[derive(Debug, Clone)]
@@ -232,6 +225,10 @@ pub struct Release {
 }
 
 /// Computes a release's URLs. `base` is the vendor's base URL or a mirror's.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one release layout per vendor, as data"
+)]
 pub fn release(tool: Tool, version: &Version, platform: Platform, base: &Url) -> Release {
     let v = version.as_str();
     let arch = platform.arch();

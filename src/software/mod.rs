@@ -11,7 +11,9 @@
 //! cache's [`CacheStats`], which the daemon renders at `/metrics`.
 
 pub mod catalog;
-pub mod extract;
+mod fetch;
+pub mod locks;
+mod prune;
 mod settings;
 pub mod stats;
 pub mod store;
@@ -19,17 +21,20 @@ pub mod verify;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::StatusCode;
-use url::Url;
 
-use crate::http::{HttpClient, HttpError, redact};
+use crate::archive;
+use crate::http::{HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
+use locks::{LockMode, Wait};
+use prune::evict;
+pub use prune::{Listed, PruneReport};
 pub use settings::{Settings, SignatureCheck};
 pub use stats::{CacheStats, ToolStats};
-use store::{Key, Layout, LockMode, Manifest, Verification, Wait};
+use store::{Key, Layout, Manifest, Verification};
 
 /// Largest checksum or signature file accepted.
 const SMALL_FILE_LIMIT: u64 = 1 << 20;
@@ -64,7 +69,10 @@ pub enum ErrorKind {
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("checksum file {url} is invalid: {reason}")]
-    ChecksumFile { url: String, reason: String },
+    ChecksumFile {
+        url: String,
+        reason: verify::ChecksumFileError,
+    },
     #[error(
         "checksum mismatch for {file} from {url}: expected sha256 {expected} (from {checksums_url}), found {found}"
     )]
@@ -91,7 +99,7 @@ pub enum ErrorKind {
     #[error("artifact {url} rejected: {reason}")]
     Archive {
         url: String,
-        reason: extract::ExtractError,
+        reason: archive::ExtractError,
     },
     #[error("cache I/O on {path}: {source}")]
     Io {
@@ -116,36 +124,12 @@ pub struct Installed {
     _lease: File,
 }
 
-/// One row of `software list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Listed {
-    pub tool: String,
-    pub version: String,
-    pub platform: String,
-    pub size: u64,
-    #[serde(with = "rfc3339_opt")]
-    pub last_used: Option<SystemTime>,
-    pub verified: String,
-    /// `None` when the entry is valid, else why it would be reinstalled.
-    pub damage: Option<String>,
-}
-
-/// What a prune removed and kept.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PruneReport {
-    pub removed: Vec<String>,
-    pub kept_in_use: Vec<String>,
-    pub freed_bytes: u64,
-    pub remaining_bytes: u64,
-}
-
 /// The software cache.
 #[derive(Debug)]
 pub struct SoftwareCache {
     layout: Layout,
     config: Settings,
-    http_config: crate::http::Settings,
-    http: OnceLock<HttpClient>,
+    http: SharedClient,
     stats: Arc<CacheStats>,
 }
 
@@ -160,8 +144,7 @@ impl SoftwareCache {
         SoftwareCache {
             layout: Layout { root },
             config,
-            http_config,
-            http: OnceLock::new(),
+            http: SharedClient::new(http_config),
             stats: Arc::default(),
         }
     }
@@ -172,10 +155,10 @@ impl SoftwareCache {
         &self.stats
     }
 
-    /// Uses an already built client (the agent's one client) instead of building one.
-    pub fn with_client(self, client: HttpClient) -> SoftwareCache {
-        let _ = self.http.set(client);
-        self
+    /// The cache's HTTP client, built on its first use: the runner's one client, shared with
+    /// the provider store and the tasks' downloads.
+    pub fn shared_client(&self) -> &SharedClient {
+        &self.http
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -183,11 +166,7 @@ impl SoftwareCache {
     }
 
     fn client(&self) -> Result<&HttpClient, ErrorKind> {
-        if let Some(c) = self.http.get() {
-            return Ok(c);
-        }
-        let c = HttpClient::new(&self.http_config).map_err(ErrorKind::Client)?;
-        Ok(self.http.get_or_init(|| c))
+        self.http.get().map_err(ErrorKind::Client)
     }
 
     /// Returns the verified executable of `tool` `version` for `platform`, installing it first
@@ -300,12 +279,12 @@ impl SoftwareCache {
             path: path.clone(),
             source,
         };
-        if let Some(f) = store::lock_file(&path, LockMode::Shared, Wait::No).map_err(io)? {
+        if let Some(f) = locks::lock_file(&path, LockMode::Shared, Wait::No).map_err(io)? {
             return Ok(f);
         }
         let wait_path = path.clone();
         tokio::task::spawn_blocking(move || {
-            store::lock_file(&wait_path, LockMode::Shared, Wait::Yes)
+            locks::lock_file(&wait_path, LockMode::Shared, Wait::Yes)
                 .map(|f| f.expect("a waiting lock is always taken"))
         })
         .await
@@ -314,6 +293,10 @@ impl SoftwareCache {
     }
 
     /// The slow path, under the install lock: re-check, then download, verify and commit.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the install sequence (fetch, verify, download, compare, extract, manifest, commit) in order"
+    )]
     async fn install_locked(&self, key: &Key) -> Result<(Manifest, bool), ErrorKind> {
         let dir = self.layout.entry(key);
         match store::check_entry(&dir, key) {
@@ -402,8 +385,8 @@ impl SoftwareCache {
         );
         let (artifact_in, exe_out) = (artifact.clone(), exe.clone());
         let extracted = tokio::task::spawn_blocking(move || {
-            let r = extract::extract(&artifact_in, archive, &entry, &exe_out, cap);
-            let _ = std::fs::remove_file(&artifact_in);
+            let r = archive::extract(&artifact_in, archive, &entry, &exe_out, cap);
+            store::discard(&artifact_in);
             r
         })
         .await
@@ -444,200 +427,5 @@ impl SoftwareCache {
         staging.commit(&dir).map_err(io(&dir))?;
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
         Ok((manifest, true))
-    }
-
-    async fn fetch_checksums(
-        &self,
-        client: &HttpClient,
-        release: &Release,
-    ) -> Result<Vec<u8>, ErrorKind> {
-        client
-            .get_bytes(&release.checksums_url, SMALL_FILE_LIMIT)
-            .await
-            .map_err(|e| match e.status() {
-                Some(StatusCode::NOT_FOUND) if release.tool.is_signed() => {
-                    ErrorKind::NoSuchVersion {
-                        tool: release.tool,
-                        version: release.version.to_string(),
-                        url: redact(&release.checksums_url),
-                    }
-                }
-                // OPA and Infracost publish one checksum file per artifact: its absence means no
-                // build for this platform (or no such version).
-                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
-                    tool: release.tool,
-                    version: release.version.to_string(),
-                    platform: release.platform,
-                    reason: format!("{} answered 404 Not Found", redact(&release.checksums_url)),
-                },
-                _ => ErrorKind::Http(e),
-            })
-    }
-
-    async fn verify_signature(
-        &self,
-        client: &HttpClient,
-        release: &Release,
-        checksums: &[u8],
-    ) -> Result<Verification, ErrorKind> {
-        let unsigned = |method: &str| Verification {
-            method: method.into(),
-            signature_url: None,
-            key_fingerprint: None,
-            signing_key: None,
-            key_user_id: None,
-            key_origin: None,
-        };
-        if !release.tool.is_signed() {
-            return Ok(unsigned("sha256"));
-        }
-        if self.config.signature_check == SignatureCheck::Disabled {
-            tracing::warn!(tool = %release.tool, version = %release.version, "OpenPGP signature check disabled by SCALR_AGENT_SOFTWARE_SIGNATURE_CHECK; trusting the checksum file unsigned");
-            return Ok(unsigned("sha256 (signature check disabled)"));
-        }
-        let mut keys: Vec<verify::TrustedKey> =
-            verify::vendor_key(release.tool).into_iter().collect();
-        keys.extend(self.config.trusted_keys.iter().cloned());
-        let mut tried = Vec::new();
-        for url in &release.signature_urls {
-            let sig = match client.get_bytes(url, SMALL_FILE_LIMIT).await {
-                Ok(sig) => sig,
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
-                    tried.push(redact(url));
-                    continue;
-                }
-                Err(e) => return Err(ErrorKind::Http(e)),
-            };
-            let signer = verify::verify_detached(checksums, &sig, &keys).map_err(|reason| {
-                ErrorKind::SignatureInvalid {
-                    url: redact(url),
-                    checksums_url: redact(&release.checksums_url),
-                    reason,
-                }
-            })?;
-            return Ok(Verification {
-                method: "sha256+openpgp".into(),
-                signature_url: Some(redact(url)),
-                key_fingerprint: Some(signer.fingerprint),
-                signing_key: Some(signer.signing_key),
-                key_user_id: Some(signer.user_id),
-                key_origin: Some(signer.origin),
-            });
-        }
-        Err(ErrorKind::SignatureMissing {
-            checksums_url: redact(&release.checksums_url),
-            tried: tried.join(", "),
-        })
-    }
-
-    /// Every entry in the cache, with its state. Blocking: call from a blocking context.
-    pub fn list(&self) -> std::io::Result<Vec<Listed>> {
-        let mut out = Vec::new();
-        for key in self.layout.scan()? {
-            let dir = self.layout.entry(&key);
-            let (verified, damage) = match store::check_entry(&dir, &key) {
-                Ok(m) => (m.verification.summary(), None),
-                Err(d) => (String::new(), Some(d.to_string())),
-            };
-            out.push(Listed {
-                tool: key.tool.name().into(),
-                version: key.version.to_string(),
-                platform: key.platform.name().into(),
-                size: store::dir_size(&dir),
-                last_used: store::last_used(&dir),
-                verified,
-                damage,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Applies the eviction policy now. Blocking: call from a blocking context.
-    pub fn prune(&self) -> std::io::Result<PruneReport> {
-        evict(&self.layout, &self.config)
-    }
-}
-
-/// Removes damaged entries, entries unused for longer than the threshold, then least recently
-/// used entries while the cache is above its size limit. Entries being installed or leased by
-/// a task are skipped.
-fn evict(layout: &Layout, config: &Settings) -> std::io::Result<PruneReport> {
-    layout.sweep_leftovers(None);
-    let mut report = PruneReport::default();
-    let now = SystemTime::now();
-    let mut live: Vec<(Key, SystemTime, u64)> = Vec::new();
-    let mut doomed: Vec<(Key, u64, &'static str)> = Vec::new();
-    for key in layout.scan()? {
-        let dir = layout.entry(&key);
-        let size = store::dir_size(&dir);
-        let used = store::last_used(&dir).unwrap_or(SystemTime::UNIX_EPOCH);
-        if store::check_entry(&dir, &key).is_err() {
-            doomed.push((key, size, "damaged"));
-        } else if now.duration_since(used).unwrap_or_default() > config.unused_threshold {
-            doomed.push((key, size, "unused"));
-        } else {
-            live.push((key, used, size));
-        }
-    }
-    let remove =
-        |key: &Key, size: u64, why: &str, report: &mut PruneReport| -> std::io::Result<bool> {
-            let name = format!("{} {} {}", key.tool, key.version, key.platform);
-            match store::try_lock_for_removal(layout, key)? {
-                None => {
-                    report.kept_in_use.push(name);
-                    Ok(false)
-                }
-                Some(_locks) => {
-                    layout.remove_entry(key)?;
-                    tracing::debug!(entry = %name, reason = why, "removed from the software cache");
-                    report.removed.push(format!("{name} ({why})"));
-                    report.freed_bytes += size;
-                    Ok(true)
-                }
-            }
-        };
-    for (key, size, why) in doomed {
-        remove(&key, size, why, &mut report)?;
-    }
-    // Least recently used first, skipping what is in use, until under the limit.
-    let mut total: u64 = live.iter().map(|(_, _, s)| s).sum();
-    live.sort_by_key(|(_, used, _)| *used);
-    for (key, _, size) in live {
-        if total <= config.size_limit_bytes {
-            break;
-        }
-        if remove(&key, size, "over the size limit", &mut report)? {
-            total -= size;
-        }
-    }
-    report.remaining_bytes = layout
-        .scan()?
-        .iter()
-        .map(|k| store::dir_size(&layout.entry(k)))
-        .sum();
-    Ok(report)
-}
-
-/// The tool's base URL as configured, for `doctor` and messages.
-pub fn configured_base(config: &Settings, tool: Tool, version: &Version) -> Url {
-    catalog::base_url(
-        tool,
-        version,
-        config.tool_mirrors.get(&tool),
-        config.mirror.as_ref(),
-    )
-}
-
-mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_some(&humantime::format_rfc3339_seconds(*t).to_string()),
-            None => s.serialize_none(),
-        }
     }
 }

@@ -27,6 +27,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Platform, Tool, Version};
+use super::locks::{LockMode, Wait, lock_file};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const LAST_USED: &str = ".last-used";
@@ -281,80 +282,6 @@ fn slug_path(slug: &str) -> PathBuf {
     }
 }
 
-/// How a lock is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    Shared,
-    Exclusive,
-}
-
-/// Whether taking a lock may wait for its holder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    Yes,
-    No,
-}
-
-/// Opens (creating) and `flock`s a lock file; `None` when `wait` is `No` and another holder
-/// has it. Lock files may be deleted by [`Layout::sweep_leftovers`] (only while it holds them
-/// exclusively), so after locking, the file must still be the one at `path`: otherwise the lock
-/// is on a deleted file that nobody else will ever see, and it is taken again on the new one.
-pub fn lock_file(path: &Path, mode: LockMode, wait: Wait) -> io::Result<Option<File>> {
-    use std::os::unix::fs::MetadataExt;
-    loop {
-        let f = open_lock(path)?;
-        let taken = match (mode, wait) {
-            (LockMode::Exclusive, Wait::Yes) => f.lock().map(|()| true),
-            (LockMode::Shared, Wait::Yes) => f.lock_shared().map(|()| true),
-            (LockMode::Exclusive, Wait::No) => try_taken(f.try_lock()),
-            (LockMode::Shared, Wait::No) => try_taken(f.try_lock_shared()),
-        }?;
-        if !taken {
-            return Ok(None);
-        }
-        let held = f.metadata()?;
-        match fs::metadata(path) {
-            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(Some(f)),
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn try_taken(r: Result<(), fs::TryLockError>) -> io::Result<bool> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(fs::TryLockError::WouldBlock) => Ok(false),
-        Err(fs::TryLockError::Error(e)) => Err(e),
-    }
-}
-
-/// Opens (creating) a lock file, unlocked: the directory 0700 and the file 0600, whatever the
-/// umask, so no task uid can open it (and `flock` it to stall installs or prunes). Shared by
-/// the provider store.
-pub fn open_lock(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-        if fs::symlink_metadata(dir)?.mode() & 0o7777 != 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        }
-    }
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    if f.metadata()?.mode() & 0o7777 != 0o600 {
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(f)
-}
-
 /// Sets exactly `mode` on a directory (explicitly: the umask does not decide who may read the
 /// cache).
 fn set_mode(dir: &Path, mode: u32) -> io::Result<()> {
@@ -489,6 +416,12 @@ pub fn mtime_ns(meta: &fs::Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
+/// Removes a staging file that is no longer needed (a downloaded artifact once extracted);
+/// best effort: the staging directory goes at the end anyway.
+pub fn discard(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
 /// Records a use of an entry (best effort: a read-only cache still serves).
 pub fn touch_last_used(dir: &Path) {
     let path = dir.join(LAST_USED);
@@ -541,23 +474,4 @@ pub fn try_lock_for_removal(layout: &Layout, key: &Key) -> io::Result<Option<(Fi
         Wait::No,
     )?
     .map(|lease| (install, lease)))
-}
-
-/// Takes an install lock then a lease lock exclusively without waiting: `None` when either is
-/// held. Shared by the provider store.
-pub fn try_lock_both(
-    install: File,
-    lease: impl FnOnce() -> io::Result<File>,
-) -> io::Result<Option<(File, File)>> {
-    match install.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(fs::TryLockError::Error(e)) => return Err(e),
-    }
-    let lease = lease()?;
-    match lease.try_lock() {
-        Ok(()) => Ok(Some((install, lease))),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(e)) => Err(e),
-    }
 }

@@ -41,14 +41,30 @@ impl fmt::Debug for TrustedKey {
     }
 }
 
+/// Why an armored key text gave no usable key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Armor(pgp::errors::Error),
+    #[error("key {fingerprint}: invalid self-signature: {source}")]
+    Binding {
+        fingerprint: String,
+        source: pgp::errors::Error,
+    },
+    #[error("no public key found")]
+    NoKey,
+}
+
 /// Parses every public key in an armored text.
-pub fn parse_armored_keys(text: &str, origin: &str) -> Result<Vec<TrustedKey>, String> {
-    let (keys, _) = SignedPublicKey::from_armor_many(text.as_bytes()).map_err(|e| e.to_string())?;
+pub fn parse_armored_keys(text: &str, origin: &str) -> Result<Vec<TrustedKey>, KeyError> {
+    let (keys, _) = SignedPublicKey::from_armor_many(text.as_bytes()).map_err(KeyError::Armor)?;
     let mut out = Vec::new();
     for key in keys {
-        let key = key.map_err(|e| e.to_string())?;
-        key.verify_bindings()
-            .map_err(|e| format!("key {}: invalid self-signature: {e}", fingerprint_hex(&key)))?;
+        let key = key.map_err(KeyError::Armor)?;
+        key.verify_bindings().map_err(|source| KeyError::Binding {
+            fingerprint: fingerprint_hex(&key),
+            source,
+        })?;
         out.push(TrustedKey {
             fingerprint: fingerprint_hex(&key),
             user_id: key
@@ -62,7 +78,7 @@ pub fn parse_armored_keys(text: &str, origin: &str) -> Result<Vec<TrustedKey>, S
         });
     }
     if out.is_empty() {
-        return Err("no public key found".into());
+        return Err(KeyError::NoKey);
     }
     Ok(out)
 }
@@ -240,6 +256,17 @@ fn signing_keys(key: &SignedPublicKey) -> Vec<(String, Verifier<'_>)> {
     out
 }
 
+/// What is wrong with a checksum file.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksumFileError {
+    #[error("line {line}: expected a 64-digit hex SHA256, found {found:?}")]
+    NotAHash { line: usize, found: String },
+    #[error("line {line}: {name:?} is listed twice with different hashes")]
+    Twice { line: usize, name: String },
+    #[error("the file lists no checksum")]
+    Empty,
+}
+
 /// A parsed checksum file: `<hex sha256><whitespace>[*]<file name>` per line.
 #[derive(Debug)]
 pub struct Checksums {
@@ -250,7 +277,7 @@ impl Checksums {
     /// Parses a checksum file. Empty lines are ignored and extra whitespace tolerated; any other
     /// malformed line is an error naming its number, because a half-understood file cannot be
     /// trusted.
-    pub fn parse(text: &str) -> Result<Checksums, String> {
+    pub fn parse(text: &str) -> Result<Checksums, ChecksumFileError> {
         let mut entries: Vec<(String, String)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -262,25 +289,24 @@ impl Checksums {
                 None => (line, ""),
             };
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "line {}: expected a 64-digit hex SHA256, found {:?}",
-                    n + 1,
-                    truncate(line)
-                ));
+                return Err(ChecksumFileError::NotAHash {
+                    line: n + 1,
+                    found: truncate(line).to_string(),
+                });
             }
             let hash = hash.to_ascii_lowercase();
             if let Some((_, h)) = entries.iter().find(|(_, f)| f == name)
                 && *h != hash
             {
-                return Err(format!(
-                    "line {}: {name:?} is listed twice with different hashes",
-                    n + 1
-                ));
+                return Err(ChecksumFileError::Twice {
+                    line: n + 1,
+                    name: name.to_string(),
+                });
             }
             entries.push((hash, name.to_string()));
         }
         if entries.is_empty() {
-            return Err("the file lists no checksum".into());
+            return Err(ChecksumFileError::Empty);
         }
         Ok(Checksums { entries })
     }
@@ -345,14 +371,25 @@ mod tests {
 
     #[test]
     fn malformed_checksum_files_are_rejected() {
-        assert!(Checksums::parse("").unwrap_err().contains("no checksum"));
+        assert!(
+            Checksums::parse("")
+                .unwrap_err()
+                .to_string()
+                .contains("no checksum")
+        );
         assert!(
             Checksums::parse("nothex  file\n")
                 .unwrap_err()
+                .to_string()
                 .contains("line 1")
         );
         let twice = format!("{}  f\n{}  f\n", "a".repeat(64), "b".repeat(64));
-        assert!(Checksums::parse(&twice).unwrap_err().contains("twice"));
+        assert!(
+            Checksums::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 
     #[test]

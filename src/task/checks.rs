@@ -18,9 +18,37 @@ use super::model::CostEstimation;
 use super::result::{CostEstimate, PolicyCheck, PolicyOutcome, StepKind, StepStatus};
 use super::runner::{Prepared, Run};
 use super::step::{Command, StepContext};
-use crate::taskfs::Kind;
+use crate::taskfs::{Kind, TaskFileError};
+
+pub mod policy_file;
+
+pub use policy_file::{PolicyFileError, PolicyStatus, parse_policy_file};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Why the cost estimate or the policy check could not give an answer (the task fails).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The tool's step did not succeed (its output is in the task log).
+    #[error("{what} failed")]
+    Failed { what: String },
+    #[error("{what} is not JSON: {source}")]
+    NotJson {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("infracost output lacks totalMonthlyCost")]
+    NoTotal,
+    #[error("no OPA executable")]
+    NoOpa,
+    #[error("policy {policy:?}: {path} has no package declaration")]
+    NoPackage { policy: String, path: String },
+    #[error(transparent)]
+    PolicyFile(#[from] PolicyFileError),
+    /// A file read back from the task (or its input) was refused.
+    #[error(transparent)]
+    TaskFile(#[from] TaskFileError),
+}
 
 pub(super) async fn cost_estimate(
     run: &mut Run<'_>,
@@ -28,7 +56,7 @@ pub(super) async fn cost_estimate(
     p: &Prepared,
     cost: &CostEstimation,
     infracost: &Path,
-) -> Result<CostEstimate, String> {
+) -> Result<CostEstimate, CheckError> {
     let mut env = p.env.clone();
     env.insert(
         "INFRACOST_API_KEY".into(),
@@ -65,12 +93,16 @@ pub(super) async fn cost_estimate(
         )
         .await;
     if status != StepStatus::Succeeded {
-        return Err("infracost breakdown failed".into());
+        return Err(CheckError::Failed {
+            what: "infracost breakdown".into(),
+        });
     }
     let bytes = read_back(p, "artifacts/cost-estimate.json", Kind::CostEstimate).await?;
-    let doc: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("infracost output is not JSON: {e}"))?;
-    let estimate = parse_cost(&doc).ok_or("infracost output lacks totalMonthlyCost")?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|source| CheckError::NotJson {
+        what: "infracost output".into(),
+        source,
+    })?;
+    let estimate = parse_cost(&doc).ok_or(CheckError::NoTotal)?;
     run.log.line(&format!(
         "Cost estimate: {} {} per month (was {}, change {})",
         estimate.proposed_monthly_cost,
@@ -97,75 +129,25 @@ pub fn parse_cost(doc: &Value) -> Option<CostEstimate> {
     })
 }
 
-/// One `policy` block of `scalr-policy.hcl`.
-#[derive(Debug, PartialEq)]
-pub struct PolicySpec {
-    pub name: String,
-    pub enabled: bool,
-    pub enforcement_level: String,
-}
-
-/// Parses `scalr-policy.hcl`.
-pub fn parse_policy_file(text: &str) -> Result<Vec<PolicySpec>, String> {
-    let body: hcl::Body = hcl::from_str(text).map_err(|e| format!("scalr-policy.hcl: {e}"))?;
-    let mut out = Vec::new();
-    for block in body.blocks().filter(|b| b.identifier() == "policy") {
-        let name = block
-            .labels()
-            .first()
-            .map(|l| l.as_str().to_string())
-            .ok_or("scalr-policy.hcl: a policy block needs a name label")?;
-        let attr = |k: &str| {
-            block
-                .body()
-                .attributes()
-                .find(|a| a.key() == k)
-                .map(|a| a.expr().clone())
-        };
-        let enabled = match attr("enabled") {
-            None => true,
-            Some(hcl::Expression::Bool(b)) => b,
-            Some(other) => {
-                return Err(format!(
-                    "scalr-policy.hcl: policy {name:?}: enabled must be true or false, found {other}"
-                ));
-            }
-        };
-        let level = match attr("enforcement_level") {
-            None => "advisory".to_string(),
-            Some(hcl::Expression::String(s))
-                if ["hard-mandatory", "soft-mandatory", "advisory"].contains(&s.as_str()) =>
-            {
-                s
-            }
-            Some(other) => {
-                return Err(format!(
-                    "scalr-policy.hcl: policy {name:?}: enforcement_level must be hard-mandatory, soft-mandatory or advisory, found {other}"
-                ));
-            }
-        };
-        out.push(PolicySpec {
-            name,
-            enabled,
-            enforcement_level: level,
-        });
-    }
-    Ok(out)
-}
-
+#[expect(
+    clippy::too_many_lines,
+    reason = "the policy check in order: its input, each policy's evaluation, the outcome"
+)]
 pub(super) async fn policy_check(
     run: &mut Run<'_>,
     cx: &StepContext<'_>,
     p: &Prepared,
-) -> Result<PolicyCheck, String> {
+) -> Result<PolicyCheck, CheckError> {
     let dir = p.dirs.root.join("policies");
-    let opa = p.opa.as_ref().ok_or("no OPA executable")?;
+    let opa = p.opa.as_ref().ok_or(CheckError::NoOpa)?;
     let hcl = read_back(p, "policies/scalr-policy.hcl", Kind::Policy).await?;
     let specs = parse_policy_file(&String::from_utf8_lossy(&hcl))?;
     let task = run.task;
     let plan = read_back(p, "artifacts/plan.json", Kind::PlanJson).await?;
-    let plan: Value =
-        serde_json::from_slice(&plan).map_err(|e| format!("plan JSON is not JSON: {e}"))?;
+    let plan: Value = serde_json::from_slice(&plan).map_err(|source| CheckError::NotJson {
+        what: "plan JSON".into(),
+        source,
+    })?;
     let cost = match task
         .plan_artifacts
         .as_ref()
@@ -178,10 +160,12 @@ pub(super) async fn policy_check(
                 crate::taskfs::read_input(&path, Kind::CostEstimate, &limits)
             })
             .await
-            .expect("reading does not panic")
-            .map_err(|e| e.to_string())?;
-            let doc: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("cost estimate is not JSON: {e}"))?;
+            .expect("reading does not panic")?;
+            let doc: Value =
+                serde_json::from_slice(&bytes).map_err(|source| CheckError::NotJson {
+                    what: "cost estimate".into(),
+                    source,
+                })?;
             parse_cost(&doc)
                 .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
                 .unwrap_or(Value::Null)
@@ -206,8 +190,7 @@ pub(super) async fn policy_check(
         Kind::PolicyInput,
         serde_json::to_vec(&input).expect("JSON serializes"),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let mut outcomes = Vec::new();
     for spec in specs.iter().filter(|s| s.enabled) {
         let rego = dir.join(format!("{}.rego", spec.name));
@@ -221,12 +204,9 @@ pub(super) async fn policy_check(
                     .strip_prefix("package ")
                     .map(|p| p.trim().to_string())
             })
-            .ok_or_else(|| {
-                format!(
-                    "policy {:?}: {} has no package declaration",
-                    spec.name,
-                    rego.display()
-                )
+            .ok_or_else(|| CheckError::NoPackage {
+                policy: spec.name.clone(),
+                path: rego.display().to_string(),
             })?;
         let out = p.dirs.artifacts.join(format!("opa-{}.json", spec.name));
         let args = vec![
@@ -262,12 +242,16 @@ pub(super) async fn policy_check(
             )
             .await;
         if status != StepStatus::Succeeded {
-            return Err(format!("opa eval of policy {:?} failed", spec.name));
+            return Err(CheckError::Failed {
+                what: format!("opa eval of policy {:?}", spec.name),
+            });
         }
         let rel = format!("artifacts/opa-{}.json", spec.name);
         let doc = read_back(p, &rel, Kind::CheckOutput).await?;
-        let doc: Value = serde_json::from_slice(&doc)
-            .map_err(|e| format!("opa output for {:?} is not JSON: {e}", spec.name))?;
+        let doc: Value = serde_json::from_slice(&doc).map_err(|source| CheckError::NotJson {
+            what: format!("opa output for {:?}", spec.name),
+            source,
+        })?;
         let messages = deny_messages(&doc);
         for m in &messages {
             run.log.line(&format!(
@@ -277,38 +261,28 @@ pub(super) async fn policy_check(
         }
         outcomes.push(PolicyOutcome {
             name: spec.name.clone(),
-            enforcement_level: spec.enforcement_level.clone(),
+            enforcement_level: spec.enforcement_level,
             passed: messages.is_empty(),
             messages,
         });
     }
-    let failed = |level: &str| {
-        outcomes
-            .iter()
-            .any(|o| !o.passed && o.enforcement_level == level)
-    };
-    let status = if failed("hard-mandatory") {
-        "hard_failed"
-    } else if failed("soft-mandatory") {
-        "soft_failed"
-    } else if failed("advisory") {
-        "advisory_failed"
-    } else {
-        "passed"
-    };
+    let worst = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| o.enforcement_level)
+        .max();
+    let status = PolicyStatus::of(worst);
     run.log.line(&format!("Policy check: {status}"));
     Ok(PolicyCheck {
-        status: status.into(),
+        status,
         policies: outcomes,
     })
 }
 
 /// Reads a file back from the task through `taskfs`. A refusal ends the check with the error,
 /// which the runner logs and records; the task fails.
-async fn read_back(p: &Prepared, rel: &str, kind: Kind) -> Result<Vec<u8>, String> {
-    p.fs.read_blocking(Path::new(rel), kind)
-        .await
-        .map_err(|e| e.to_string())
+async fn read_back(p: &Prepared, rel: &str, kind: Kind) -> Result<Vec<u8>, TaskFileError> {
+    p.fs.read_blocking(Path::new(rel), kind).await
 }
 
 /// The `deny` messages from `opa eval --format json` output: `result[0].expressions[0].value`,
@@ -332,39 +306,6 @@ pub fn deny_messages(doc: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy_file() {
-        let specs = parse_policy_file(
-            r#"
-version = "v1"
-policy "no_public_buckets" {
-  enabled = true
-  enforcement_level = "hard-mandatory"
-}
-policy "tags" {
-  enforcement_level = "advisory"
-}
-policy "off" {
-  enabled = false
-}
-"#,
-        )
-        .unwrap();
-        assert_eq!(specs.len(), 3);
-        assert_eq!(
-            specs[0],
-            PolicySpec {
-                name: "no_public_buckets".into(),
-                enabled: true,
-                enforcement_level: "hard-mandatory".into()
-            }
-        );
-        assert!(!specs[2].enabled);
-        let err = parse_policy_file("policy \"x\" {\n enforcement_level = \"mandatory\"\n}\n")
-            .unwrap_err();
-        assert!(err.contains("enforcement_level must be"), "{err}");
-    }
 
     #[test]
     fn opa_output() {

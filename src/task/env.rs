@@ -43,6 +43,10 @@ pub struct EnvContext<'a> {
 }
 
 /// Builds the base environment of a task's steps.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one task environment, variable by variable"
+)]
 pub fn build(task: &Task, cx: &EnvContext<'_>) -> Env {
     let mut env = Env::new();
     let mut set = |k: &str, v: &str| {

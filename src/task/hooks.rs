@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env;
+use super::model::HookPhase;
 use super::prepare::TaskDirs;
 use super::result::{StepKind, StepStatus};
 use super::runner::{Prepared, Run};
@@ -22,14 +23,10 @@ impl Run<'_> {
     /// input, reported before anything runs.
     pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
         let hooks = &self.task.workspace.hooks;
-        for (phase, line) in [
-            ("pre-init", &hooks.pre_init),
-            ("pre-plan", &hooks.pre_plan),
-            ("post-plan", &hooks.post_plan),
-            ("pre-apply", &hooks.pre_apply),
-            ("post-apply", &hooks.post_apply),
-        ] {
-            let Some(line) = line else { continue };
+        for phase in HookPhase::ALL {
+            let Some(line) = phase.line(hooks) else {
+                continue;
+            };
             let spec = crate::sandbox::helper::HelperSpec {
                 program: "/bin/sh".into(),
                 args: vec!["-n".into(), "-c".into(), line.clone()],
@@ -53,7 +50,7 @@ impl Run<'_> {
             if !exit.map_err(|e| e.to_string())?.success() {
                 return Err(format!(
                     "workspace.hooks.{}: not valid shell: {}",
-                    phase.replace('-', "_"),
+                    phase.as_str().replace('-', "_"),
                     text.trim().replace("/bin/sh: ", "")
                 ));
             }
@@ -66,22 +63,16 @@ impl Run<'_> {
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
-        phase: &str,
+        phase: HookPhase,
         exit_code: Option<i32>,
     ) -> Flow {
-        let workspace = match phase {
-            "pre-init" => &self.task.workspace.hooks.pre_init,
-            "pre-plan" => &self.task.workspace.hooks.pre_plan,
-            "post-plan" => &self.task.workspace.hooks.post_plan,
-            "pre-apply" => &self.task.workspace.hooks.pre_apply,
-            _ => &self.task.workspace.hooks.post_apply,
-        };
+        let workspace = phase.line(&self.task.workspace.hooks);
         let agent = self
             .runner
             .settings
             .hooks_dir
             .as_ref()
-            .map(|d| d.join(phase))
+            .map(|d| d.join(phase.as_str()))
             .filter(|f| f.is_file());
         let timeout = Duration::from_secs(
             self.task
@@ -127,7 +118,7 @@ impl Run<'_> {
             if !self.read_agent_env(p).await {
                 return Err(super::result::TaskStatus::Failed);
             }
-            if status != StepStatus::Succeeded && phase.starts_with("pre-") {
+            if status != StepStatus::Succeeded && phase.stops_on_failure() {
                 self.fail(format!("{name} failed ({})", describe(self.steps.last())));
                 return Err(status_of(status));
             }

@@ -11,7 +11,7 @@
 //!     agent.env     SCALR_AGENT_ENV       cli.tfrc   the CLI configuration
 //! ```
 //!
-//! Configuration archives are extracted with the software cache's rules: no absolute paths, no
+//! Configuration archives are extracted by [`crate::archive`], the software cache's extractor: no absolute paths, no
 //! `..`, no hard links, symbolic links only to places inside the tree, size and count caps.
 #![allow(
     clippy::disallowed_methods,
@@ -19,13 +19,14 @@
 )]
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::model::{Source, Task};
-use crate::http::HttpClient;
+use crate::archive;
+use crate::http::SharedClient;
 
 /// Largest configuration accepted, extracted.
 pub const MAX_TREE_BYTES: u64 = 4 << 30;
@@ -71,7 +72,7 @@ pub enum PrepareError {
     Archive {
         name: &'static str,
         origin: String,
-        reason: String,
+        reason: archive::ExtractError,
     },
     #[error("{name} directory {path}: {reason}")]
     Directory {
@@ -160,7 +161,7 @@ pub async fn materialize(
     source: &Source,
     base: &Path,
     dest: &Path,
-    http: impl FnOnce() -> Result<HttpClient, crate::http::HttpError>,
+    http: &SharedClient,
 ) -> Result<(), PrepareError> {
     match source {
         Source::Directory(dir) => {
@@ -174,8 +175,9 @@ pub async fn materialize(
             let (path, origin, _tmp) = match (&a.path, &a.url) {
                 (Some(p), _) => (base.join(p), base.join(p).display().to_string(), None),
                 (None, Some(url)) => {
-                    let client =
-                        http().map_err(|source| PrepareError::Download { name, source })?;
+                    let client = http
+                        .get()
+                        .map_err(|source| PrepareError::Download { name, source })?;
                     let tmp = dest.with_extension("download");
                     client
                         .download(url, &tmp, MAX_TREE_BYTES)
@@ -197,11 +199,13 @@ pub async fn materialize(
                         found,
                     });
                 }
-                extract_tree(&path, &dest).map_err(|reason| PrepareError::Archive {
-                    name,
-                    origin,
-                    reason,
-                })
+                archive::extract_tar_tree(&path, &dest, MAX_TREE_BYTES, MAX_TREE_ENTRIES).map_err(
+                    |reason| PrepareError::Archive {
+                        name,
+                        origin,
+                        reason,
+                    },
+                )
             })
             .await
             .expect("extraction does not panic")
@@ -221,120 +225,6 @@ fn sha256_file(path: &Path) -> io::Result<String> {
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h)?;
     Ok(hex::encode(h.finalize()))
-}
-
-/// Extracts a tar.gz into `dest` (which exists and is empty) under the safety rules.
-pub fn extract_tree(archive: &Path, dest: &Path) -> Result<(), String> {
-    let file = File::open(archive).map_err(|e| e.to_string())?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
-    let (mut total, mut count) = (0u64, 0usize);
-    for entry in tar
-        .entries()
-        .map_err(|e| format!("not a tar.gz archive: {e}"))?
-    {
-        let mut entry = entry.map_err(|e| format!("corrupt archive: {e}"))?;
-        count += 1;
-        if count > MAX_TREE_ENTRIES {
-            return Err(format!("more than {MAX_TREE_ENTRIES} entries"));
-        }
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let name = crate::software::extract::safe_name(&raw).map_err(|e| e.to_string())?;
-        if name.is_empty() {
-            continue;
-        }
-        let target = dest.join(&name);
-        let kind = entry.header().entry_type();
-        if let Some(parent) = target.parent() {
-            ensure_inside(dest, parent).map_err(|r| format!("entry {raw:?}: {r}"))?;
-            fs::create_dir_all(parent).map_err(|e| format!("entry {raw:?}: {e}"))?;
-        }
-        if kind.is_dir() {
-            fs::create_dir_all(&target).map_err(|e| format!("entry {raw:?}: {e}"))?;
-        } else if kind.is_file() {
-            total += entry.size();
-            if total > MAX_TREE_BYTES {
-                return Err(format!("more than {MAX_TREE_BYTES} bytes once extracted"));
-            }
-            use std::os::unix::fs::OpenOptionsExt;
-            let mode = if entry.header().mode().unwrap_or(0o644) & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&target)
-                .map_err(|e| format!("entry {raw:?}: {e}"))?;
-            let size = entry.size();
-            let copied = io::copy(&mut (&mut entry).take(size + 1), &mut out)
-                .map_err(|e| format!("entry {raw:?}: {e}"))?;
-            if copied != size {
-                return Err(format!("entry {raw:?}: size differs from its header"));
-            }
-        } else if kind.is_symlink() {
-            let link = entry
-                .link_name()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("entry {raw:?}: symbolic link without target"))?;
-            if link.is_absolute() {
-                return Err(format!(
-                    "entry {raw:?}: symbolic link to an absolute path {}",
-                    link.display()
-                ));
-            }
-            let resolved = lexical_join(target.parent().unwrap_or(dest), &link);
-            if !resolved.starts_with(dest) {
-                return Err(format!(
-                    "entry {raw:?}: symbolic link {} leaves the configuration",
-                    link.display()
-                ));
-            }
-            std::os::unix::fs::symlink(&link, &target)
-                .map_err(|e| format!("entry {raw:?}: {e}"))?;
-        } else if kind.is_hard_link() {
-            return Err(format!("entry {raw:?}: hard links are not accepted"));
-        } else if !matches!(
-            kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
-        ) {
-            return Err(format!("entry {raw:?}: special files are not accepted"));
-        }
-    }
-    Ok(())
-}
-
-/// Joins without touching the filesystem, resolving `.` and `..` lexically.
-fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
-    let mut out = base.to_path_buf();
-    for c in rel.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(p) => out.push(p),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Refuses to write through a symbolic link that points outside `root`.
-fn ensure_inside(root: &Path, dir: &Path) -> Result<(), String> {
-    let mut probe = dir.to_path_buf();
-    while !probe.exists() {
-        if !probe.pop() {
-            return Ok(());
-        }
-    }
-    let real = probe.canonicalize().map_err(|e| e.to_string())?;
-    let real_root = root.canonicalize().map_err(|e| e.to_string())?;
-    if real.starts_with(&real_root) {
-        Ok(())
-    } else {
-        Err("path leaves the configuration through a link".into())
-    }
 }
 
 /// Copies a local directory (regular files, directories, links staying inside it).
@@ -363,7 +253,7 @@ fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareE
             } else if kind.is_symlink() {
                 let link = fs::read_link(&from).map_err(io_err("reading", &from))?;
                 if link.is_absolute()
-                    || !lexical_join(to.parent().unwrap_or(dest), &link).starts_with(dest)
+                    || !archive::lexical_join(to.parent().unwrap_or(dest), &link).starts_with(dest)
                 {
                     return Err(bad(format!(
                         "{} links outside the configuration",

@@ -240,7 +240,7 @@ pub struct CostEstimate {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyOutcome {
     pub name: String,
-    pub enforcement_level: String,
+    pub enforcement_level: super::checks::policy_file::EnforcementLevel,
     pub passed: bool,
     pub messages: Vec<String>,
 }
@@ -248,8 +248,7 @@ pub struct PolicyOutcome {
 /// The policy check's overall outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyCheck {
-    /// `passed`, `advisory_failed`, `soft_failed` or `hard_failed`.
-    pub status: String,
+    pub status: super::checks::policy_file::PolicyStatus,
     pub policies: Vec<PolicyOutcome>,
 }
 

@@ -16,7 +16,6 @@ use super::model::{Action, IacPlatform, VariableCategory};
 use super::prepare::{self, TaskDirs};
 use super::result::Artifact;
 use super::runner::{Prepared, Run, TaskPaths};
-use crate::http::HttpClient;
 use crate::sandbox::policy::Policy;
 use crate::sandbox::uid::UidLease;
 use crate::software::Installed;
@@ -164,8 +163,7 @@ impl Run<'_> {
         dirs: &TaskDirs,
     ) -> Result<PathBuf, SetupError> {
         let task = self.task;
-        let settings = &self.runner.settings;
-        let http = || HttpClient::new(&settings.http);
+        let http = self.runner.cache.shared_client();
         let config = &task.configuration;
         prepare::materialize("configuration", config, paths.base, &dirs.work, http).await?;
         let workdir = prepare::working_dir(task, &dirs.work)?;

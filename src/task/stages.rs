@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::env;
 use super::events::StepEvent;
-use super::model::{Action, RunMode};
+use super::model::{Action, HookPhase, RunMode};
 use super::result::{Artifact, Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run};
 use super::step::{self, Command, StepContext};
@@ -135,7 +135,7 @@ impl Run<'_> {
     }
 
     async fn init(&mut self, cx: &StepContext<'_>, p: &Prepared) -> Flow {
-        self.hooks(cx, p, "pre-init", None).await?;
+        self.hooks(cx, p, HookPhase::PreInit, None).await?;
         self.seed_providers(p).await;
         let status = self
             .tool(
@@ -151,7 +151,7 @@ impl Run<'_> {
     }
 
     /// Pre-init hooks, `init`, then the operation's pre hooks.
-    async fn prologue(&mut self, cx: &StepContext<'_>, p: &Prepared, pre_phase: &str) -> Flow {
+    async fn prologue(&mut self, cx: &StepContext<'_>, p: &Prepared, pre_phase: HookPhase) -> Flow {
         self.init(cx, p).await?;
         self.hooks(cx, p, pre_phase, None).await
     }
@@ -161,7 +161,7 @@ impl Run<'_> {
         cx: &StepContext<'_>,
         p: &Prepared,
     ) -> Result<TaskStatus, String> {
-        if let Err(s) = self.prologue(cx, p, "pre-plan").await {
+        if let Err(s) = self.prologue(cx, p, HookPhase::PrePlan).await {
             return Ok(s);
         }
         let plan_file = p.dirs.artifacts.join(Artifact::PlanFile.file_name());
@@ -222,12 +222,16 @@ impl Run<'_> {
         // The plan's own exit code, as `result.json` records it (2: changes, with
         // `-detailed-exitcode`); 1 when it ended without one (a signal).
         let hook_code = code.unwrap_or(1);
-        let _ = self.hooks(cx, p, "post-plan", Some(hook_code)).await;
+        let _ = self
+            .hooks(cx, p, HookPhase::PostPlan, Some(hook_code))
+            .await;
         if status != StepStatus::Succeeded {
             return Ok(status_of(status));
         }
         if let (Some(cost), Some(infracost)) = (&self.task.cost_estimation, &p.infracost) {
-            let estimate = super::checks::cost_estimate(self, cx, p, cost, &infracost.path).await?;
+            let estimate = super::checks::cost_estimate(self, cx, p, cost, &infracost.path)
+                .await
+                .map_err(|e| e.to_string())?;
             self.cost = Some(estimate);
         }
         Ok(
@@ -244,7 +248,7 @@ impl Run<'_> {
         cx: &StepContext<'_>,
         p: &Prepared,
     ) -> Result<TaskStatus, String> {
-        if let Err(s) = self.prologue(cx, p, "pre-apply").await {
+        if let Err(s) = self.prologue(cx, p, HookPhase::PreApply).await {
             return Ok(s);
         }
         let plan_file = p.dirs.artifacts.join(Artifact::PlanFile.file_name());
@@ -266,7 +270,7 @@ impl Run<'_> {
         if status != StepStatus::Succeeded {
             self.fail(format!("apply failed ({})", describe(self.steps.last())));
         }
-        let _ = self.hooks(cx, p, "post-apply", Some(code)).await;
+        let _ = self.hooks(cx, p, HookPhase::PostApply, Some(code)).await;
         Ok(
             if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
                 match status_of(status) {
@@ -284,8 +288,10 @@ impl Run<'_> {
         cx: &StepContext<'_>,
         p: &Prepared,
     ) -> Result<TaskStatus, String> {
-        let check = super::checks::policy_check(self, cx, p).await?;
-        let failed = check.status == "hard_failed";
+        let check = super::checks::policy_check(self, cx, p)
+            .await
+            .map_err(|e| e.to_string())?;
+        let failed = check.status == super::checks::PolicyStatus::HardFailed;
         // Written by `collect` from this value: nothing is read back from the task for it.
         self.artifacts.set(
             Artifact::PolicyCheck,

@@ -17,6 +17,7 @@ mod health;
 mod identity;
 mod isolation;
 mod layers;
+mod lints;
 mod private;
 mod protocol;
 mod providers;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use scalr_agent::archive::ExtractError;
 use scalr_agent::software::catalog::{Platform, Tool, Version};
-use scalr_agent::software::extract::ExtractError;
 use scalr_agent::software::verify::SignatureError;
 use scalr_agent::software::{ErrorKind, SoftwareError};
 

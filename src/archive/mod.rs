@@ -1,15 +1,24 @@
-//! Taking the one expected executable out of a release artifact, safely.
+//! The one archive extractor of the crate, shared by the software cache (one executable out of
+//! a release artifact), the provider store (a whole zip) and a task's configuration (a whole
+//! tar.gz). A bottom module: it imports nothing of the crate.
 //!
-//! Only the expected entry is extracted, as a regular file, with a size cap. Any entry with an
+//! [`extract`]: only the expected entry is extracted, as a regular file, with a size cap. Any entry with an
 //! absolute path or `..`, any symlink, hardlink or device entry, and a second entry of the
 //! expected name make the whole artifact invalid: a vendor never ships those, an attacker does.
 //! The executable is hashed while it is written. Runs on a blocking thread.
 //!
-//! [`extract_zip_tree`] applies the same rules to a whole zip (a provider package): every entry
-//! is a regular file with a normalised relative name, written under the destination and hashed;
-//! directory entries, links, duplicates and names that differ from their normalised form are
-//! refused, so the tree's `h1:` equals the zip's.
-#![allow(clippy::disallowed_methods, reason = "the cache's own staging files")]
+//! [`tree`] applies the same entry rules to whole trees: [`extract_zip_tree`] (a provider
+//! package: regular files only, so the tree's `h1:` equals the zip's) and [`extract_tar_tree`]
+//! (a task's configuration: directories and symbolic links that stay inside the tree too),
+//! each with a total size and an entry count cap.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the agent's own staging files: the cache's, the provider store's, a task's before any task code runs"
+)]
+
+mod tree;
+
+pub use tree::{TreeFile, extract_tar_tree, extract_zip_tree, lexical_join};
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -17,7 +26,14 @@ use std::path::{Component, Path};
 
 use sha2::{Digest, Sha256};
 
-use super::catalog::ArchiveKind;
+/// How the executable is packed in a release artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    Zip,
+    TarGz,
+    /// The artifact is the executable itself.
+    Bare,
+}
 
 /// Why an artifact could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +59,22 @@ pub enum ExtractError {
     NotRegular { entry: String },
     #[error("the archive is corrupt: {0}")]
     Corrupt(String),
+    #[error("more than {cap} entries")]
+    TooManyEntries { cap: usize },
+    #[error("more than {cap} bytes once extracted")]
+    TreeTooLarge { cap: u64 },
+    #[error("entry {entry:?}: size differs from its header")]
+    SizeMismatch { entry: String },
+    /// A symbolic link whose target is absolute, missing or outside the tree.
+    #[error("entry {entry:?}: symbolic link {target}: {reason}")]
+    Link {
+        entry: String,
+        target: String,
+        reason: &'static str,
+    },
+    /// Writing one entry failed.
+    #[error("entry {entry:?}: {source}")]
+    Entry { entry: String, source: io::Error },
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -218,7 +250,7 @@ fn extract_tar_gz(
     found.ok_or_else(|| missing(entry, &names))
 }
 
-fn missing(entry: &str, names: &[String]) -> ExtractError {
+pub(crate) fn missing(entry: &str, names: &[String]) -> ExtractError {
     let mut found: Vec<&str> = names.iter().map(String::as_str).take(10).collect();
     if names.len() > 10 {
         found.push("...");
@@ -245,7 +277,7 @@ fn copy_capped(
 
 /// [`copy_capped`] with the mode given. The file is created new (never through an existing
 /// file or link) and its final mode is set on the descriptor, whatever the umask.
-fn copy_capped_mode(
+pub(crate) fn copy_capped_mode(
     src: &mut impl Read,
     entry: &str,
     dest: &Path,
@@ -287,95 +319,6 @@ fn copy_capped_mode(
         size,
         sha256: hex::encode(hasher.finalize()),
     })
-}
-
-/// One file of an extracted tree: its normalised name, size, SHA-256 and whether the archive
-/// marked it executable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeFile {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-    pub executable: bool,
-}
-
-/// Extracts every entry of the zip at `archive` under `dest` (an existing, empty directory).
-/// Refuses the whole archive on any unsafe, non-regular, duplicate or non-normalised entry,
-/// or when the total extracted size would pass `cap` or the count `max_entries`. Files are
-/// created with mode 0555 (executable in the zip) or 0444, fsynced, and listed sorted by name.
-pub fn extract_zip_tree(
-    archive: &Path,
-    dest: &Path,
-    cap: u64,
-    max_entries: usize,
-) -> Result<Vec<TreeFile>, ExtractError> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(File::open(archive)?))
-        .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
-    if zip.len() > max_entries {
-        return Err(ExtractError::Corrupt(format!(
-            "{} entries, above the {max_entries}-entry cap",
-            zip.len()
-        )));
-    }
-    let mut names = std::collections::BTreeSet::new();
-    let mut declared = 0u64;
-    for i in 0..zip.len() {
-        let f = zip
-            .by_index_raw(i)
-            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
-        let raw = String::from_utf8_lossy(f.name_raw()).into_owned();
-        let unsafe_entry = |reason| ExtractError::Unsafe {
-            entry: raw.clone(),
-            reason,
-        };
-        let name = safe_name(&raw)?;
-        if f.is_symlink() {
-            return Err(unsafe_entry("is a symbolic link"));
-        }
-        if f.is_dir() {
-            return Err(unsafe_entry(
-                "is a directory entry (it would make the zip's h1: differ from the tree's)",
-            ));
-        }
-        if name != raw || name.is_empty() || name.contains('\n') {
-            return Err(unsafe_entry("is not a plain normalised relative name"));
-        }
-        if !names.insert(name) {
-            return Err(ExtractError::Duplicate { expected: raw });
-        }
-        declared = declared.saturating_add(f.size());
-        if declared > cap {
-            return Err(ExtractError::TooLarge {
-                entry: raw,
-                size: declared,
-                cap,
-            });
-        }
-    }
-    let mut out = Vec::new();
-    let mut left = cap;
-    for i in 0..zip.len() {
-        let mut f = zip
-            .by_index(i)
-            .map_err(|e| ExtractError::Corrupt(e.to_string()))?;
-        let name = f.name().to_string();
-        let executable = f.unix_mode().is_some_and(|m| m & 0o111 != 0);
-        let path = dest.join(&name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mode = if executable { 0o555 } else { 0o444 };
-        let got = copy_capped_mode(&mut f, &name, &path, left, mode)?;
-        left -= got.size;
-        out.push(TreeFile {
-            name,
-            size: got.size,
-            sha256: got.sha256,
-            executable,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
 }
 
 #[cfg(test)]
