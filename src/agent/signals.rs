@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
-use super::task::Controls;
 use crate::control::wire::Signal;
 use crate::control::{ControlError, TaskApi};
+use crate::task::cancel::Cancel as Controls;
 
 /// The shortest time between the starts of two signal polls of one task: at most 9 polls in
 /// any 5 s window, under the protocol's budget of 2 a second per task.
