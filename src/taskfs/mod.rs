@@ -28,6 +28,7 @@ mod resolve;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -369,7 +370,22 @@ pub fn read_input(path: &Path, kind: Kind, limits: &Limits) -> Result<Vec<u8>, T
         }
     };
     let limit = kind.limit(limits);
-    let file = File::open(path).map_err(err)?;
+    // Non-blocking, so a FIFO put at an operator's path cannot hang the agent; only a regular
+    // file is read (the size cap below bounds a huge or sparse one).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(err)?;
+    let file_type =
+        FileType::from_raw_mode(rustix::fs::fstat(&file).map_err(|e| err(e.into()))?.st_mode);
+    if file_type != FileType::RegularFile {
+        return Err(TaskFileError::NotRegular {
+            kind: kind.name(),
+            path: path.to_path_buf(),
+            found: type_name(file_type),
+        });
+    }
     let mut out = Vec::new();
     file.take(limit + 1).read_to_end(&mut out).map_err(err)?;
     if out.len() as u64 > limit {

@@ -194,3 +194,21 @@ fn writes_replace_links_instead_of_following_them() {
         (4_000_123, 4_000_124, 0o600)
     );
 }
+
+#[test]
+fn an_operator_path_that_is_a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = read_input(&fifo, Kind::IdentityToken, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TaskFileError::NotRegular {
+                found: "a FIFO",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
