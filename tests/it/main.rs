@@ -21,6 +21,7 @@ mod lints;
 mod private;
 mod protocol;
 mod providers;
+mod providers_daemon;
 mod relay;
 mod sandbox;
 mod scale_out;
