@@ -140,6 +140,29 @@ pub fn response_headers(h: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Counts, logs and reports a refusal.
+async fn refuse(
+    ctx: &Ctx,
+    inc: &Incoming,
+    refusal: &Refusal,
+    mut rec: Record<'_>,
+    started: Instant,
+) {
+    ctx.metrics.refused(refusal.rule_set);
+    let reason = refusal.to_string();
+    rec.outcome = "refused";
+    rec.reason = Some(&reason);
+    rec.duration = started.elapsed();
+    audit::log(&rec);
+    if let Err(e) = ctx
+        .gateway
+        .refused(&inc.request_id, refusal.rule_set, &reason)
+        .await
+    {
+        tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
+    }
+}
+
 /// Relays one request to its end: refused, failed or answered. Never panics on input;
 /// reports the outcome to the server and writes the audit line.
 pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
@@ -154,22 +177,7 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
         .and_then(|ok| request_headers(&inc.headers).map(|h| (ok, h)));
     let ((method, url, allowed), headers) = match checked {
         Ok(v) => v,
-        Err(refusal) => {
-            ctx.metrics.refused(refusal.rule_set);
-            let reason = refusal.to_string();
-            rec.outcome = "refused";
-            rec.reason = Some(&reason);
-            rec.duration = started.elapsed();
-            audit::log(&rec);
-            if let Err(e) = ctx
-                .gateway
-                .refused(&inc.request_id, refusal.rule_set, &reason)
-                .await
-            {
-                tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
-            }
-            return;
-        }
+        Err(refusal) => return refuse(ctx, &inc, &refusal, rec, started).await,
     };
     if ctx.debug {
         let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
