@@ -391,3 +391,51 @@ async fn a_state_file_others_could_reach_is_refused() {
     assert!(!a.exit().await.success());
     assert!(a.stderr().contains("a symbolic link"), "{}", a.stderr());
 }
+
+#[tokio::test]
+async fn a_control_plane_that_forgot_its_sessions_gets_the_running_task_back_by_reclaim() {
+    let cp = ControlPlane::start().await;
+    let dir = crate::support::dirs::tempdir();
+    let exec = FakeExecutor::default();
+    let script = Script {
+        chunks: (0..20u8).map(|n| vec![b'a' + n; 1000]).collect(),
+        pause: Duration::from_millis(150),
+        ..Script::default()
+    };
+    exec.script("t1", script.clone());
+    cp.enqueue("t1");
+    // Beats 10 s apart: a task call is the first to meet the forgotten session.
+    cp.lock().heartbeat_ms = 10_000;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(agent::run(
+        config(&cp, dir.path(), "survivor", &[]).agent,
+        Arc::new(exec.clone()),
+        shutdown.clone(),
+    ));
+    cp.wait_for("t1 logging", LONG, |i| !i.tasks["t1"].log.is_empty())
+        .await;
+    // A restarted control plane: every session is gone, the agents and tasks are not.
+    cp.restart();
+    let f = cp.wait_finished("t1", LONG).await;
+    assert_eq!(f["status"], "succeeded", "{f}");
+    let t = cp.task("t1");
+    assert_eq!(t.finishes.len(), 1);
+    assert_eq!(t.log, FakeExecutor::expected_log(&script), "the whole log");
+    assert!(t.rebound >= 1, "the reclaim re-bound the task");
+    assert!(
+        cp.lock().session_unknown >= 1,
+        "a task call met the forgotten session"
+    );
+    let outcomes = cp.lock().register_outcomes.clone();
+    assert!(
+        outcomes.len() >= 2 && outcomes[1..].iter().all(|o| o.reclaimed),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().all(|o| o.agent_id == outcomes[0].agent_id));
+    shutdown.cancel();
+    tokio::time::timeout(LONG, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -106,6 +106,8 @@ pub struct Inner {
     pub reclaim: HashMap<String, super::sessions::Reclaim>,
     /// How each registration was answered, in order.
     pub register_outcomes: Vec<super::sessions::RegisterOutcome>,
+    /// Task calls answered `401 session_unknown`.
+    pub session_unknown: u32,
     pub registrations: Vec<Value>,
     /// When each registration arrived (wall clock, for start-up benchmarks).
     pub registered_at: Vec<std::time::SystemTime>,

@@ -75,6 +75,7 @@ pub fn check_task_call(i: &mut Inner, task: &str, session: Option<&str>) -> Opti
         ));
     };
     if !i.sessions.contains_key(session) {
+        i.session_unknown += 1;
         return Some(respond(
             401,
             json!({"error": "session_unknown", "message": "no such session"}),
