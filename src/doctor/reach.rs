@@ -183,6 +183,17 @@ fn prepare(
     Ok((dirs, lease))
 }
 
+/// `url` as the report shows it: no query, no password.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            crate::http::redact(&u)
+        }
+        Err(_) => crate::http::redact_str(url),
+    }
+}
+
 async fn probe_one(
     launcher: &Launcher,
     curl: &Path,
@@ -190,13 +201,7 @@ async fn probe_one(
     policy: &Policy,
     e: &Endpoint,
 ) -> Reach {
-    let shown = match url::Url::parse(&e.url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            crate::http::redact(&u)
-        }
-        Err(_) => e.url.clone(),
-    };
+    let shown = shown(&e.url);
     let reach = |reachable, detail: String| Reach {
         name: e.name,
         url: shown.clone(),
@@ -296,7 +301,7 @@ impl super::DoctorReport {
                 .iter()
                 .map(|ep| Reach {
                     name: ep.name,
-                    url: ep.url.clone(),
+                    url: shown(&ep.url),
                     reachable: None,
                     detail: format!("not probed: {e}"),
                 })
@@ -321,6 +326,14 @@ impl super::DoctorReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_carry_no_query_or_password() {
+        assert_eq!(
+            shown("http://user:pw@127.0.0.1:9/token?api-version=1&sig=secret"),
+            "http://user:***@127.0.0.1:9/token"
+        );
+    }
 
     #[test]
     fn endpoints_follow_the_identity_and_the_platform() {
