@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod aws;
 pub mod control_plane;
 pub mod daemon;
 pub mod dirs;
@@ -22,6 +23,7 @@ pub mod queue_depth;
 pub mod registry;
 pub mod relay;
 pub mod releases;
+pub mod sessions;
 pub mod sshd;
 pub mod standins;
 pub mod terraform;
