@@ -18,10 +18,22 @@ use crate::taskfs::Kind;
 /// `SCALR_AGENT_ENV`, relative to the task root.
 const AGENT_ENV: &str = "agent.env";
 
+/// Why the workspace's hook lines did not pass their check (the task is `errored`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HookCheckError {
+    /// The `sh -n` check could not be started or waited for.
+    #[error(transparent)]
+    Check(#[from] crate::sandbox::stage::SpawnError),
+    /// `field`: the hook's field in the task (`workspace.hooks.pre_plan`); `message`: what
+    /// the shell said about it.
+    #[error("{field}: not valid shell: {message}")]
+    NotShell { field: String, message: String },
+}
+
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
     /// input, reported before anything runs.
-    pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
+    pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), HookCheckError> {
         let hooks = &self.task.workspace.hooks;
         for phase in HookPhase::ALL {
             let Some(line) = phase.line(hooks) else {
@@ -35,24 +47,18 @@ impl Run<'_> {
                 stdout_file: None,
                 policy: Policy::process_only(&dirs.root),
             };
-            let mut stage = self
-                .runner
-                .launcher
-                .spawn(&spec)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut stage = self.runner.launcher.spawn(&spec).await?;
             let mut out = stage.take_output().expect("output is taken once");
             let mut text = String::new();
             let (_, exit) = tokio::join!(
                 tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text),
                 stage.wait()
             );
-            if !exit.map_err(|e| e.to_string())?.success() {
-                return Err(format!(
-                    "workspace.hooks.{}: not valid shell: {}",
-                    phase.as_str().replace('-', "_"),
-                    text.trim().replace("/bin/sh: ", "")
-                ));
+            if !exit?.success() {
+                return Err(HookCheckError::NotShell {
+                    field: format!("workspace.hooks.{}", phase.as_str().replace('-', "_")),
+                    message: text.trim().replace("/bin/sh: ", ""),
+                });
             }
         }
         Ok(())

@@ -32,8 +32,8 @@ pub(super) enum SetupError {
     #[error(transparent)]
     Input(#[from] prepare::PrepareError),
     /// A hook line that is not valid shell, or its check could not run (see `hooks`).
-    #[error("{0}")]
-    Hooks(String),
+    #[error(transparent)]
+    Hooks(#[from] super::hooks::HookCheckError),
     /// Boxed: the cache's error is large, and this one travels through every `?`.
     #[error(transparent)]
     Tool(Box<crate::software::SoftwareError>),
@@ -168,11 +168,11 @@ impl Run<'_> {
         prepare::materialize("configuration", config, paths.base, &dirs.work, http).await?;
         let workdir = prepare::working_dir(task, &dirs.work)?;
         if let Some(policies) = &task.policies {
-            let dest = dirs.root.join("policies");
+            let dest = dirs.root.join(prepare::POLICIES_DIR);
             std::fs::create_dir(&dest).map_err(io("creating", &dest))?;
             prepare::materialize("policies", policies, paths.base, &dest, http).await?;
         }
-        self.check_hooks(dirs).await.map_err(SetupError::Hooks)?;
+        self.check_hooks(dirs).await?;
         Ok(workdir)
     }
 
@@ -290,21 +290,20 @@ impl Run<'_> {
             .relative(workdir)
             .ok_or(SetupError::OutsideWorkdir)?
             .to_path_buf();
-        let in_artifacts = |a: Artifact| Path::new("artifacts").join(a.file_name());
         for (src, rel, kind) in [
             (
                 &a.plan_file,
-                in_artifacts(Artifact::PlanFile),
+                prepare::in_artifacts(Artifact::PlanFile.file_name()),
                 Kind::PlanFile,
             ),
             (
                 &a.plan_json,
-                in_artifacts(Artifact::PlanJson),
+                prepare::in_artifacts(Artifact::PlanJson.file_name()),
                 Kind::PlanJson,
             ),
             (
                 &a.lock_file,
-                work.join(".terraform.lock.hcl"),
+                work.join(crate::providers::lockfile::LOCK_FILE),
                 Kind::LockFile,
             ),
         ] {
