@@ -73,7 +73,9 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), DataDirError> {
 }
 
 /// Creates the data directory's fixed parts with their modes and narrows what an earlier
-/// version left wider: the spool (recursively), the state file and the cache's locks.
+/// version left wider: the spool (recursively) and the cache's locks. The state file is left
+/// as found: it holds a secret, and the agent refuses it when it is wider than 0600 (a secret
+/// others could have read is not narrowed into trust; see `agent::state`).
 /// Blocking: call from a blocking thread.
 pub fn prepare(data_dir: &Path, binaries_dir: &Path) -> Result<(), DataDirError> {
     ensure_dir(data_dir, TRAVERSE_ONLY)?;
@@ -82,8 +84,6 @@ pub fn prepare(data_dir: &Path, binaries_dir: &Path) -> Result<(), DataDirError>
     let spool = data_dir.join("spool");
     ensure_dir(&spool, PRIVATE_DIR)?;
     narrow_tree(&spool)?;
-    let state = data_dir.join(".agent.state");
-    narrow_file(&state)?;
     let locks = binaries_dir.join(".locks");
     if fs::symlink_metadata(&locks).is_ok() {
         ensure_dir(&locks, PRIVATE_DIR)?;
@@ -340,7 +340,8 @@ mod tests {
         assert_eq!(mode(&data.join("spool/task-1")), 0o700);
         assert_eq!(mode(&data.join("spool/task-1/artifacts")), 0o700);
         assert_eq!(mode(&data.join("spool/task-1/meta.json")), 0o600);
-        assert_eq!(mode(&data.join(".agent.state")), 0o600);
+        // Left as found: `agent::state` refuses it (it holds the reclaim secret).
+        assert_eq!(mode(&data.join(".agent.state")), 0o644);
         assert_eq!(mode(&bin.join(".locks")), 0o700);
         assert_eq!(mode(&bin.join(".locks/x.lease")), 0o600);
     }

@@ -120,32 +120,46 @@ async fn deliver_inner(
     };
     ship_log(api, spool, metrics, committed).await?;
     let finish = upload_artifacts(api, spool, metrics, finish).await?;
-    // A lost log is sent again, then the finish: waits between rounds follow the one backoff.
-    let policy = retry::Policy::unbounded(FIRST_PAUSE);
-    let mut resends = 0u32;
-    loop {
-        match retry(api, metrics, || api.finish(&finish)).await {
-            Err(ControlError::LogIncomplete { committed, .. }) => {
-                let size = spool.log_len();
-                if committed > size {
-                    return Err(ControlError::Malformed {
-                        what: format!("task {} finish", api.task_id()),
-                        reason: format!(
-                            "409 log_incomplete says {committed} bytes are committed, but the log has {size}"
-                        ),
-                    });
+    // A lost log tail goes again at once from the server's offset; the same finish follows
+    // after the one retry loop's wait (200 ms, doubling, jittered, up to 30 s).
+    retry::Policy::unbounded(FIRST_PAUSE)
+        .run(
+            |_| async {
+                match retry(api, metrics, || api.finish(&finish)).await {
+                    Err(e @ ControlError::LogIncomplete { committed, .. }) => {
+                        resend_lost(api, spool, metrics, committed).await?;
+                        Err(retry::Attempt::retry(e))
+                    }
+                    r => r.map_err(retry::Attempt::Fatal),
                 }
-                tracing::warn!(task = %api.task_id(), committed, log_size = size, "the control plane lost part of the log; sending it again from its offset, then the finish");
-                metrics.upload_failure();
-                if resends > 0 {
-                    tokio::time::sleep(policy.delay(resends)).await;
-                }
-                resends += 1;
-                ship_log(api, spool, metrics, committed).await?;
-            }
-            r => return r,
-        }
+            },
+            |_, _, _| {},
+        )
+        .await
+}
+
+/// After a `409 log_incomplete`: sends the log again from the server's `committed` offset.
+async fn resend_lost(
+    api: &TaskApi,
+    spool: &TaskSpool,
+    metrics: &Metrics,
+    committed: u64,
+) -> Result<(), retry::Attempt<ControlError>> {
+    let size = spool.log_len();
+    if committed > size {
+        return Err(retry::Attempt::Fatal(ControlError::Malformed {
+            what: format!("task {} finish", api.task_id()),
+            reason: format!(
+                "409 log_incomplete says {committed} bytes are committed, but the log has {size}"
+            ),
+        }));
     }
+    tracing::warn!(task = %api.task_id(), committed, log_size = size, "the control plane lost part of the log; sending it again from its offset, then the finish");
+    metrics.upload_failure();
+    ship_log(api, spool, metrics, committed)
+        .await
+        .map(drop)
+        .map_err(retry::Attempt::Fatal)
 }
 
 /// Asks the server how much of the log it holds (after a restart the agent does not know): an

@@ -81,6 +81,8 @@ pub enum AgentError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error("cannot listen on SCALR_AGENT_HEALTH_ADDR {addr}: {source}")]
     Health {
         addr: std::net::SocketAddr,
@@ -167,9 +169,9 @@ pub async fn run_with_metrics(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<(), AgentError> {
-    let ctx = Arc::new(shared(&settings, executor, &shutdown, metrics)?);
+    let previous = previous_identity(&settings).await?;
+    let ctx = Arc::new(shared(&settings, executor, &shutdown, metrics, previous)?);
     let mut background = Background::start(&ctx, settings.health_addr).await?;
-    recover(&ctx, &mut background.set)?;
     let session = tokio::select! {
         s = register(&ctx.client) => s?,
         _ = shutdown.cancelled() => {
@@ -178,6 +180,9 @@ pub async fn run_with_metrics(
         }
     };
     ready(&ctx, &settings, &session);
+    // After the registration: with v1.1 the spooled tasks' calls need the session that
+    // reclaimed them.
+    recover(&ctx, &mut background.set)?;
     let slots_count = settings.concurrency.get();
     let draining = CancellationToken::new();
     background.set.spawn(heartbeat(
@@ -214,30 +219,47 @@ pub async fn run_with_metrics(
     }
 }
 
-/// The parts the daemon's pieces share: the control-plane client (registering with the id a
-/// previous process saved), the spool, the running tasks, the stop.
+/// The identity a previous process saved under this agent's name (none when state
+/// persistence is off); a state file that cannot be trusted stops the agent.
+async fn previous_identity(settings: &Settings) -> Result<Option<state::State>, AgentError> {
+    if !settings.state_persistence {
+        return Ok(None);
+    }
+    let dir = settings.data_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || state::load(&dir))
+        .await
+        .expect("reading the state file does not panic")?;
+    Ok(loaded.filter(|s| s.name == settings.name))
+}
+
+/// The parts the daemon's pieces share: the control-plane client (registering with the id and
+/// reclaim secret a previous process saved, saving each new one), the spool, the running
+/// tasks, the stop.
 fn shared(
     settings: &Settings,
     executor: Arc<dyn Executor>,
     shutdown: &CancellationToken,
     metrics: Arc<Metrics>,
+    previous: Option<state::State>,
 ) -> Result<Ctx, AgentError> {
     let cp = settings
         .control_plane
         .clone()
         .ok_or(AgentError::NoControlPlane)?;
     let http = HttpClient::new(&settings.http)?;
-    let previous = settings
-        .state_persistence
-        .then(|| state::load(&settings.data_dir))
-        .flatten()
-        .filter(|s| s.name == settings.name);
-    let client = Arc::new(ControlClient::new(
+    let mut client = ControlClient::new(
         http,
         &cp.url,
         cp.token.clone(),
-        registration(settings, executor.as_ref(), previous.map(|s| s.agent_id)),
-    ));
+        registration(settings, executor.as_ref()),
+    );
+    if let Some(p) = previous {
+        client.resume(p.agent_id, p.reclaim_secret);
+    }
+    if settings.state_persistence {
+        client = client.with_store(state::StateFile::new(&settings.data_dir, &settings.name));
+    }
+    let client = Arc::new(client);
     let spool = Spool::open(settings.data_dir.join("spool"), settings.spool_limit_bytes)?;
     if let Some(stats) = executor.software_cache_stats() {
         metrics.track_software_cache(stats);
@@ -267,18 +289,10 @@ fn shared(
     })
 }
 
-/// Registered: says so (metrics, log) and saves the agent's id for the next start.
+/// Registered: says so (metrics, log). The client already saved the agent's id and reclaim
+/// secret for the next start.
 fn ready(ctx: &Ctx, settings: &Settings, session: &crate::control::Session) {
     ctx.metrics.set_registered(true);
-    if settings.state_persistence {
-        let s = state::State {
-            agent_id: session.agent_id.clone(),
-            name: settings.name.clone(),
-        };
-        if let Err(e) = state::save(&settings.data_dir, &s) {
-            tracing::warn!(error = %e, "cannot write the state file");
-        }
-    }
     tracing::info!(agent_id = %session.agent_id, agent_name = %settings.name, slots = settings.concurrency.get(), single = settings.single, "ready to receive tasks");
 }
 

@@ -2,35 +2,41 @@
 
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
+
 use super::Executor;
 use super::Settings;
 use crate::control::wire::RegisterRequest;
 use crate::control::{ControlClient, ControlError};
+use crate::retry;
 
-/// Registers, retrying outages with backoff; fatal refusals end the agent.
+/// The first wait after a failed registration (then doubling, jittered, up to
+/// [`retry::MAX_BACKOFF`]).
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// Registers, retrying outages without end on the crate's one retry loop (the caller races
+/// it against the shutdown); other refusals end the agent.
 pub(super) async fn register(
     client: &ControlClient,
 ) -> Result<crate::control::Session, ControlError> {
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match client.register().await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retry::Policy::unbounded(FIRST_PAUSE)
+        .run(
+            |_| {
+                client.register().map_err(|e| {
+                    if e.is_retryable() {
+                        retry::Attempt::retry(e)
+                    } else {
+                        retry::Attempt::Fatal(e)
+                    }
+                })
+            },
+            |e, attempt, wait| tracing::warn!(error = %e, attempt, ?wait, "registration failed; retrying"),
+        )
+        .await
 }
 
 /// What the agent says about itself at registration.
-pub(super) fn registration(
-    settings: &Settings,
-    executor: &dyn Executor,
-    previous: Option<String>,
-) -> RegisterRequest {
+pub(super) fn registration(settings: &Settings, executor: &dyn Executor) -> RegisterRequest {
     let runtime = crate::platform::detect(&settings.runtime).platform;
     let runtime = serde_json::to_value(runtime)
         .ok()
@@ -48,6 +54,7 @@ pub(super) fn registration(
         runtime,
         concurrency: settings.concurrency.get(),
         isolation: executor.isolation(),
-        previous_agent_id: previous,
+        previous_agent_id: None,
+        reclaim_secret: None,
     }
 }

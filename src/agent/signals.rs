@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::Ctx;
 use crate::control::wire::Signal;
 use crate::control::{ControlError, TaskApi};
+use crate::retry;
 use crate::task::cancel::Cancel as Controls;
 
 /// The shortest time between the starts of two signal polls of one task: at most 9 polls in
@@ -15,9 +16,14 @@ use crate::task::cancel::Cancel as Controls;
 const SIGNAL_SPACING: Duration = Duration::from_millis(600);
 /// The pause after a v1 server (no cursor) repeated a signal already acted on.
 const SIGNAL_REPEAT_PAUSE: Duration = Duration::from_secs(2);
-/// The first pause after a failed signal poll (doubling up to [`SIGNAL_MAX_PAUSE`]).
-const SIGNAL_ERROR_PAUSE: Duration = Duration::from_secs(1);
-const SIGNAL_MAX_PAUSE: Duration = Duration::from_secs(30);
+/// The backoff after failed signal polls: about 1 s, doubling (jittered) up to 30 s; never
+/// shorter than [`SIGNAL_SPACING`].
+const SIGNAL_ERRORS: retry::Policy = retry::Policy {
+    initial: Duration::from_secs(1),
+    max_delay: retry::MAX_BACKOFF,
+    max_retries: None,
+    deadline: None,
+};
 
 /// Relays cancellation signals from the control plane until the task is done, within the
 /// signal budget (`docs/protocol.md`, "Cancellation"): polls held on a cursor by a v1.1
@@ -35,7 +41,7 @@ pub(super) async fn watch_signals(
         .map_or(Duration::from_secs(25), |s| s.poll_timeout);
     let mut cursor = api.v1_1().then_some(0u64);
     let mut seen = None;
-    let mut error_pause = SIGNAL_ERROR_PAUSE;
+    let mut errors = 0u32;
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -56,13 +62,14 @@ pub(super) async fn watch_signals(
                 return;
             }
             Err(e) => {
-                tracing::debug!(task = %api.task_id(), error = %e, ?error_pause, "signal poll failed");
-                next = started.max(tokio::time::Instant::now()) + error_pause;
-                error_pause = (error_pause * 2).min(SIGNAL_MAX_PAUSE);
+                errors += 1;
+                let pause = SIGNAL_ERRORS.delay(errors).max(SIGNAL_SPACING);
+                tracing::debug!(task = %api.task_id(), error = %e, ?pause, "signal poll failed");
+                next = started.max(tokio::time::Instant::now()) + pause;
                 continue;
             }
         };
-        error_pause = SIGNAL_ERROR_PAUSE;
+        errors = 0;
         let Some(answer) = answer else { continue };
         if let (Some(_), Some(c)) = (cursor, answer.cursor) {
             cursor = Some(c);

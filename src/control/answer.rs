@@ -31,6 +31,13 @@ pub(super) fn error_message(answer: &Answer) -> String {
     }
 }
 
+/// The `error` code of an error body (empty when there is none).
+pub(super) fn error_code(answer: &Answer) -> String {
+    serde_json::from_slice::<ErrorBody>(&answer.body)
+        .unwrap_or_default()
+        .error
+}
+
 pub(super) fn unexpected(what: &str, status: StatusCode, answer: &Answer) -> ControlError {
     ControlError::Unexpected {
         what: what.into(),

@@ -8,7 +8,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::answer::{error_message, parse, unexpected};
+use super::answer::{error_code, error_message, parse, unexpected};
 use super::wire::{
     AcquireRequest, Acquired, Heartbeat, HeartbeatAnswer, PROTOCOL_V1_1, RegisterRequest,
     RegisterResponse,
@@ -39,7 +39,15 @@ pub struct Session {
     /// `None`: no leases (the agent never fences its tasks).
     pub lease: Option<Duration>,
     /// Counts registrations, so concurrent 401s re-register only once.
-    generation: u64,
+    pub(super) generation: u64,
+}
+
+/// Where the agent keeps its identity between processes (the state file): the agent id and
+/// the reclaim secret of its last registration. [`ControlClient::register`] saves there after
+/// every registration, before the new session's first call, so a crash loses no secret the
+/// server still expects. Blocking (it writes a file): called on a blocking thread.
+pub trait IdentityStore: Send + Sync + std::fmt::Debug {
+    fn save(&self, agent_id: &str, reclaim_secret: Option<&Secret>) -> std::io::Result<()>;
 }
 
 /// The client of protocol v1. Shared by the daemon's tasks behind an `Arc`.
@@ -54,6 +62,8 @@ pub struct ControlClient {
     /// The request id of an acquire whose answer has not arrived yet: sent again by the next
     /// attempt, so a lost answer costs nothing (v1.1).
     pending_acquire: Mutex<Option<String>>,
+    /// Keeps the agent id and reclaim secret for the next process (none: not kept).
+    store: Option<std::sync::Arc<dyn IdentityStore>>,
 }
 
 impl ControlClient {
@@ -81,7 +91,14 @@ impl ControlClient {
             session: Mutex::new(None),
             reregister: tokio::sync::Mutex::new(()),
             pending_acquire: Mutex::new(None),
+            store: None,
         }
+    }
+
+    /// The same client, saving its identity to `store` after every registration.
+    pub fn with_store(mut self, store: std::sync::Arc<dyn IdentityStore>) -> ControlClient {
+        self.store = Some(store);
+        self
     }
 
     /// The current session, if registered.
@@ -89,22 +106,35 @@ impl ControlClient {
         self.session.lock().unwrap().clone()
     }
 
-    /// Adopts a session saved before a restart (the state file); a 401 will replace it.
-    pub fn resume(&self, agent_id: String, token: Secret) {
-        self.registration.lock().unwrap().previous_agent_id = Some(agent_id.clone());
-        *self.session.lock().unwrap() = Some(Session {
-            agent_id,
-            token,
-            heartbeat_interval: MAX_HEARTBEAT,
-            poll_timeout: Duration::from_secs(25),
-            v1_1: false,
-            lease: None,
-            generation: 0,
-        });
+    /// Resumes the identity a previous process saved (the state file): the next registration
+    /// sends `previous_agent_id` and, when known, the reclaim secret, so a v1.1 server gives
+    /// the id back and re-binds that agent's unfinished tasks to the new session.
+    pub fn resume(&self, agent_id: String, reclaim_secret: Option<Secret>) {
+        let mut r = self.registration.lock().unwrap();
+        r.previous_agent_id = Some(agent_id);
+        r.reclaim_secret = reclaim_secret;
     }
 
     /// `POST /register` with the pool token. Retries nothing beyond the HTTP client's rules.
+    /// A refused reclaim (`403 reclaim_refused`) is logged, forgotten, and followed at once
+    /// by a registration as a new agent.
     pub async fn register(&self) -> Result<Session, ControlError> {
+        match self.register_as_is().await {
+            Err(e @ ControlError::ReclaimRefused { .. }) => {
+                tracing::error!(error = %e, "registering as a new agent; the tasks the former agent held end by their lease");
+                {
+                    let mut r = self.registration.lock().unwrap();
+                    r.previous_agent_id = None;
+                    r.reclaim_secret = None;
+                }
+                self.register_as_is().await
+            }
+            r => r,
+        }
+    }
+
+    /// One registration with what the client knows of itself.
+    async fn register_as_is(&self) -> Result<Session, ControlError> {
         let body = serde_json::to_vec(&*self.registration.lock().unwrap())
             .expect("the registration serializes");
         let req = self.json(Method::POST, "register", &self.pool_token, body);
@@ -112,6 +142,13 @@ impl ControlClient {
         let url = crate::http::redact(&req.url);
         match answer.status {
             StatusCode::OK | StatusCode::CREATED => {}
+            StatusCode::FORBIDDEN if error_code(&answer) == "reclaim_refused" => {
+                let agent_id = self.registration.lock().unwrap().previous_agent_id.clone();
+                return Err(ControlError::ReclaimRefused {
+                    agent_id: agent_id.unwrap_or_default(),
+                    message: error_message(&answer),
+                });
+            }
             status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 return Err(ControlError::PoolTokenRejected { status });
             }
@@ -138,6 +175,8 @@ impl ControlClient {
                 reason: "empty agent_id or session_token".into(),
             });
         }
+        self.keep_identity(&r.agent_id, r.reclaim_secret.clone())
+            .await;
         let mut slot = self.session.lock().unwrap();
         let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
         let heartbeat_interval =
@@ -163,8 +202,29 @@ impl ControlClient {
                 name: p.name,
             }),
         });
-        self.registration.lock().unwrap().previous_agent_id = Some(r.agent_id);
         Ok(session)
+    }
+
+    /// Remembers the registration's agent id and reclaim secret for the next registration
+    /// (a 401 re-registration reclaims with them) and saves them to the store, before the
+    /// session is used. A failed save is logged: the server still accepts the previous secret
+    /// until the new session's first call, so only a crash after that loses the reclaim.
+    async fn keep_identity(&self, agent_id: &str, secret: Option<Secret>) {
+        {
+            let mut r = self.registration.lock().unwrap();
+            r.previous_agent_id = Some(agent_id.to_owned());
+            r.reclaim_secret = secret.clone();
+        }
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let id = agent_id.to_owned();
+        let saved = tokio::task::spawn_blocking(move || store.save(&id, secret.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "cannot save the agent's id and reclaim secret in its state file; a restart will register a new agent");
+        }
     }
 
     /// `POST /heartbeat`. One attempt: the next beat is the retry. Returns the tasks the
@@ -268,7 +328,7 @@ impl ControlClient {
     }
 
     /// Registers unless the session already moved past `seen` (another task re-registered).
-    async fn register_once(&self, seen: u64) -> Result<Session, ControlError> {
+    pub(super) async fn register_once(&self, seen: u64) -> Result<Session, ControlError> {
         let _guard = self.reregister.lock().await;
         if let Some(s) = self.session()
             && s.generation > seen

@@ -18,6 +18,11 @@ pub enum ControlError {
         "the control plane rejected the session again (401) right after a new registration; the agent stops"
     )]
     SessionRejected,
+    /// The reclaim of a previous agent id was refused (v1.1): the secret does not match.
+    #[error(
+        "the control plane refused to give agent id {agent_id} back to this agent (403 reclaim_refused: {message}): the reclaim secret from the state file does not match"
+    )]
+    ReclaimRefused { agent_id: String, message: String },
     #[error(
         "an agent named {name:?} is already connected to this pool ({message}); set a unique SCALR_AGENT_NAME or stop the other agent"
     )]

@@ -9,9 +9,12 @@
 //! this module interprets every other status into a [`ControlError`] that says whether it is
 //! worth retrying later and whether the agent must stop.
 //!
-//! A 401 on a session call registers again once (the server may have restarted and lost its
-//! sessions) and repeats the call; a 401 on registration means the pool token was revoked.
-//! Tokens live in [`Secret`](crate::secret::Secret) and are never logged.
+//! A 401 on a session call (or a `401 session_unknown` on a task call) registers again once
+//! (the server may have restarted and lost its sessions) and repeats the call; a 401 on
+//! registration means the pool token was revoked. Registration sends the previous agent id
+//! with its reclaim secret (v1.1), so a restarted agent gets its unfinished tasks back; every
+//! answer's new secret goes to the [`IdentityStore`] before the session is used. Tokens and
+//! secrets live in [`Secret`](crate::secret::Secret) and are never logged.
 
 mod answer;
 mod client;
@@ -19,7 +22,7 @@ mod error;
 mod task_api;
 pub mod wire;
 
-pub use client::{ControlClient, MAX_ACQUIRE_BYTES, Session};
+pub use client::{ControlClient, IdentityStore, MAX_ACQUIRE_BYTES, Session};
 pub use error::ControlError;
 pub use task_api::TaskApi;
 
@@ -30,6 +33,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const API_PREFIX: &str = "api/agent/v1/";
 /// Header carrying the protocol version.
 pub const PROTOCOL_HEADER: &str = "scalr-agent-protocol";
+/// Header carrying, on every task call, the token of the session holding the task (v1.1).
+pub const SESSION_HEADER: &str = "scalr-agent-session";
 
 /// Timeout of one ordinary request attempt.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

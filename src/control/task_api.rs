@@ -1,7 +1,10 @@
 //! The task-level calls, made with the task token: acknowledge, signals, log, artifacts,
-//! inputs, steps, finish. Once any of them found the task gone for this agent (401, 403, 404,
-//! 410), the task's [`TaskApi`] sends nothing more: every later call, and any call still
-//! waiting for its answer, returns [`ControlError::TaskGone`] at once.
+//! inputs, steps, finish. With a v1.1 server each also carries the session holding the task
+//! (`Scalr-Agent-Session`); a `401 session_unknown` registers again once (which re-binds the
+//! agent's tasks to the new session) and repeats the call. Once any of them found the task
+//! gone for this agent (any other 401, 403, 404, 410), the task's [`TaskApi`] sends nothing
+//! more: every later call, and any call still waiting for its answer, returns
+//! [`ControlError::TaskGone`] at once.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +15,9 @@ use reqwest::{Method, StatusCode};
 
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{error_message, parse, unexpected};
+use super::answer::{error_code, error_message, parse, unexpected};
 use super::wire::{ErrorBody, Finish, LogCommitted, SignalResponse, StepReport};
-use super::{ControlClient, ControlError, POLL_SLACK, REQUEST_TIMEOUT};
+use super::{ControlClient, ControlError, POLL_SLACK, REQUEST_TIMEOUT, SESSION_HEADER, Session};
 use crate::http::{Answer, HttpError, Request};
 use crate::secret::Secret;
 /// Largest input (configuration archive, plan artifact) downloaded.
@@ -99,8 +102,24 @@ impl TaskApi {
         tokio::select! {
             biased;
             () = self.gone.cancelled() => Err(gone()),
-            r = self.client.send(req) => r,
+            r = self.send_bound(req) => r,
         }
+    }
+
+    /// Sends with the session holding the task (v1.1); after a `401 session_unknown` (the
+    /// server forgot the session) registers again once and repeats the call with the new one.
+    async fn send_bound(&self, req: &Request) -> Result<Answer, ControlError> {
+        let session = self.client.session();
+        let answer = self.client.send(&bound(req, session.as_ref())).await?;
+        if answer.status != StatusCode::UNAUTHORIZED || error_code(&answer) != "session_unknown" {
+            return Ok(answer);
+        }
+        tracing::warn!(task = %self.task_id, "the control plane does not know this session (401 session_unknown); registering again");
+        let fresh = self
+            .client
+            .register_once(session.map_or(0, |s| s.generation))
+            .await?;
+        self.client.send(&bound(req, Some(&fresh))).await
     }
 
     pub fn task_id(&self) -> &str {
@@ -295,6 +314,19 @@ impl TaskApi {
             _ => unexpected(&format!("task {} {what}", self.task_id), status, answer),
         }
     }
+}
+
+/// `req` with the session's token in `Scalr-Agent-Session`, when the session speaks v1.1
+/// (a v1 server binds nothing).
+fn bound(req: &Request, session: Option<&Session>) -> Request {
+    let mut req = req.clone();
+    if let Some(s) = session.filter(|s| s.v1_1)
+        && let Ok(mut v) = HeaderValue::from_str(s.token.expose())
+    {
+        v.set_sensitive(true);
+        req.headers.insert(SESSION_HEADER, v);
+    }
+    req
 }
 
 /// Percent-encodes a path segment (ids and names come from the server).

@@ -28,6 +28,25 @@ pub struct RegisterRequest {
     /// The id this agent had before a restart, so the server may let it take its name back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_agent_id: Option<String>,
+    /// The reclaim secret the last registration answer minted for `previous_agent_id`
+    /// (v1.1): with it the server gives the id back and re-binds the agent's tasks.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_secret"
+    )]
+    pub reclaim_secret: Option<crate::secret::Secret>,
+}
+
+/// Writes a secret's value into a request body (the only place it leaves its wrapper on the
+/// wire).
+fn expose_secret<S: serde::Serializer>(
+    secret: &Option<crate::secret::Secret>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(v) => s.serialize_str(v.expose()),
+        None => s.serialize_none(),
+    }
 }
 
 /// The answer to `POST /register`.
@@ -49,6 +68,9 @@ pub struct RegisterResponse {
     /// is ended by the server. Absent: no leases.
     #[serde(default)]
     pub lease_ms: Option<u64>,
+    /// The secret for the next reclaim of this agent id (v1.1), kept in the state file.
+    #[serde(default)]
+    pub reclaim_secret: Option<crate::secret::Secret>,
 }
 
 /// The minor version this agent speaks, in the registration and its answer.
@@ -228,6 +250,27 @@ mod tests {
         assert_eq!(r.session_token.expose(), "sess-SECRET");
         assert!(r.pool.is_none(), "the pool is optional");
         assert!(!format!("{r:?}").contains("sess-SECRET"));
+        let r: RegisterResponse = serde_json::from_str(
+            r#"{"agent_id": "agt-1", "session_token": "s", "heartbeat_interval_ms": 5000, "reclaim_secret": "rec-SECRET"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{r:?}").contains("rec-SECRET"));
+        let req = RegisterRequest {
+            name: "a".into(),
+            version: "0".into(),
+            protocol: PROTOCOL_V1_1.into(),
+            os: "linux".into(),
+            cpu_platform: "linux_amd64".into(),
+            driver: "local".into(),
+            runtime: "vm".into(),
+            concurrency: 1,
+            isolation: serde_json::Value::Null,
+            previous_agent_id: Some("agt-1".into()),
+            reclaim_secret: r.reclaim_secret,
+        };
+        assert!(!format!("{req:?}").contains("rec-SECRET"));
+        let body = serde_json::to_value(&req).unwrap();
+        assert_eq!(body["reclaim_secret"], "rec-SECRET", "sent in the body");
         let a: Acquired =
             serde_json::from_str(r#"{"task_id": "t1", "task_token": "task-SECRET", "task": {}}"#)
                 .unwrap();

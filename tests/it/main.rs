@@ -21,6 +21,7 @@ mod lints;
 mod private;
 mod protocol;
 mod providers;
+mod reclaim;
 mod relay;
 mod sandbox;
 mod scale_out;

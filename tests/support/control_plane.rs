@@ -3,8 +3,9 @@
 //! idempotent acquisition by request id, long polls (signals held on a cursor), idempotent log
 //! offsets, step reports (checked and kept in order), exactly-once finish checked against the
 //! log's size and SHA-256, and fault injection (statuses, answers lost after the work was done,
-//! delays, a lost log tail, token revocation, a restart that forgets sessions). It counts
-//! everything it receives, per endpoint and per task with the time of each request.
+//! delays, a lost log tail, token revocation, a restart that forgets sessions). Registration,
+//! session binding and reclaim live in `sessions`. It counts everything it receives, per
+//! endpoint and per task with the time of each request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -76,6 +77,10 @@ pub struct TaskRec {
     pub signal_cursors: Vec<Option<u64>>,
     /// Withdrawn: every call with its token answers 410.
     pub withdrawn: bool,
+    /// The session holding the task (v1.1): its calls need this `Scalr-Agent-Session`.
+    pub session: Option<String>,
+    /// How many reclaims re-bound the task to a new session.
+    pub rebound: u32,
     /// When the first call was refused because the task is over for its agent.
     pub refused_at: Option<Instant>,
     pub artifacts: HashMap<String, Vec<u8>>,
@@ -90,9 +95,19 @@ pub struct TaskRec {
 pub struct Inner {
     pub pool_token: String,
     pub pool_revoked: bool,
+    /// session token -> agent id
     pub sessions: HashMap<String, String>,
     /// name -> (agent id, last contact)
     pub names: HashMap<String, (String, Instant)>,
+    /// A name is connected (a registration of another agent with it is a conflict) for this
+    /// long after its agent's last contact.
+    pub offline_after: Duration,
+    /// agent id -> its reclaim secrets (v1.1); kept across [`ControlPlane::restart`].
+    pub reclaim: HashMap<String, super::sessions::Reclaim>,
+    /// How each registration was answered, in order.
+    pub register_outcomes: Vec<super::sessions::RegisterOutcome>,
+    /// Task calls answered `401 session_unknown`.
+    pub session_unknown: u32,
     pub registrations: Vec<Value>,
     /// When each registration arrived (wall clock, for start-up benchmarks).
     pub registered_at: Vec<std::time::SystemTime>,
@@ -123,7 +138,7 @@ pub struct Inner {
     pub acquire_ids: HashMap<String, String>,
     /// Every request naming a task (`/tasks/{id}/...`), by task id: endpoint and arrival.
     pub task_requests: HashMap<String, Vec<(String, Instant)>>,
-    next_id: u32,
+    pub(super) next_id: u32,
 }
 
 #[derive(Clone)]
@@ -153,6 +168,7 @@ impl ControlPlane {
             heartbeat_ms: 200,
             poll_ms: 500,
             lease: Duration::from_secs(30),
+            offline_after: Duration::from_secs(30),
             ..Inner::default()
         }));
         let changed = Arc::new(Notify::new());
@@ -331,10 +347,10 @@ impl ControlPlane {
     }
 }
 
-/// Renews the leases of the tasks a heartbeat of `agent` names (`running` and `delivering`)
-/// that this agent holds; returns those it does not hold any more (ended, withdrawn, handed
-/// to another agent).
-fn renew_leases(i: &mut Inner, agent: &str, beat: &Value) -> Vec<String> {
+/// Renews the leases of the tasks a heartbeat of `session` names (`running` and
+/// `delivering`) that this session holds; returns those it does not hold any more (ended,
+/// withdrawn, handed to another agent or session).
+fn renew_leases(i: &mut Inner, session: &str, beat: &Value) -> Vec<String> {
     let lease = i.lease;
     let named = ["running", "delivering"]
         .iter()
@@ -344,7 +360,7 @@ fn renew_leases(i: &mut Inner, agent: &str, beat: &Value) -> Vec<String> {
     for id in named {
         match i.tasks.get_mut(&id) {
             Some(t)
-                if t.handed_to.last().map(String::as_str) == Some(agent)
+                if t.session.as_deref() == Some(session)
                     && t.finishes.is_empty()
                     && !t.withdrawn =>
             {
@@ -388,7 +404,7 @@ async fn expire_leases(cp: ControlPlane) {
     }
 }
 
-fn respond(status: u16, body: Value) -> Response<Body> {
+pub(super) fn respond(status: u16, body: Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -488,7 +504,8 @@ async fn handle(
         _ => {}
     }
     let token = bearer(&headers);
-    let resp = route(&cp, &method, &parts, uri.query(), &token, body).await;
+    let session = super::sessions::session_header(&headers);
+    let resp = route(&cp, &method, &parts, uri.query(), (&token, session), body).await;
     if let Some(Fault::DropAfter) = fault {
         return broken(resp);
     }
@@ -510,11 +527,11 @@ async fn route(
     method: &Method,
     parts: &[&str],
     query: Option<&str>,
-    token: &str,
+    (token, session): (&str, Option<String>),
     body: Bytes,
 ) -> Response<Body> {
     match (method.as_str(), parts) {
-        ("POST", ["register"]) => register(cp, token, &body),
+        ("POST", ["register"]) => super::sessions::register(cp, token, &body),
         ("POST", ["heartbeat"]) | ("POST", ["deregister"]) | ("POST", ["tasks", "acquire"]) => {
             let agent = cp.lock().sessions.get(token).cloned();
             let Some(agent) = agent else {
@@ -523,6 +540,7 @@ async fn route(
                     json!({"error": "unauthorized", "message": "unknown session"}),
                 );
             };
+            super::sessions::confirm(&mut cp.lock(), token);
             match parts {
                 ["heartbeat"] => {
                     let mut i = cp.lock();
@@ -536,7 +554,7 @@ async fn route(
                     if i.version == Version::V1 {
                         return empty(204);
                     }
-                    let ended = renew_leases(&mut i, &agent, &v);
+                    let ended = renew_leases(&mut i, token, &v);
                     respond(200, json!({"ended": ended}))
                 }
                 ["deregister"] => {
@@ -546,52 +564,18 @@ async fn route(
                     i.names.retain(|_, (a, _)| *a != agent);
                     empty(204)
                 }
-                _ => acquire(cp, &agent, &body).await,
+                _ => acquire(cp, &agent, token, &body).await,
             }
         }
-        (m, ["tasks", id, rest @ ..]) => task_call(cp, m, id, rest, query, token, body).await,
+        (m, ["tasks", id, rest @ ..]) => {
+            task_call(cp, m, id, rest, query, (token, session.as_deref()), body).await
+        }
         ("GET", ["queue"]) => super::queue_depth::answer(cp, token),
         _ => empty(404),
     }
 }
 
-fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
-    let mut i = cp.lock();
-    if token != i.pool_token || i.pool_revoked {
-        return respond(
-            401,
-            json!({"error": "unauthorized", "message": "bad pool token"}),
-        );
-    }
-    let req: Value = serde_json::from_slice(body).unwrap();
-    i.registrations.push(req.clone());
-    i.registered_at.push(std::time::SystemTime::now());
-    let name = req["name"].as_str().unwrap().to_string();
-    let previous = req["previous_agent_id"].as_str().map(str::to_owned);
-    if let Some((id, seen)) = i.names.get(&name)
-        && seen.elapsed() < Duration::from_secs(30)
-        && previous.as_deref() != Some(id.as_str())
-    {
-        return respond(
-            409,
-            json!({"error": "name_conflict", "message": format!("{name} is connected")}),
-        );
-    }
-    i.next_id += 1;
-    let id = previous.unwrap_or_else(|| format!("agt-{}", i.next_id));
-    let session = format!("session-{}", i.next_id);
-    i.sessions.retain(|_, a| *a != id);
-    i.sessions.insert(session.clone(), id.clone());
-    i.names.insert(name, (id.clone(), Instant::now()));
-    let mut answer = json!({"agent_id": id, "session_token": session, "heartbeat_interval_ms": i.heartbeat_ms, "poll_timeout_ms": i.poll_ms, "pool": {"id": "apool-1", "name": "test-pool"}});
-    if i.version == Version::V1_1 {
-        answer["protocol"] = json!("1.1");
-        answer["lease_ms"] = json!(i.lease.as_millis() as u64);
-    }
-    respond(201, answer)
-}
-
-async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> {
+async fn acquire(cp: &ControlPlane, agent: &str, session: &str, body: &[u8]) -> Response<Body> {
     let hold = Duration::from_millis(cp.lock().poll_ms);
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     cp.lock().acquires.push(req.clone());
@@ -601,11 +585,13 @@ async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> 
         .filter(|_| cp.lock().version == Version::V1_1);
     // A retried acquire whose answer was lost gets the same task again (v1.1).
     if let Some(rid) = &request_id {
-        let i = cp.lock();
-        if let Some(t) = i.acquire_ids.get(rid).and_then(|id| i.tasks.get(id))
+        let mut i = cp.lock();
+        let id = i.acquire_ids.get(rid).cloned().unwrap_or_default();
+        if let Some(t) = i.tasks.get_mut(&id)
             && t.acked_by.is_none()
+            && t.handed_to.last().map(String::as_str) == Some(agent)
         {
-            let id = &i.acquire_ids[rid];
+            t.session = Some(session.into());
             return respond(
                 200,
                 json!({"task_id": id, "task_token": t.token, "task": t.doc}),
@@ -634,6 +620,7 @@ async fn acquire(cp: &ControlPlane, agent: &str, body: &[u8]) -> Response<Body> 
             if let Some(id) = i.queue.pop_front() {
                 let t = i.tasks.get_mut(&id).unwrap();
                 t.handed_to.push(agent.into());
+                t.session = Some(session.into());
                 t.leased_at = Some(Instant::now());
                 t.lease_until = Some(Instant::now() + lease);
                 let answer = json!({"task_id": id, "task_token": t.token, "task": t.doc});
@@ -655,7 +642,7 @@ async fn task_call(
     id: &str,
     rest: &[&str],
     query: Option<&str>,
-    token: &str,
+    (token, session): (&str, Option<&str>),
     body: Bytes,
 ) -> Response<Body> {
     {
@@ -665,8 +652,9 @@ async fn task_call(
                 410,
                 json!({"error": "gone", "message": "task withdrawn"}),
             )),
-            Some(t) if t.token == token && t.finishes.is_empty() => None,
-            Some(t) if t.token == token && rest == ["finish"] => None,
+            Some(t) if t.token == token && (t.finishes.is_empty() || rest == ["finish"]) => {
+                super::sessions::check_task_call(&mut i, id, session)
+            }
             Some(t) if t.token == token => Some(respond(
                 410,
                 json!({"error": "gone", "message": "task finished"}),

@@ -22,6 +22,7 @@ pub mod queue_depth;
 pub mod registry;
 pub mod relay;
 pub mod releases;
+pub mod sessions;
 pub mod sshd;
 pub mod standins;
 pub mod terraform;
