@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env;
+use super::error::HookCheckError;
 use super::model::HookPhase;
 use super::prepare::TaskDirs;
 use super::result::{StepKind, StepStatus};
@@ -17,18 +18,6 @@ use crate::taskfs::Kind;
 
 /// `SCALR_AGENT_ENV`, relative to the task root.
 const AGENT_ENV: &str = "agent.env";
-
-/// Why the workspace's hook lines did not pass their check (the task is `errored`).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum HookCheckError {
-    /// The `sh -n` check could not be started or waited for.
-    #[error(transparent)]
-    Check(#[from] crate::sandbox::stage::SpawnError),
-    /// `field`: the hook's field in the task (`workspace.hooks.pre_plan`); `message`: what
-    /// the shell said about it.
-    #[error("{field}: not valid shell: {message}")]
-    NotShell { field: String, message: String },
-}
 
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad

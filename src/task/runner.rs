@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::cancel::Cancel;
 use super::env::Env;
+use super::error::RunError;
 use super::events::{StepEvent, StepEvents};
 use super::log::TaskLog;
 use super::model::{Action, RunMode, Task};
@@ -87,24 +88,6 @@ pub struct Runner {
     pub launcher: Launcher,
     pub settings: RunnerSettings,
     pub isolation: Arc<IsolationContext>,
-}
-
-/// Why the runner did not get to the task's steps (the task is `errored`; the text goes,
-/// masked, into its log and `result.json`).
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    /// Below `SCALR_AGENT_MIN_ISOLATION`: the isolation decision's explanation.
-    #[error("{0}")]
-    Refused(String),
-    #[error("run mode `dry` never applies: this apply task is refused")]
-    DryApply,
-    #[error(transparent)]
-    Setup(#[from] super::setup::SetupError),
-    #[error(transparent)]
-    Cgroup(#[from] crate::sandbox::cgroup::CgroupError),
-    /// The blocking thread creating the cgroup did not return.
-    #[error(transparent)]
-    Blocking(#[from] tokio::task::JoinError),
 }
 
 /// Where the task's inputs and outputs live.
