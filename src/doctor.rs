@@ -104,6 +104,7 @@ pub fn report(config: &Settings, probes: &Probes) -> DoctorReport {
     let user_entries = match user_entries(config, probes) {
         Ok(how) => how,
         Err(warning) => {
+            let warning = warning.to_string();
             problems.push(warning.clone());
             warning
         }
@@ -132,9 +133,20 @@ pub fn report(config: &Settings, probes: &Probes) -> DoctorReport {
     }
 }
 
+/// A stage uid that resolves to no user entry: doctor's warning.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stage uid {uid} has no user entry ({library}): ssh, git over ssh and whoami fail in stages; install libnss-wrapper (Debian) or set SCALR_AGENT_NSS_WRAPPER_LIB"
+)]
+struct NoUserEntry {
+    uid: u32,
+    /// Why `libnss_wrapper.so` is not used: the configured file is missing, or none was found.
+    library: String,
+}
+
 /// Whether stage uids resolve to user entries (`ssh` and `git` over ssh refuse to run without
 /// one): `Ok` says how, `Err` is the warning.
-fn user_entries(config: &Settings, probes: &Probes) -> Result<String, String> {
+fn user_entries(config: &Settings, probes: &Probes) -> Result<String, NoUserEntry> {
     if let Some(lib) = crate::task::users::find_library(config.task.nss_wrapper_lib.as_deref()) {
         return Ok(format!(
             "each stage gets its own passwd entry through {}",
@@ -161,9 +173,10 @@ fn user_entries(config: &Settings, probes: &Probes) -> Result<String, String> {
     };
     match missing.first() {
         None => Ok("stage uids have entries in /etc/passwd".into()),
-        Some(uid) => Err(format!(
-            "stage uid {uid} has no user entry ({wanted}): ssh, git over ssh and whoami fail in stages; install libnss-wrapper (Debian) or set SCALR_AGENT_NSS_WRAPPER_LIB"
-        )),
+        Some(&uid) => Err(NoUserEntry {
+            uid,
+            library: wanted,
+        }),
     }
 }
 

@@ -134,9 +134,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // Paused time: the waits below are real backoffs (seconds), which tokio's clock skips.
+    #[tokio::test(start_paused = true)]
     async fn retries_are_bounded_and_fatal_errors_end_at_once() {
-        let p = Policy::bounded(Duration::from_millis(1), 2);
+        let p = Policy::bounded(Duration::from_secs(1), 2);
         let mut seen = Vec::new();
         let r: Result<(), u32> = p
             .run(
@@ -150,7 +151,7 @@ mod tests {
             .run(|_| async { Err(Attempt::Fatal("no")) }, |_, _, _| {})
             .await;
         assert_eq!(r, Err("no"));
-        let r = Policy::unbounded(Duration::from_millis(1))
+        let r = Policy::unbounded(Duration::from_secs(1))
             .run(
                 |n| async move { if n < 5 { Err(Attempt::retry(n)) } else { Ok(n) } },
                 |_, _, _| {},
@@ -159,7 +160,7 @@ mod tests {
         assert_eq!(r, Ok(5));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retry_after_wins_and_the_deadline_stops_waiting() {
         let started = tokio::time::Instant::now();
         let r: Result<u32, u32> = Policy::bounded(Duration::from_millis(1), 1)
@@ -198,5 +199,35 @@ mod tests {
             (Err(1), 1),
             "a wait past the deadline is not taken"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_between_attempts_follow_the_backoff() {
+        let p = Policy::bounded(Duration::from_secs(2), 4);
+        let started = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        let mut told = Vec::new();
+        let r: Result<(), u32> = p
+            .run(
+                |n| {
+                    at.push(started.elapsed());
+                    async move { Err(Attempt::retry(n)) }
+                },
+                |_, n, delay| told.push((n, delay)),
+            )
+            .await;
+        assert_eq!(r, Err(5));
+        assert_eq!(at.len(), 5);
+        for (i, (n, delay)) in told.iter().enumerate() {
+            // Attempt n waits between half and all of 2 s * 2^(n-1), and exactly as long as
+            // it told `on_retry` (the clock only moves by the policy's sleeps).
+            let ceiling = Duration::from_secs(2) * (1 << (n - 1));
+            assert!(*delay >= ceiling / 2 && *delay <= ceiling, "{n}: {delay:?}");
+            let waited = at[i + 1] - at[i];
+            assert!(
+                waited >= *delay && waited <= *delay + Duration::from_millis(2),
+                "{n}: waited {waited:?}, told {delay:?}"
+            );
+        }
     }
 }

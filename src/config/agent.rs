@@ -13,15 +13,9 @@ use std::time::Duration;
 use super::parse::{Parser, Raw, nonempty};
 use crate::agent::{Settings, StopAction};
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one setting per line: every variable the agent's settings take, read in one place"
-)]
+/// Fills the daemon's settings, variable by variable, in the order their problems are listed.
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
     let d = Settings::default();
-    // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.
-    let cloud_run =
-        nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some();
     let concurrency = p
         .number(
             "SCALR_AGENT_CONCURRENCY",
@@ -37,64 +31,9 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
             ("SCALR_SINGLE", raw.scalr_single.clone()),
         )
         .unwrap_or(false);
-    if let Some((name, v)) = [
-        ("SCALR_AGENT_DRIVER", raw.scalr_agent_driver.clone()),
-        ("SCALR_DRIVER", raw.scalr_driver.clone()),
-    ]
-    .into_iter()
-    .find_map(|(n, v)| nonempty(v).map(|v| (n, v)))
-        && !v.trim().eq_ignore_ascii_case("local")
-    {
-        p.bad(name, &v, "`local` (the only driver of this agent)");
-    }
-    let on_stop = match nonempty(raw.scalr_agent_worker_on_stop_action.clone()) {
-        None => d.on_stop,
-        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "drain" => StopAction::Drain,
-            "grace-shutdown" => StopAction::GraceShutdown,
-            "force-shutdown" => StopAction::ForceShutdown,
-            _ => {
-                p.bad(
-                    "SCALR_AGENT_WORKER_ON_STOP_ACTION",
-                    &v,
-                    "`drain`, `grace-shutdown` or `force-shutdown`",
-                );
-                d.on_stop
-            }
-        },
-    };
-    let (drain_default, grace_default, report_default) = if cloud_run {
-        (
-            Duration::ZERO,
-            Duration::from_secs(4),
-            Duration::from_secs(4),
-        )
-    } else {
-        (d.drain_timeout, d.grace_timeout, d.report_timeout)
-    };
-    let mut dur = |name: &'static str, v: &Option<String>, default: Duration| {
-        p.duration(name, v).unwrap_or(default)
-    };
-    let single_wait = dur(
-        "SCALR_AGENT_SINGLE_WAIT_TIMEOUT",
-        &raw.scalr_agent_single_wait_timeout,
-        d.single_wait,
-    );
-    let drain_timeout = dur(
-        "SCALR_AGENT_WORKER_DRAIN_TIMEOUT",
-        &raw.scalr_agent_worker_drain_timeout,
-        drain_default,
-    );
-    let grace_timeout = dur(
-        "SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT",
-        &raw.scalr_agent_worker_grace_shutdown_timeout,
-        grace_default,
-    );
-    let report_timeout = dur(
-        "SCALR_AGENT_WORKER_REPORT_TIMEOUT",
-        &raw.scalr_agent_worker_report_timeout,
-        report_default,
-    );
+    check_driver(p, raw);
+    let on_stop = on_stop(p, raw).unwrap_or(d.on_stop);
+    let stop = stop_timeouts(p, raw, &d);
     let disconnect_on_stop = p
         .bool_of(
             "SCALR_AGENT_DISCONNECT_ON_STOP",
@@ -107,21 +46,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
             &raw.scalr_agent_state_persistence_enabled,
         )
         .unwrap_or(d.state_persistence);
-    let health_addr = nonempty(raw.scalr_agent_health_addr.clone()).and_then(|v| match v
-        .trim()
-        .parse::<SocketAddr>(
-    ) {
-        Ok(a) => Some(a),
-        Err(_) => {
-            p.bad(
-                "SCALR_AGENT_HEALTH_ADDR",
-                &v,
-                "an IP address and port, e.g. `0.0.0.0:9090`",
-            );
-            None
-        }
-    });
-    let health_addr = health_addr.or_else(|| cloud_run_port(p, raw));
+    let health_addr = health_addr(p, raw).or_else(|| cloud_run_port(p, raw));
     let spool_mb = p
         .number(
             "SCALR_AGENT_SPOOL_LIMIT_MB",
@@ -133,16 +58,114 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
     Settings {
         concurrency,
         single,
-        single_wait,
+        single_wait: stop.single_wait,
         on_stop,
-        drain_timeout,
-        grace_timeout,
-        report_timeout,
+        drain_timeout: stop.drain,
+        grace_timeout: stop.grace,
+        report_timeout: stop.report,
         disconnect_on_stop,
         state_persistence,
         health_addr,
         spool_limit_bytes: spool_mb << 20,
         ..d
+    }
+}
+
+/// `SCALR_AGENT_DRIVER` (legacy `SCALR_DRIVER`): accepted only as `local`, the one driver.
+fn check_driver(p: &mut Parser<'_>, raw: &Raw) {
+    if let Some((name, v)) = [
+        ("SCALR_AGENT_DRIVER", raw.scalr_agent_driver.clone()),
+        ("SCALR_DRIVER", raw.scalr_driver.clone()),
+    ]
+    .into_iter()
+    .find_map(|(n, v)| nonempty(v).map(|v| (n, v)))
+        && !v.trim().eq_ignore_ascii_case("local")
+    {
+        p.bad(name, &v, "`local` (the only driver of this agent)");
+    }
+}
+
+/// `SCALR_AGENT_WORKER_ON_STOP_ACTION`; `None` when unset or bad (then reported).
+fn on_stop(p: &mut Parser<'_>, raw: &Raw) -> Option<StopAction> {
+    let v = nonempty(raw.scalr_agent_worker_on_stop_action.clone())?;
+    match v.trim().to_ascii_lowercase().as_str() {
+        "drain" => Some(StopAction::Drain),
+        "grace-shutdown" => Some(StopAction::GraceShutdown),
+        "force-shutdown" => Some(StopAction::ForceShutdown),
+        _ => {
+            p.bad(
+                "SCALR_AGENT_WORKER_ON_STOP_ACTION",
+                &v,
+                "`drain`, `grace-shutdown` or `force-shutdown`",
+            );
+            None
+        }
+    }
+}
+
+/// The waits of single mode and of the stop sequence.
+struct StopTimeouts {
+    single_wait: Duration,
+    drain: Duration,
+    grace: Duration,
+    report: Duration,
+}
+
+/// The stop's timeouts: explicit values, else the platform's defaults (see the module's
+/// documentation for Cloud Run's).
+fn stop_timeouts(p: &mut Parser<'_>, raw: &Raw, d: &Settings) -> StopTimeouts {
+    // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.
+    let cloud_run =
+        nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some();
+    let (drain_default, grace_default, report_default) = if cloud_run {
+        (
+            Duration::ZERO,
+            Duration::from_secs(4),
+            Duration::from_secs(4),
+        )
+    } else {
+        (d.drain_timeout, d.grace_timeout, d.report_timeout)
+    };
+    let mut dur = |name: &'static str, v: &Option<String>, default: Duration| {
+        p.duration(name, v).unwrap_or(default)
+    };
+    StopTimeouts {
+        single_wait: dur(
+            "SCALR_AGENT_SINGLE_WAIT_TIMEOUT",
+            &raw.scalr_agent_single_wait_timeout,
+            d.single_wait,
+        ),
+        drain: dur(
+            "SCALR_AGENT_WORKER_DRAIN_TIMEOUT",
+            &raw.scalr_agent_worker_drain_timeout,
+            drain_default,
+        ),
+        grace: dur(
+            "SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT",
+            &raw.scalr_agent_worker_grace_shutdown_timeout,
+            grace_default,
+        ),
+        report: dur(
+            "SCALR_AGENT_WORKER_REPORT_TIMEOUT",
+            &raw.scalr_agent_worker_report_timeout,
+            report_default,
+        ),
+    }
+}
+
+/// `SCALR_AGENT_HEALTH_ADDR`: the health listener's address; `None` when unset or bad.
+fn health_addr(p: &mut Parser<'_>, raw: &Raw) -> Option<SocketAddr> {
+    let v = nonempty(raw.scalr_agent_health_addr.clone())?;
+    match v.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.bad(
+                "SCALR_AGENT_HEALTH_ADDR",
+                &v,
+                "an IP address and port, e.g. `0.0.0.0:9090`",
+            );
+            None
+        }
     }
 }
 

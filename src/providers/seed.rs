@@ -57,7 +57,7 @@ pub struct Offered {
 pub struct Seeded {
     pub offered: Vec<Offered>,
     /// Stored providers not offered, and why.
-    pub withheld: Vec<(Package, String)>,
+    pub withheld: Vec<(Package, Withheld)>,
     pub leases: Vec<Lease>,
     /// Set `TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE=true` for the run.
     pub may_break_lock: bool,
@@ -129,11 +129,28 @@ pub fn seed(
     Ok(out)
 }
 
+/// Why a stored entry is not offered to a run (the run's log names it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Withheld {
+    /// The lock file has `h1:` hashes (other platforms' perhaps), not the stored entry's.
+    #[error("the lock file's h1: hashes do not include the stored {stored}")]
+    H1NotLocked { stored: String },
+    /// Measured with Terraform 1.0.3: a cache entry checked against a lock with only `zh:`
+    /// fails init ("doesn't match any of the checksums"), so it is never offered.
+    #[error(
+        "the lock file lists only zh: hashes, which Terraform cannot check against an unpacked entry"
+    )]
+    OnlyZh,
+    /// The lock file has neither the entry's `h1:` nor its `zh:`.
+    #[error("the lock file does not list its {zh}")]
+    NotLocked { zh: String },
+}
+
 fn decide(
     locked: Option<&Locked>,
     m: &Manifest,
     _policy: CachePolicy,
-) -> Result<&'static str, String> {
+) -> Result<&'static str, Withheld> {
     let Some(locked) = locked else {
         return Ok("not in the lock file");
     };
@@ -141,17 +158,14 @@ fn decide(
         return Ok("its h1: is in the lock file");
     }
     if locked.has_h1() {
-        return Err(format!(
-            "the lock file's h1: hashes do not include the stored {}",
-            m.h1
-        ));
+        return Err(Withheld::H1NotLocked {
+            stored: m.h1.clone(),
+        });
     }
-    // Measured with Terraform 1.0.3: a cache entry checked against a lock with only `zh:`
-    // fails init ("doesn't match any of the checksums"), so it is never offered.
     Err(if locked.hashes.contains(&m.zh) {
-        "the lock file lists only zh: hashes, which Terraform cannot check against an unpacked entry".into()
+        Withheld::OnlyZh
     } else {
-        format!("the lock file does not list its {}", m.zh)
+        Withheld::NotLocked { zh: m.zh.clone() }
     })
 }
 

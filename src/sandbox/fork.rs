@@ -3,6 +3,18 @@
 
 use super::sys;
 
+/// Why a probe gave no answer (the probe then counts as failed, with this text as its detail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ProbeChildError {
+    /// `pipe2` or `fork` failed in the agent (`call`), with this errno.
+    #[error("probe not run: {call}: {}", std::io::Error::from_raw_os_error(*errno))]
+    NotRun { call: &'static str, errno: i32 },
+    #[error("the probe child was killed by signal {signal}")]
+    Killed { signal: i32 },
+    #[error("the probe child exited without an answer")]
+    NoAnswer,
+}
+
 /// Forks, runs `f` in the child, returns its number. The child only makes system calls.
 ///
 /// The one exception to "only [`Launcher::spawn`] starts processes", kept beside it: the
@@ -13,11 +25,14 @@ use super::sys;
     clippy::disallowed_methods,
     reason = "the sandbox probes' throwaway children (ARCHITECTURE.md, Invariants)"
 )]
-pub(super) fn probe_in_child(f: impl FnOnce() -> i64) -> Result<i64, String> {
+pub(super) fn probe_in_child(f: impl FnOnce() -> i64) -> Result<i64, ProbeChildError> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("probe not run: pipe: {}", sys::last_error()));
+        return Err(ProbeChildError::NotRun {
+            call: "pipe",
+            errno: sys::errno(),
+        });
     }
     // SAFETY: the child runs `f` (raw system calls on data prepared before the fork), writes
     // eight bytes and calls _exit: nothing that needs another thread's lock or allocates.
@@ -35,8 +50,12 @@ pub(super) fn probe_in_child(f: impl FnOnce() -> i64) -> Result<i64, String> {
     unsafe {
         libc::close(fds[1]);
         if pid < 0 {
+            let errno = sys::errno();
             libc::close(fds[0]);
-            return Err(format!("probe not run: fork: {}", sys::last_error()));
+            return Err(ProbeChildError::NotRun {
+                call: "fork",
+                errno,
+            });
         }
         let mut buf = [0u8; 8];
         let mut got = 0;
@@ -54,12 +73,11 @@ pub(super) fn probe_in_child(f: impl FnOnce() -> i64) -> Result<i64, String> {
         if got == 8 {
             Ok(i64::from_ne_bytes(buf))
         } else if libc::WIFSIGNALED(status) {
-            Err(format!(
-                "the probe child was killed by signal {}",
-                libc::WTERMSIG(status)
-            ))
+            Err(ProbeChildError::Killed {
+                signal: libc::WTERMSIG(status),
+            })
         } else {
-            Err("the probe child exited without an answer".into())
+            Err(ProbeChildError::NoAnswer)
         }
     }
 }

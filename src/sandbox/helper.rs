@@ -72,6 +72,45 @@ pub enum HelperEvent {
     },
 }
 
+/// Why the helper could not start the stage: reported as `spawn_failed` with this text.
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    /// A system call of the helper's own setup (`what`: the call or what it was for).
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("usage: scalr-agent {SUBCOMMAND} <agent pid> (got {arg:?} as the agent pid)")]
+    Usage { arg: Option<std::ffi::OsString> },
+    #[error(
+        "the agent (pid {agent}) is not this helper's parent (pid {parent}): it exited \
+         before the stage started; refusing to run the stage"
+    )]
+    NotParent { agent: Pid, parent: Pid },
+    #[error("invalid stage spec: {0}")]
+    Spec(serde_json::Error),
+    /// The stage's layers failed in the child (`detail`: their error, sent over the report
+    /// pipe), or the program could not be executed.
+    #[error("cannot start {}: {detail}", program.display())]
+    Start { program: PathBuf, detail: String },
+}
+
+/// `map_err` for a failed system call of the helper's setup.
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> HelperError {
+    move |source| HelperError::Sys { what, source }
+}
+
+/// `map_err` for a failed read or descriptor operation of the helper's setup.
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> HelperError {
+    move |source| HelperError::Io { what, source }
+}
+
 /// Entry point of `scalr-agent __stage <agent pid>`. Exits with 70 after a `spawn_failed` report
 /// if the stage cannot be started, including when the agent (whose pid it is given) is not its
 /// parent any more: a stage nobody would stop is never run. Never returns control to the CLI's
@@ -80,35 +119,44 @@ pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            emit(&HelperEvent::SpawnFailed { error: e });
+            emit(&HelperEvent::SpawnFailed {
+                error: e.to_string(),
+            });
             ExitCode::from(70)
         }
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the helper's sequence from its spec to its exit, in order around the fork"
-)]
-fn run() -> Result<(), String> {
+/// The helper's sequence: arm against the agent's death, read the spec, start the stage, then
+/// supervise it to its end.
+fn run() -> Result<(), HelperError> {
+    let handled = arm()?;
+    let spec = read_spec()?;
+    let (child, layers) = start(&spec)?;
+    let pid = Pid::from_raw(child.id() as i32);
+    emit(&HelperEvent::Started {
+        pid: child.id(),
+        layers,
+    });
+    supervise(&handled, pid)
+}
+
+/// Makes the helper a non-dumpable subreaper that dies with the agent, checks that its parent
+/// is still the agent, and blocks the signals it handles; returns them.
+fn arm() -> Result<SigSet, HelperError> {
     // The spec holds the stage's secrets: keep this process's memory closed to same-uid peers.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
-    nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    nix::sys::prctl::set_dumpable(false).map_err(sys("PR_SET_DUMPABLE"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys("PR_SET_CHILD_SUBREAPER"))?;
     // The agent passes its own pid: `getppid` at start proves nothing, since if the agent died
     // before then our parent is already a subreaper or init. Once the parent-death signal is
     // armed, a parent that is still the agent means its death will reach us; any other parent
     // means it is gone. The agent may itself be PID 1 (a container's init): compare with its
     // pid, not with 1.
     let agent = agent_pid()?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1)
-        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR1).map_err(sys("PR_SET_PDEATHSIG"))?;
     let parent = nix::unistd::getppid();
     if parent != agent {
-        return Err(format!(
-            "the agent (pid {agent}) is not this helper's parent (pid {parent}): it exited \
-             before the stage started; refusing to run the stage"
-        ));
+        return Err(HelperError::NotParent { agent, parent });
     }
     let mut handled = SigSet::empty();
     for s in [
@@ -120,24 +168,28 @@ fn run() -> Result<(), String> {
     ] {
         handled.add(s);
     }
-    handled
-        .thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+    handled.thread_block().map_err(sys("blocking signals"))?;
+    Ok(handled)
+}
 
+/// Reads the [`HelperSpec`] from stdin, then points stdin at `/dev/null`.
+fn read_spec() -> Result<HelperSpec, HelperError> {
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)
-        .map_err(|e| format!("reading the stage spec: {e}"))?;
-    let spec: HelperSpec =
-        serde_json::from_slice(&input).map_err(|e| format!("invalid stage spec: {e}"))?;
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(&devnull).map_err(|e| format!("stdin: {e}"))?;
+        .map_err(io("reading the stage spec"))?;
+    let spec: HelperSpec = serde_json::from_slice(&input).map_err(HelperError::Spec)?;
+    let devnull = std::fs::File::open("/dev/null").map_err(io("/dev/null"))?;
+    nix::unistd::dup2_stdin(&devnull).map_err(sys("stdin"))?;
+    Ok(spec)
+}
 
-    let (report_rd, report_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("report pipe: {e}"))?;
-    let merged: OwnedFd = std::io::stderr()
-        .as_fd_owned()
-        .map_err(|e| format!("dup stderr: {e}"))?;
+/// Forks and execs the stage, applying the layers in the child; returns it with the layers'
+/// report (sent back over a close-on-exec pipe).
+fn start(spec: &HelperSpec) -> Result<(std::process::Child, Vec<LayerReport>), HelperError> {
+    let (report_rd, report_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("report pipe"))?;
+    let merged: OwnedFd = std::io::stderr().as_fd_owned().map_err(io("dup stderr"))?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -181,31 +233,31 @@ fn run() -> Result<(), String> {
     drop(report_wr);
     let mut report = Vec::new();
     let _ = std::fs::File::from(report_rd).read_to_end(&mut report);
-    let child = match spawned {
-        Ok(c) => c,
+    match spawned {
+        Ok(child) => Ok((child, serde_json::from_slice(&report).unwrap_or_default())),
         Err(e) => {
             let detail = serde_json::from_slice::<String>(&report).unwrap_or_default();
-            let program = spec.program.display();
-            return Err(if detail.is_empty() {
-                format!("cannot start {program}: {e}")
-            } else {
-                format!("cannot start {program}: {detail}")
-            });
+            Err(HelperError::Start {
+                program: spec.program.clone(),
+                detail: if detail.is_empty() {
+                    e.to_string()
+                } else {
+                    detail
+                },
+            })
         }
-    };
-    let layers: Vec<LayerReport> = serde_json::from_slice(&report).unwrap_or_default();
-    let pid = Pid::from_raw(child.id() as i32);
-    emit(&HelperEvent::Started {
-        pid: child.id(),
-        layers,
-    });
+    }
+}
 
+/// Relays signals to the stage until its main process exited, kills and reaps what it left,
+/// and reports `exited`.
+fn supervise(handled: &SigSet, pid: Pid) -> Result<(), HelperError> {
     let mut status = None;
     // Descendants other than the stage's main process killed on SIGUSR1 (a timeout or cancel
     // past its grace) and after the main process exited.
     let mut leftovers_killed = 0;
     while status.is_none() {
-        let sig = handled.wait().map_err(|e| format!("sigwait: {e}"))?;
+        let sig = handled.wait().map_err(sys("sigwait"))?;
         match sig {
             Signal::SIGCHLD => status = reap(pid),
             Signal::SIGUSR1 => {
@@ -234,16 +286,14 @@ fn run() -> Result<(), String> {
 }
 
 /// The agent's pid, the argument after [`SUBCOMMAND`].
-fn agent_pid() -> Result<Pid, String> {
+fn agent_pid() -> Result<Pid, HelperError> {
     let arg = std::env::args_os().nth(2);
     arg.as_ref()
         .and_then(|a| a.to_str())
         .and_then(|a| a.parse::<i32>().ok())
         .filter(|pid| *pid > 0)
         .map(Pid::from_raw)
-        .ok_or_else(|| {
-            format!("usage: scalr-agent {SUBCOMMAND} <agent pid> (got {arg:?} as the agent pid)")
-        })
+        .ok_or(HelperError::Usage { arg })
 }
 
 /// Reaps every exited child; returns the main stage's status once it has exited.

@@ -160,7 +160,7 @@ pub fn probe_uid_switch() -> ProbeResult {
                 errno_text(errno)
             ))
         }
-        Err(e) => not(e),
+        Err(e) => not(e.to_string()),
     }
 }
 
@@ -181,7 +181,7 @@ pub fn probe() -> Probes {
             "PR_CAPBSET_DROP: {} (no CAP_SETPCAP); harmless under no_new_privs",
             errno_text(decode(code).1)
         )),
-        Err(e) => not(e),
+        Err(e) => not(e.to_string()),
     };
     let non_dumpable = simple(
         || {
@@ -223,7 +223,7 @@ pub fn probe() -> Probes {
                 None,
             )
         }
-        Err(e) => (not(e), None),
+        Err(e) => (not(e.to_string()), None),
     };
     let seccomp = match filter::stage_filter() {
         Err(e) => not(e.to_string()),
@@ -259,7 +259,7 @@ pub fn probe() -> Probes {
                 ];
                 not(format!("{}: {}", what[step.min(2)], errno_text(errno)))
             }
-            Err(e) => not(e),
+            Err(e) => not(e.to_string()),
         },
     };
     let user_namespaces = simple(
@@ -285,7 +285,7 @@ pub fn probe() -> Probes {
         Ok(0) if sys_ptrace_granted => ok("CAP_SYS_PTRACE was granted and is dropped at start"),
         Ok(0) => ok("no CAP_SYS_PTRACE"),
         Ok(_) => not("CAP_SYS_PTRACE cannot be dropped (root without CAP_SETPCAP)"),
-        Err(e) => not(e),
+        Err(e) => not(e.to_string()),
     };
     Probes {
         uid_switch,
@@ -373,7 +373,7 @@ fn simple(f: impl FnOnce() -> i64, yes: &str, call: &str) -> ProbeResult {
         Ok(0) => ok(yes),
         Ok(code) if code < 0 => not(format!("{call}: {}", errno_text(decode(code).1))),
         Ok(_) => not(format!("{call} did not take effect")),
-        Err(e) => not(e),
+        Err(e) => not(e.to_string()),
     }
 }
 

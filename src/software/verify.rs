@@ -122,7 +122,11 @@ pub enum SignatureError {
     )]
     Untrusted { issuers: String, trusted: String },
     #[error("signature by trusted key {key} does not match the checksum file: {reason}")]
-    Bad { key: String, reason: String },
+    /// Boxed: the OpenPGP error is large, and this one travels inside the cache's errors.
+    Bad {
+        key: String,
+        reason: Box<pgp::errors::Error>,
+    },
 }
 
 /// Verifies a detached signature (binary or armored) over `data` against `keys`.
@@ -178,7 +182,7 @@ pub fn verify_detached(
                     Err(reason) => {
                         bad = Some(SignatureError::Bad {
                             key: format!("{} ({})", trusted.fingerprint, trusted.user_id),
-                            reason,
+                            reason: Box::new(reason),
                         })
                     }
                 }
@@ -211,12 +215,11 @@ enum Verifier<'a> {
 }
 
 impl Verifier<'_> {
-    fn verify(&self, sig: &DetachedSignature, data: &[u8]) -> Result<(), String> {
+    fn verify(&self, sig: &DetachedSignature, data: &[u8]) -> Result<(), pgp::errors::Error> {
         match self {
             Verifier::Primary(k) => sig.verify(*k, data),
             Verifier::Subkey(k) => sig.verify(*k, data),
         }
-        .map_err(|e| e.to_string())
     }
 
     fn key_id(&self) -> pgp::types::KeyId {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::env;
+use super::error::HookCheckError;
 use super::model::HookPhase;
 use super::prepare::TaskDirs;
 use super::result::{StepKind, StepStatus};
@@ -21,7 +22,7 @@ const AGENT_ENV: &str = "agent.env";
 impl Run<'_> {
     /// Checks every workspace hook line with `sh -n`: a line that is not valid shell is bad
     /// input, reported before anything runs.
-    pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), String> {
+    pub(super) async fn check_hooks(&mut self, dirs: &TaskDirs) -> Result<(), HookCheckError> {
         let hooks = &self.task.workspace.hooks;
         for phase in HookPhase::ALL {
             let Some(line) = phase.line(hooks) else {
@@ -35,24 +36,18 @@ impl Run<'_> {
                 stdout_file: None,
                 policy: Policy::process_only(&dirs.root),
             };
-            let mut stage = self
-                .runner
-                .launcher
-                .spawn(&spec)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut stage = self.runner.launcher.spawn(&spec).await?;
             let mut out = stage.take_output().expect("output is taken once");
             let mut text = String::new();
             let (_, exit) = tokio::join!(
                 tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text),
                 stage.wait()
             );
-            if !exit.map_err(|e| e.to_string())?.success() {
-                return Err(format!(
-                    "workspace.hooks.{}: not valid shell: {}",
-                    phase.as_str().replace('-', "_"),
-                    text.trim().replace("/bin/sh: ", "")
-                ));
+            if !exit?.success() {
+                return Err(HookCheckError::NotShell {
+                    field: format!("workspace.hooks.{}", phase.as_str().replace('-', "_")),
+                    message: text.trim().replace("/bin/sh: ", ""),
+                });
             }
         }
         Ok(())

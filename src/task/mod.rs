@@ -22,6 +22,7 @@
 pub mod cancel;
 mod checks;
 pub mod env;
+mod error;
 pub mod events;
 mod hooks;
 pub mod id;

@@ -33,6 +33,17 @@ pub const MAX_TREE_BYTES: u64 = 4 << 30;
 /// Most entries accepted in a configuration archive.
 pub const MAX_TREE_ENTRIES: usize = 200_000;
 
+/// The artifacts' directory (`artifacts/`), relative to the task root: what `taskfs` reads
+/// back from it is named relative to the root.
+pub const ARTIFACTS_DIR: &str = "artifacts";
+/// The task's policies (`policies/`, only for tasks that have some), relative to the root.
+pub const POLICIES_DIR: &str = "policies";
+
+/// A file in the task's `artifacts/`, relative to the task root (how `taskfs` names it).
+pub fn in_artifacts(name: &str) -> PathBuf {
+    Path::new(ARTIFACTS_DIR).join(name)
+}
+
 /// A task's directories.
 #[derive(Debug, Clone)]
 pub struct TaskDirs {
@@ -122,7 +133,7 @@ impl TaskDirs {
             tmp: root.join("tmp"),
             bin: root.join("bin"),
             plugin_cache: root.join("plugin-cache"),
-            artifacts: root.join("artifacts"),
+            artifacts: root.join(ARTIFACTS_DIR),
             agent_env: root.join("agent.env"),
             cli_config: root.join("cli.tfrc"),
             root,

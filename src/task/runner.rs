@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::cancel::Cancel;
 use super::env::Env;
+use super::error::RunError;
 use super::events::{StepEvent, StepEvents};
 use super::log::TaskLog;
 use super::model::{Action, RunMode, Task};
@@ -156,7 +157,7 @@ impl Runner {
         let status = match run.execute(&paths, cancel).await {
             Ok(status) => status,
             Err(e) => {
-                run.fail(e);
+                run.fail(e.to_string());
                 TaskStatus::Errored
             }
         };
@@ -232,21 +233,21 @@ impl Run<'_> {
         &mut self,
         paths: &TaskPaths<'_>,
         cancel: &Cancel,
-    ) -> Result<TaskStatus, String> {
+    ) -> Result<TaskStatus, RunError> {
         let iso = &self.runner.isolation;
         match probe::decide(iso.verdict, iso.config.min_isolation) {
-            Decision::Refuse(msg) => return Err(msg),
+            Decision::Refuse(msg) => return Err(RunError::Refused(msg)),
             Decision::Warn(msg) => self.log.line(&msg),
             Decision::Run => {}
         }
         if self.task.action == Action::Apply && self.task.run.mode == RunMode::Dry {
-            return Err("run mode `dry` never applies: this apply task is refused".into());
+            return Err(RunError::DryApply);
         }
         // Preparing (downloads included) stops at any cancellation: no step has started, so
         // there is nothing to signal. Whatever was half done is cleaned up on drop (the task
         // directory, the uid lease; a cache install never publishes a partial entry).
         let prepared = tokio::select! {
-            p = self.prepare(paths) => Some(p.map_err(|e| e.to_string())?),
+            p = self.prepare(paths) => Some(p?),
             () = cancel.cancelled() => None,
         };
         let Some(mut prepared) = prepared else {
@@ -263,11 +264,11 @@ impl Run<'_> {
         };
         let status = match self.task.action {
             Action::Plan => self.plan(&cx, &prepared).await,
-            Action::Apply => self.apply(&cx, &prepared).await,
+            Action::Apply => Ok(self.apply(&cx, &prepared).await),
             Action::PolicyCheck => self.policy_check(&cx, &prepared).await,
         };
         let status = status.unwrap_or_else(|e| {
-            self.fail(e);
+            self.fail(e.to_string());
             TaskStatus::Failed
         });
         self.collect(&prepared, paths.out).await;
@@ -286,7 +287,7 @@ impl Run<'_> {
     async fn memory_cgroup(
         &mut self,
         prepared: &mut Prepared,
-    ) -> Result<Option<crate::sandbox::cgroup::TaskCgroup>, String> {
+    ) -> Result<Option<crate::sandbox::cgroup::TaskCgroup>, RunError> {
         let Some(limit) = self.runner.settings.task_memory_limit_bytes else {
             return Ok(None);
         };
@@ -299,9 +300,7 @@ impl Run<'_> {
         let created = tokio::task::spawn_blocking(move || {
             crate::sandbox::cgroup::TaskCgroup::create(&name, limit)
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await??;
         prepared.policy.memory_cgroup = Some(created.procs());
         Ok(Some(created))
     }

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::env::{self, EnvContext};
+use super::error::SetupError;
 use super::model::{Action, IacPlatform, VariableCategory};
 use super::prepare::{self, TaskDirs};
 use super::result::Artifact;
@@ -21,50 +22,6 @@ use crate::sandbox::uid::UidLease;
 use crate::software::Installed;
 use crate::software::catalog::{Platform, Tool};
 use crate::taskfs::{self, Kind};
-
-/// Why a task could not be prepared (the task is `errored`; the text goes, masked, into its
-/// log and `result.json`).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum SetupError {
-    #[error("this machine's architecture has no tool builds")]
-    NoBuilds,
-    /// The task directory, the configuration, the policies or the working directory.
-    #[error(transparent)]
-    Input(#[from] prepare::PrepareError),
-    /// A hook line that is not valid shell, or its check could not run (see `hooks`).
-    #[error("{0}")]
-    Hooks(String),
-    /// Boxed: the cache's error is large, and this one travels through every `?`.
-    #[error(transparent)]
-    Tool(Box<crate::software::SoftwareError>),
-    #[error(transparent)]
-    Uid(#[from] crate::sandbox::uid::LeaseError),
-    #[error("the working directory is outside the task directory")]
-    OutsideWorkdir,
-    #[error("plan_artifacts: {0}")]
-    PlanArtifact(#[source] taskfs::TaskFileError),
-    /// Writing or linking a file of the task directory.
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("giving {} to its task uid: {source}", root.display())]
-    Chown {
-        root: PathBuf,
-        source: std::io::Error,
-    },
-    /// A platform identity token file (see `identity`).
-    #[error(transparent)]
-    Identity(#[from] super::identity::TokenFileError),
-}
-
-impl From<crate::software::SoftwareError> for SetupError {
-    fn from(e: crate::software::SoftwareError) -> SetupError {
-        SetupError::Tool(Box::new(e))
-    }
-}
 
 /// The tools a task runs: its IaC tool, and OPA or Infracost when its action uses them.
 struct Tools {
@@ -168,11 +125,11 @@ impl Run<'_> {
         prepare::materialize("configuration", config, paths.base, &dirs.work, http).await?;
         let workdir = prepare::working_dir(task, &dirs.work)?;
         if let Some(policies) = &task.policies {
-            let dest = dirs.root.join("policies");
+            let dest = dirs.root.join(prepare::POLICIES_DIR);
             std::fs::create_dir(&dest).map_err(io("creating", &dest))?;
             prepare::materialize("policies", policies, paths.base, &dest, http).await?;
         }
-        self.check_hooks(dirs).await.map_err(SetupError::Hooks)?;
+        self.check_hooks(dirs).await?;
         Ok(workdir)
     }
 
@@ -290,21 +247,20 @@ impl Run<'_> {
             .relative(workdir)
             .ok_or(SetupError::OutsideWorkdir)?
             .to_path_buf();
-        let in_artifacts = |a: Artifact| Path::new("artifacts").join(a.file_name());
         for (src, rel, kind) in [
             (
                 &a.plan_file,
-                in_artifacts(Artifact::PlanFile),
+                prepare::in_artifacts(Artifact::PlanFile.file_name()),
                 Kind::PlanFile,
             ),
             (
                 &a.plan_json,
-                in_artifacts(Artifact::PlanJson),
+                prepare::in_artifacts(Artifact::PlanJson.file_name()),
                 Kind::PlanJson,
             ),
             (
                 &a.lock_file,
-                work.join(".terraform.lock.hcl"),
+                work.join(crate::providers::lockfile::LOCK_FILE),
                 Kind::LockFile,
             ),
         ] {

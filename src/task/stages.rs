@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::checks::CheckError;
 use super::env;
 use super::events::StepEvent;
 use super::model::{Action, HookPhase, RunMode};
+use super::prepare::in_artifacts;
 use super::result::{Artifact, Isolation, StepKind, StepStatus, TaskStatus};
 use super::runner::{Prepared, Run};
 use super::step::{self, Command, StepContext};
@@ -160,7 +162,7 @@ impl Run<'_> {
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
-    ) -> Result<TaskStatus, String> {
+    ) -> Result<TaskStatus, CheckError> {
         if let Err(s) = self.prologue(cx, p, HookPhase::PrePlan).await {
             return Ok(s);
         }
@@ -229,9 +231,7 @@ impl Run<'_> {
             return Ok(status_of(status));
         }
         if let (Some(cost), Some(infracost)) = (&self.task.cost_estimation, &p.infracost) {
-            let estimate = super::checks::cost_estimate(self, cx, p, cost, &infracost.path)
-                .await
-                .map_err(|e| e.to_string())?;
+            let estimate = super::checks::cost_estimate(self, cx, p, cost, &infracost.path).await?;
             self.cost = Some(estimate);
         }
         Ok(
@@ -243,13 +243,9 @@ impl Run<'_> {
         )
     }
 
-    pub(super) async fn apply(
-        &mut self,
-        cx: &StepContext<'_>,
-        p: &Prepared,
-    ) -> Result<TaskStatus, String> {
+    pub(super) async fn apply(&mut self, cx: &StepContext<'_>, p: &Prepared) -> TaskStatus {
         if let Err(s) = self.prologue(cx, p, HookPhase::PreApply).await {
-            return Ok(s);
+            return s;
         }
         let plan_file = p.dirs.artifacts.join(Artifact::PlanFile.file_name());
         let status = self
@@ -271,26 +267,22 @@ impl Run<'_> {
             self.fail(format!("apply failed ({})", describe(self.steps.last())));
         }
         let _ = self.hooks(cx, p, HookPhase::PostApply, Some(code)).await;
-        Ok(
-            if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
-                match status_of(status) {
-                    TaskStatus::Succeeded => TaskStatus::Failed,
-                    other => other,
-                }
-            } else {
-                TaskStatus::Succeeded
-            },
-        )
+        if self.steps.iter().any(|s| s.status != StepStatus::Succeeded) {
+            match status_of(status) {
+                TaskStatus::Succeeded => TaskStatus::Failed,
+                other => other,
+            }
+        } else {
+            TaskStatus::Succeeded
+        }
     }
 
     pub(super) async fn policy_check(
         &mut self,
         cx: &StepContext<'_>,
         p: &Prepared,
-    ) -> Result<TaskStatus, String> {
-        let check = super::checks::policy_check(self, cx, p)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<TaskStatus, CheckError> {
+        let check = super::checks::policy_check(self, cx, p).await?;
         let failed = check.status == super::checks::PolicyStatus::HardFailed;
         // Written by `collect` from this value: nothing is read back from the task for it.
         self.artifacts.set(
@@ -316,7 +308,7 @@ impl Run<'_> {
                 (Artifact::PlanJson, Kind::PlanJson),
                 (Artifact::CostEstimate, Kind::CostEstimate),
             ] {
-                let rel = Path::new("artifacts").join(artifact.file_name());
+                let rel = in_artifacts(artifact.file_name());
                 wanted.push((artifact, rel, kind));
             }
         }
@@ -325,7 +317,7 @@ impl Run<'_> {
         {
             wanted.push((
                 Artifact::LockFile,
-                work.join(".terraform.lock.hcl"),
+                work.join(crate::providers::lockfile::LOCK_FILE),
                 Kind::LockFile,
             ));
         }

@@ -40,16 +40,6 @@ fn task(cp: &ControlPlane, id: &str, archive: &[u8], hook: &str, vars: &[Value])
     })
 }
 
-fn enqueue(cp: &ControlPlane, id: &str, doc: Value, archive: &[u8]) {
-    cp.enqueue_doc(id, doc);
-    cp.lock()
-        .tasks
-        .get_mut(id)
-        .unwrap()
-        .inputs
-        .insert("configuration".into(), archive.to_vec());
-}
-
 /// Processes on the host still in the container's cgroup (anything a stage left behind would
 /// be there, whatever its parent).
 fn processes_of(container_id: &str) -> Vec<String> {
@@ -87,8 +77,7 @@ async fn run_in_the_container_plans_clones_over_ssh_and_stops_in_the_window() {
         json!({"key": "SSH_KEY", "value": sshd.client_key.trim(), "category": "shell", "sensitive": true}),
         json!({"key": "SSH_KNOWN_HOSTS", "value": sshd.known_hosts, "category": "shell"}),
     ];
-    enqueue(
-        &cp,
+    cp.enqueue_with_configuration(
         "c-plan",
         task(&cp, "c-plan", &archive, &clone_hook(&sshd), &ssh_vars),
         &archive,
@@ -167,12 +156,7 @@ async fn run_in_the_container_plans_clones_over_ssh_and_stops_in_the_window() {
 
     // A second task that runs until the container is stopped.
     let hook = "echo sleeping-now; sleep 300";
-    enqueue(
-        &cp,
-        "c-stop",
-        task(&cp, "c-stop", &archive, hook, &[]),
-        &archive,
-    );
+    cp.enqueue_with_configuration("c-stop", task(&cp, "c-stop", &archive, hook, &[]), &archive);
     cp.wait_for("the second task's hook", Duration::from_secs(120), |i| {
         i.tasks
             .get("c-stop")

@@ -2,52 +2,17 @@
 //! heartbeats, logs despite faults, exactly-once finish, cancellation, single mode, slots,
 //! crash recovery, several agents, malformed answers, drain and 401s.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use scalr_agent::agent::executor::Artifact;
 use scalr_agent::agent::{self, AgentError};
-use scalr_agent::config::Config;
 use scalr_agent::control::ControlError;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::control_plane::{ControlPlane, Fault, task_doc};
-use crate::support::daemon::config;
+use crate::support::daemon::{InProcess, config, start};
 use crate::support::executor::{FakeExecutor, Script};
 
 const LONG: Duration = Duration::from_secs(20);
-
-struct Agent {
-    handle: JoinHandle<Result<(), AgentError>>,
-    shutdown: CancellationToken,
-}
-
-fn start(
-    cp: &ControlPlane,
-    data: &std::path::Path,
-    name: &str,
-    exec: &FakeExecutor,
-    extra: &[(&str, &str)],
-) -> Agent {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(
-        config(cp, data, name, extra).agent,
-        Arc::new(exec.clone()),
-        shutdown.clone(),
-    ));
-    Agent { handle, shutdown }
-}
-
-impl Agent {
-    async fn stop(self) -> Result<(), AgentError> {
-        self.shutdown.cancel();
-        tokio::time::timeout(LONG, self.handle)
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
 
 #[tokio::test]
 async fn registers_heartbeats_and_runs_a_task_once() {
@@ -338,7 +303,7 @@ async fn three_agents_run_thirty_tasks_each_exactly_once() {
         cp.enqueue(&format!("t{n}"));
     }
     let dirs: Vec<_> = (0..3).map(|_| crate::support::dirs::tempdir()).collect();
-    let agents: Vec<Agent> = dirs
+    let agents: Vec<InProcess> = dirs
         .iter()
         .enumerate()
         .map(|(n, d)| {
@@ -638,17 +603,6 @@ async fn a_large_artifact_is_streamed_and_sent_again_whole_after_a_cut() {
     a.stop().await.unwrap();
 }
 
-/// Starts an agent with a configuration the test adjusted (internal settings).
-fn start_with(exec: &FakeExecutor, config: Config) -> Agent {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(
-        config.agent,
-        Arc::new(exec.clone()),
-        shutdown.clone(),
-    ));
-    Agent { handle, shutdown }
-}
-
 /// Faults enough for every attempt a test can make: the endpoint keeps failing.
 fn always(fault: Fault) -> Vec<Fault> {
     vec![fault; 100_000]
@@ -755,7 +709,7 @@ async fn a_stop_gives_up_failing_step_reports_and_the_finish_fits_the_report_tim
     );
     // A flush far longer than the report timeout (5 s): only the stop can cut it short.
     config.agent.step_flush_limit = Some(Duration::from_secs(600));
-    let a = start_with(&exec, config);
+    let a = InProcess::run(config, &exec);
     cp.wait_for("a step report attempted", LONG, |i| {
         i.hits.get("steps").copied().unwrap_or(0) > 0
     })

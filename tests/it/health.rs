@@ -340,13 +340,7 @@ async fn metrics_count_the_software_cache_of_the_real_runner() {
     let plan = |id: &str| {
         let mut doc = e.task(id);
         doc["configuration"] = json!({"archive": {"url": format!("{}inputs/configuration", cp.url), "sha256": releases::sha256_hex(&archive)}});
-        cp.enqueue_doc(id, doc);
-        cp.lock()
-            .tasks
-            .get_mut(id)
-            .unwrap()
-            .inputs
-            .insert("configuration".into(), archive.clone());
+        cp.enqueue_with_configuration(id, doc, &archive);
     };
     let cache = |m: &BTreeMap<String, f64>, family: &str| {
         m[&format!("scalr_agent_software_cache_{family}_total{{tool=\"terraform\"}}")]

@@ -214,3 +214,44 @@ fn src_files_stay_small_or_say_why() {
         "files over 500 lines without a `//! size:` reason: {over:?}"
     );
 }
+
+/// ARCHITECTURE.md's code map names every file under `src/`: by its path (`src/x/y.rs` or
+/// `x/y.rs`), or in the section whose heading names its folder (`### \`src/x/\``) by its name
+/// there (`y.rs` or `y`); a folder's `mod.rs` is its section.
+#[test]
+fn the_code_map_lists_every_src_file() {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let sections: Vec<(Vec<&str>, &str)> = arch
+        .split("\n### ")
+        .chain(arch.split("\n## "))
+        .map(|section| {
+            let heading = section.lines().next().unwrap_or("");
+            let folders = heading
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|name| name.starts_with("src/") && name.ends_with('/'))
+                .collect();
+            (folders, section)
+        })
+        .collect();
+    let quoted = |text: &str, name: &str| text.contains(&format!("`{name}`"));
+    let mut missing = Vec::new();
+    for file in sources().into_keys() {
+        let short = &file["src/".len()..];
+        let in_section = sections.iter().any(|(folders, text)| {
+            folders.iter().any(|folder| {
+                file.strip_prefix(folder).is_some_and(|rel| {
+                    rel == "mod.rs" || quoted(text, rel) || quoted(text, &rel[..rel.len() - 3])
+                })
+            })
+        });
+        if !(quoted(&arch, &file) || quoted(&arch, short) || in_section) {
+            missing.push(file);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files under src/ that ARCHITECTURE.md's code map does not name: {missing:?}"
+    );
+}

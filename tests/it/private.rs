@@ -38,13 +38,7 @@ fn enqueue(cp: &ControlPlane, id: &str, hook: &str) {
         "configuration": {"archive": {"url": format!("{}inputs/configuration", cp.url),
                                       "sha256": releases::sha256_hex(&archive)}},
     });
-    cp.enqueue_doc(id, doc);
-    cp.lock()
-        .tasks
-        .get_mut(id)
-        .unwrap()
-        .inputs
-        .insert("configuration".into(), archive);
+    cp.enqueue_with_configuration(id, doc, &archive);
 }
 
 /// A directory task uids may read (`SCALR_AGENT_TASK_READ_PATHS`), where `go` releases hooks.

@@ -4,17 +4,14 @@
 //! canceled at once across three agents), idempotent acquisition, nothing sent once a task is
 //! gone, the 403 wording, and a v1 server getting the v1 behaviour.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scalr_agent::agent::{self, AgentError};
+use scalr_agent::agent::AgentError;
 use scalr_agent::control::ControlError;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::control_plane::{ControlPlane, Fault, Version};
-use crate::support::daemon::{Daemon, config};
+use crate::support::daemon::{Daemon, InProcess, start};
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::procs::{marker, processes_with};
 
@@ -22,37 +19,6 @@ const LONG: Duration = Duration::from_secs(60);
 /// The signal budget: at most 2 requests per task per second over any 5 s window.
 const WINDOW: Duration = Duration::from_secs(5);
 const BUDGET: usize = 10;
-
-struct Agent {
-    handle: JoinHandle<Result<(), AgentError>>,
-    shutdown: CancellationToken,
-}
-
-fn start(
-    cp: &ControlPlane,
-    data: &std::path::Path,
-    name: &str,
-    exec: &FakeExecutor,
-    extra: &[(&str, &str)],
-) -> Agent {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(
-        config(cp, data, name, extra).agent,
-        Arc::new(exec.clone()),
-        shutdown.clone(),
-    ));
-    Agent { handle, shutdown }
-}
-
-impl Agent {
-    async fn stop(self) -> Result<(), AgentError> {
-        self.shutdown.cancel();
-        tokio::time::timeout(LONG, self.handle)
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
 
 /// A log of `n` chunks of assorted sizes (about 60 KB each).
 fn chunks(n: u32) -> Vec<Vec<u8>> {
@@ -221,7 +187,7 @@ async fn forty_eight_tasks_canceled_at_once_stay_within_the_signal_budget() {
         ..Script::default()
     };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let agents: Vec<Agent> = dirs
+    let agents: Vec<InProcess> = dirs
         .iter()
         .enumerate()
         .map(|(n, d)| {

@@ -6,15 +6,12 @@
 //! server ends it by its lease. The state file itself is refused when others could reach it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use scalr_agent::agent;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::control_plane::{ControlPlane, Fault};
-use crate::support::daemon::{Daemon, config};
+use crate::support::daemon::{Daemon, start};
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::procs::{marker, nothing_left, processes_with};
 use crate::support::sessions::SESSION_HEADER;
@@ -84,12 +81,7 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
         },
     );
     cp.enqueue("t1");
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(
-        config(&cp, dir.path(), "holder", &[]).agent,
-        Arc::new(exec.clone()),
-        shutdown.clone(),
-    ));
+    let agent = start(&cp, dir.path(), "holder", &exec, &[]);
     cp.wait_for("t1 acknowledged and logging", LONG, |i| {
         i.tasks["t1"].acked_by.is_some() && !i.tasks["t1"].log.is_empty()
     })
@@ -180,12 +172,7 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
     assert_eq!(t.finishes.len(), 1);
     assert!(String::from_utf8_lossy(&t.log).starts_with("holder's log\n"));
     assert!(!String::from_utf8_lossy(&t.log).contains("forged"));
-    shutdown.cancel();
-    tokio::time::timeout(LONG, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    agent.stop().await.unwrap();
 }
 
 /// Starts a real agent on a task whose hook prints a line, spools a second one (the server
@@ -418,12 +405,7 @@ async fn a_control_plane_that_forgot_its_sessions_gets_the_running_task_back_by_
     cp.enqueue("t1");
     // Beats 10 s apart: a task call is the first to meet the forgotten session.
     cp.lock().heartbeat_ms = 10_000;
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(agent::run(
-        config(&cp, dir.path(), "survivor", &[]).agent,
-        Arc::new(exec.clone()),
-        shutdown.clone(),
-    ));
+    let agent = start(&cp, dir.path(), "survivor", &exec, &[]);
     cp.wait_for("t1 logging", LONG, |i| !i.tasks["t1"].log.is_empty())
         .await;
     // A restarted control plane: every session is gone, the agents and tasks are not.
@@ -444,10 +426,5 @@ async fn a_control_plane_that_forgot_its_sessions_gets_the_running_task_back_by_
         "{outcomes:?}"
     );
     assert!(outcomes.iter().all(|o| o.agent_id == outcomes[0].agent_id));
-    shutdown.cancel();
-    tokio::time::timeout(LONG, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    agent.stop().await.unwrap();
 }

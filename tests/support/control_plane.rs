@@ -196,11 +196,17 @@ impl ControlPlane {
 
     /// Queues a task with this document (its configuration input is a few bytes).
     pub fn enqueue_doc(&self, id: &str, doc: Value) {
+        self.enqueue_with_configuration(id, doc, b"config-archive");
+    }
+
+    /// Queues a task with this document and `archive` as its configuration input (what a
+    /// document whose configuration URL is `{url}inputs/configuration` downloads).
+    pub fn enqueue_with_configuration(&self, id: &str, doc: Value, archive: &[u8]) {
         let mut i = self.lock();
         i.next_id += 1;
         let token = format!("task-token-{id}-{}", i.next_id);
         let mut inputs = HashMap::new();
-        inputs.insert("configuration".to_string(), b"config-archive".to_vec());
+        inputs.insert("configuration".to_string(), archive.to_vec());
         i.tasks.insert(
             id.into(),
             TaskRec {

@@ -1,17 +1,23 @@
 //! The daemon's fixture: a harness whose mirror serves a stand-in Terraform (1.9.9, which does
 //! nothing), the fake control plane, and tasks whose work is a pre-init hook over a trivial
 //! configuration; real `scalr-agent run` processes started against them through the builder;
-//! waits on what the control plane received. Also the in-process daemon's configuration and
-//! a GET for the health listener.
+//! waits on what the control plane received. Also the in-process daemon (`agent::run` with the
+//! fake executor, [`start`]), its configuration and a GET for the health listener.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use scalr_agent::agent::{self as daemon, AgentError};
 use scalr_agent::config::{Config, Needs};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::agent::{Agent, AgentBuilder};
 use super::control_plane::ControlPlane;
+use super::executor::FakeExecutor;
 use super::harness::Harness;
 use super::releases::{self, Entry, Signing};
 
@@ -61,14 +67,7 @@ impl Daemon {
 
     /// Queues `doc` with the trivial configuration as its input.
     pub fn enqueue_doc(&self, id: &str, doc: Value) {
-        self.cp.enqueue_doc(id, doc);
-        self.cp
-            .lock()
-            .tasks
-            .get_mut(id)
-            .unwrap()
-            .inputs
-            .insert("configuration".into(), self.archive.clone());
+        self.cp.enqueue_with_configuration(id, doc, &self.archive);
     }
 
     /// Queues a plan task whose pre-init hook is `hook`.
@@ -132,6 +131,51 @@ impl Daemon {
                     .any(|h| h["status"] == "draining")
             })
             .await;
+    }
+}
+
+/// How long an in-process daemon may take to return once stopped: a bound against a hang, not
+/// a measurement (tests that time the stop measure it themselves).
+pub const STOP_WITHIN: Duration = Duration::from_secs(60);
+
+/// The daemon run in the test's own process (`agent::run`), with the fake executor. Dropping
+/// `handle` without `stop` leaves it running; aborting it plays a crash.
+pub struct InProcess {
+    pub handle: JoinHandle<Result<(), AgentError>>,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts an in-process daemon named `name` with data in `data`, registered with `cp`, plus
+/// `extra` variables (see [`config`]).
+pub fn start(
+    cp: &ControlPlane,
+    data: &Path,
+    name: &str,
+    exec: &FakeExecutor,
+    extra: &[(&str, &str)],
+) -> InProcess {
+    InProcess::run(config(cp, data, name, extra), exec)
+}
+
+impl InProcess {
+    /// Starts `agent::run` with `config`'s agent settings (a test may adjust them first).
+    pub fn run(config: Config, exec: &FakeExecutor) -> InProcess {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(daemon::run(
+            config.agent,
+            Arc::new(exec.clone()),
+            shutdown.clone(),
+        ));
+        InProcess { handle, shutdown }
+    }
+
+    /// Fires the shutdown token and returns what `run` returned (at most [`STOP_WITHIN`]).
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(STOP_WITHIN, self.handle)
+            .await
+            .expect("the daemon stops in time")
+            .expect("the daemon does not panic")
     }
 }
 

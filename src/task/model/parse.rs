@@ -70,11 +70,7 @@ impl Task {
                 }
                 None => {}
                 Some(serde_json::Value::Null) if OPTIONAL.contains(section) => {}
-                Some(v) => {
-                    if let Err(e) = check_section(section, v) {
-                        problems.push(e);
-                    }
-                }
+                Some(v) => problems.extend(section_problem(section, v)),
             }
         }
         if !problems.is_empty() {
@@ -157,15 +153,13 @@ impl Task {
     }
 }
 
-/// Deserializes one section alone, so that each section's first problem is reported.
-fn check_section(name: &str, value: &serde_json::Value) -> Result<(), String> {
-    fn check<T: serde::de::DeserializeOwned>(
-        name: &str,
-        v: &serde_json::Value,
-    ) -> Result<(), String> {
+/// Deserializes one section alone, so that each section's first problem is reported: the
+/// problem's line in [`TaskError::problems`], or `None` when the section is valid.
+fn section_problem(name: &str, value: &serde_json::Value) -> Option<String> {
+    fn check<T: serde::de::DeserializeOwned>(name: &str, v: &serde_json::Value) -> Option<String> {
         serde_path_to_error::deserialize::<_, T>(v)
-            .map(|_| ())
-            .map_err(|e| format!("{name}{}", describe_suffix(&e)))
+            .err()
+            .map(|e| format!("{name}{}", describe_suffix(&e)))
     }
     match name {
         "id" => check::<String>(name, value),
@@ -179,7 +173,7 @@ fn check_section(name: &str, value: &serde_json::Value) -> Result<(), String> {
         "tools" => check::<Tools>(name, value),
         "cost_estimation" => check::<CostEstimation>(name, value),
         "plan_artifacts" => check::<PlanArtifacts>(name, value),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
