@@ -64,8 +64,15 @@ async fn hook_uid(marker: &str) -> u32 {
             {
                 let status =
                     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(uid) = status.lines().find_map(|l| l.strip_prefix("Uid:")) {
-                    return uid.split_whitespace().next().unwrap().parse().unwrap();
+                // A process carrying the marker may still be root for an instant before the
+                // stage drops to the task's uid: wait for the hook itself (a hook that really
+                // ran as root never satisfies this and fails the test by the deadline).
+                let uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|u| u.split_whitespace().next()?.parse::<u32>().ok());
+                if let Some(uid) = uid.filter(|u| *u != 0) {
+                    return uid;
                 }
             }
         }
