@@ -423,7 +423,10 @@ fn doctor(config: &Config, json: bool) -> ExitCode {
     let probes = crate::sandbox::probe::probe();
     let reach =
         crate::datadir::check_reach(&config.data_dir, &config.cache_dir, probes.uid_switch.ok);
-    let report = crate::doctor::report(&config.doctor(), &probes).with_reach(&reach);
+    let settings = config.doctor();
+    let report = crate::doctor::report(&settings, &probes)
+        .with_reach(&reach)
+        .with_identity(&settings, &config.data_dir, &probes);
     let text = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => t + "\n",

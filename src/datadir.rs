@@ -173,6 +173,19 @@ pub enum ReachError {
         umask: u32,
         variable: &'static str,
     },
+    #[error(
+        "{target} ({variable}) is on {fs}, a file system without POSIX ownership and modes \
+         (Azure Files and other SMB shares): task directories cannot be given to task uids, \
+         the agent's private files (spool tokens, leases) cannot be made private, and the \
+         software and provider caches' read-only modes and locks do not hold. Fix: put {variable} \
+         on a local disk or an ephemeral volume (emptyDir, the container's own file system); \
+         only an NFS or block volume with POSIX semantics may be shared"
+    )]
+    NoPosix {
+        target: PathBuf,
+        fs: &'static str,
+        variable: &'static str,
+    },
     #[error("checking that task uids can reach {target}: {path}: {source}")]
     Io {
         target: PathBuf,
@@ -187,12 +200,26 @@ pub enum ReachError {
 /// Links are resolved first: a task traverses the real path. Parents that do not exist yet
 /// are judged by the umask they would be created under. The directories themselves are the
 /// agent's ([`prepare`] sets their modes). `task_uids: false` (the agent cannot switch uids,
-/// so stages run as its own uid) skips the check. Blocking: call at start.
+/// so stages run as its own uid) skips the check. Before it, and always: neither directory
+/// may be on a file system without POSIX ownership and modes (SMB/CIFS, e.g. Azure Files;
+/// [`ReachError::NoPosix`]). Blocking: call at start.
 pub fn check_reach(
     data_dir: &Path,
     cache_dir: &Path,
     task_uids: bool,
 ) -> Result<Reach, ReachError> {
+    for (target, variable) in [
+        (data_dir, "SCALR_AGENT_DATA_DIR"),
+        (cache_dir, "SCALR_AGENT_CACHE_DIR"),
+    ] {
+        if let Some(fs) = no_posix_fs(target) {
+            return Err(ReachError::NoPosix {
+                target: target.to_path_buf(),
+                fs,
+                variable,
+            });
+        }
+    }
     if !task_uids {
         return Ok(Reach::Skipped);
     }
@@ -239,6 +266,28 @@ enum Closed {
 }
 
 /// The first directory from `/` down to `parent` (links resolved) that others cannot search.
+/// The name of the file system `path` (or its nearest existing ancestor) is on, when it has no
+/// POSIX ownership and modes (`statfs`'s magic numbers of the Linux SMB clients).
+fn no_posix_fs(path: &Path) -> Option<&'static str> {
+    let stat = path.ancestors().find_map(|p| rustix::fs::statfs(p).ok())?;
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "`f_type`'s integer type differs between architectures"
+    )]
+    fs_without_posix(stat.f_type as i64)
+}
+
+/// SMB/CIFS file systems by `statfs` magic (`CIFS_SUPER_MAGIC`, `SMB2_SUPER_MAGIC`,
+/// `SMB_SUPER_MAGIC`).
+pub fn fs_without_posix(magic: i64) -> Option<&'static str> {
+    match magic {
+        0xFF53_4D42 => Some("CIFS (SMB)"),
+        0xFE53_4D42 => Some("SMB 2/3"),
+        0x517B => Some("SMB"),
+        _ => None,
+    }
+}
+
 fn first_closed(target: &Path, parent: &Path) -> Result<Option<(PathBuf, Closed)>, ReachError> {
     let io_err = |path: &Path| {
         let (target, path) = (target.to_path_buf(), path.to_path_buf());
@@ -305,6 +354,30 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smb_file_systems_are_refused_with_the_fix() {
+        assert_eq!(fs_without_posix(0xFF53_4D42), Some("CIFS (SMB)"));
+        assert_eq!(fs_without_posix(0xFE53_4D42), Some("SMB 2/3"));
+        assert_eq!(fs_without_posix(0x517B), Some("SMB"));
+        // ext4, tmpfs, overlayfs, NFS: POSIX ownership and modes.
+        for magic in [0xEF53, 0x0102_1994, 0x794C_7630, 0x6969] {
+            assert_eq!(fs_without_posix(magic), None, "{magic:x}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(no_posix_fs(&dir.path().join("not/yet")), None);
+        let e = ReachError::NoPosix {
+            target: "/mnt/azurefiles/agent".into(),
+            fs: "SMB 2/3",
+            variable: "SCALR_AGENT_DATA_DIR",
+        }
+        .to_string();
+        assert!(
+            e.starts_with("/mnt/azurefiles/agent (SCALR_AGENT_DATA_DIR) is on SMB 2/3")
+                && e.contains("Fix: put SCALR_AGENT_DATA_DIR on a local disk"),
+            "{e}"
+        );
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().mode() & 0o7777

@@ -4,7 +4,10 @@
 //! (from variables the platforms set, read by `config`, and the engines' marker files, with
 //! the evidence), whether stage uids resolve to user entries, every probe with
 //! the reason for a failure, the verdict against `SCALR_AGENT_MIN_ISOLATION`, and advice.
-//! The command exits non-zero when tasks would be refused.
+//! The command exits non-zero when tasks would be refused. `reach` adds what a stage reaches
+//! of the platform's identity endpoints and metadata server.
+
+pub mod reach;
 
 use std::fmt::Write as _;
 
@@ -63,6 +66,8 @@ pub struct DoctorReport {
     pub data_dir: String,
     /// They cannot: every task would fail, and the command exits 64 like `exec` and `run`.
     pub unreachable: bool,
+    /// The identity endpoints and metadata server as a stage reaches them ([`reach`]).
+    pub identity_endpoints: Vec<reach::Reach>,
 }
 
 /// The memory line of the report without `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`; stages are the
@@ -123,6 +128,7 @@ pub fn report(config: &Settings, probes: &Probes) -> DoctorReport {
         user_entries,
         data_dir: "not checked".into(),
         unreachable: false,
+        identity_endpoints: Vec::new(),
     }
 }
 
@@ -291,6 +297,9 @@ impl DoctorReport {
         let _ = writeln!(s, "agent uid: {}", self.agent_uid);
         let _ = writeln!(s, "user entries: {}", self.user_entries);
         let _ = writeln!(s, "data directory: {}", self.data_dir);
+        for r in &self.identity_endpoints {
+            let _ = writeln!(s, "identity endpoint: {} {}: {}", r.name, r.url, r.detail);
+        }
         if self.problems.is_empty() {
             let _ = writeln!(s, "configuration: no problems");
         } else {

@@ -55,8 +55,7 @@ pub fn runner(config: &Settings, launcher: Launcher) -> Runner {
             log_limit_bytes: config.task.log_limit_bytes,
             nss_wrapper: crate::task::users::find_library(config.task.nss_wrapper_lib.as_deref()),
             task_memory_limit_bytes: config.task.task_memory_limit_bytes,
-            // Filled from the environment once `config` reads the identity settings (issue 12).
-            identity: crate::task::identity::Settings::default(),
+            identity: config.task.identity.clone(),
         },
         isolation: Arc::new(IsolationContext::probe(
             config.sandbox.clone(),

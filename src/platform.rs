@@ -33,6 +33,9 @@ pub struct RuntimeHints {
     pub container_app_job_name: Option<String>,
     /// `KUBERNETES_SERVICE_HOST` (any Kubernetes pod).
     pub kubernetes_service_host: Option<String>,
+    /// `GCE_METADATA_HOST`: where the metadata server answers when not at 169.254.169.254
+    /// (Google's client libraries read it too); `doctor` probes it.
+    pub metadata_host: Option<String>,
 }
 
 /// Where the agent believes it runs.
@@ -180,6 +183,7 @@ mod tests {
             container_app_name: get("CONTAINER_APP_NAME"),
             container_app_job_name: get("CONTAINER_APP_JOB_NAME"),
             kubernetes_service_host: get("KUBERNETES_SERVICE_HOST"),
+            metadata_host: get("GCE_METADATA_HOST"),
         }
     }
 

@@ -15,10 +15,10 @@ locals {
     SCALR_AGENT_CONCURRENCY               = "1"
     SCALR_AGENT_STATE_PERSISTENCE_ENABLED = "false"
   })
-  # The health listener on the port Cloud Run routes and probes (it sets PORT=8080 to match).
+  # The health listener: Cloud Run sets PORT to the container port it routes and probes (8080),
+  # and the agent, with K_SERVICE set and no SCALR_AGENT_HEALTH_ADDR, serves /healthz there.
   service_env = merge(local.common_env, {
     SCALR_AGENT_CONCURRENCY = tostring(var.concurrency)
-    SCALR_AGENT_HEALTH_ADDR = "0.0.0.0:8080"
   })
 }
 

@@ -121,6 +121,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
             None
         }
     });
+    let health_addr = health_addr.or_else(|| cloud_run_port(p, raw));
     let spool_mb = p
         .number(
             "SCALR_AGENT_SPOOL_LIMIT_MB",
@@ -142,6 +143,25 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
         health_addr,
         spool_limit_bytes: spool_mb << 20,
         ..d
+    }
+}
+
+/// A Cloud Run service routes and probes the port it sets in `PORT`: without
+/// `SCALR_AGENT_HEALTH_ADDR`, the health listener binds `0.0.0.0:$PORT` there (`K_SERVICE`
+/// set). Jobs (`CLOUD_RUN_JOB`) get no `PORT` and need no listener.
+fn cloud_run_port(p: &mut Parser<'_>, raw: &Raw) -> Option<SocketAddr> {
+    nonempty(raw.k_service.clone())?;
+    let port = nonempty(raw.port.clone())?;
+    match port.trim().parse::<u16>() {
+        Ok(n) if n > 0 => Some(SocketAddr::from(([0, 0, 0, 0], n))),
+        _ => {
+            p.bad(
+                "PORT",
+                &port,
+                "a TCP port from 1 to 65535 (set by Cloud Run)",
+            );
+            None
+        }
     }
 }
 
@@ -180,6 +200,39 @@ mod tests {
                 ("SCALR_AGENT_WORKER_GRACE_SHUTDOWN_TIMEOUT", "6s")
             ]),
             (s(0), s(6), s(4))
+        );
+    }
+
+    #[test]
+    fn a_cloud_run_service_serves_health_on_port() {
+        let health = |vars: &[(&str, &str)]| {
+            Config::from_vars(
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+                Needs::Local,
+            )
+            .map(|c| c.agent.health_addr.map(|a| a.to_string()))
+        };
+        let svc = ("K_SERVICE", "agents");
+        assert_eq!(
+            health(&[svc, ("PORT", "8080")]).unwrap().as_deref(),
+            Some("0.0.0.0:8080")
+        );
+        // An explicit address wins; no service, no listener; a job gets no `PORT` anyway.
+        let explicit = ("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:9090");
+        assert_eq!(
+            health(&[svc, ("PORT", "8080"), explicit])
+                .unwrap()
+                .as_deref(),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(health(&[("PORT", "8080")]).unwrap(), None);
+        assert_eq!(health(&[svc]).unwrap(), None);
+        let err = health(&[svc, ("PORT", "http")]).unwrap_err();
+        assert_eq!(err.problems[0].variable, "PORT");
+        assert!(
+            err.to_string()
+                .contains("PORT=\"http\": expected a TCP port"),
+            "{err}"
         );
     }
 }

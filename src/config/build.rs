@@ -113,10 +113,7 @@ impl Parser<'_> {
                 None
             }
         };
-        let token = match pick(
-            ("SCALR_AGENT_TOKEN", raw.scalr_agent_token.clone()),
-            &[("SCALR_TOKEN", raw.scalr_token.clone())],
-        ) {
+        let token = match self.token(raw) {
             Some((name, v)) => {
                 if v.trim() != v || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     self.problems.push(Problem {
@@ -128,8 +125,12 @@ impl Parser<'_> {
                 Some(Secret::new(v))
             }
             None => {
-                if needs != Needs::Local {
-                    self.missing("SCALR_AGENT_TOKEN", "the agent pool token");
+                // A refused SCALR_AGENT_TOKEN_FILE is its own problem already.
+                if needs != Needs::Local && nonempty(raw.scalr_agent_token_file.clone()).is_none() {
+                    self.missing(
+                        "SCALR_AGENT_TOKEN",
+                        "the agent pool token (or SCALR_AGENT_TOKEN_FILE naming a file with it)",
+                    );
                 }
                 None
             }
@@ -141,6 +142,32 @@ impl Parser<'_> {
     }
 }
 
+impl Parser<'_> {
+    /// The pool token from `SCALR_AGENT_TOKEN` (legacy `SCALR_TOKEN`) or the file
+    /// `SCALR_AGENT_TOKEN_FILE` names; both set is a problem (which one wins would be a guess).
+    fn token(&mut self, raw: &Raw) -> Option<(&'static str, String)> {
+        let value = pick(
+            ("SCALR_AGENT_TOKEN", raw.scalr_agent_token.clone()),
+            &[("SCALR_TOKEN", raw.scalr_token.clone())],
+        );
+        let Some(file) = nonempty(raw.scalr_agent_token_file.clone()) else {
+            return value;
+        };
+        if let Some((name, _)) = value {
+            self.problems.push(Problem {
+                variable: "SCALR_AGENT_TOKEN_FILE",
+                value: Some(file),
+                expected: format!(
+                    "either SCALR_AGENT_TOKEN_FILE or {name}, found both set (unset one)"
+                ),
+            });
+            return value;
+        }
+        self.secret_file("SCALR_AGENT_TOKEN_FILE", &file)
+            .map(|t| ("SCALR_AGENT_TOKEN_FILE", t))
+    }
+}
+
 fn hostname() -> String {
     let uname = rustix::system::uname();
     let name = uname.nodename().to_string_lossy().into_owned();
@@ -148,5 +175,109 @@ fn hostname() -> String {
         "scalr-agent".into()
     } else {
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::super::{Config, ConfigError, Needs};
+
+    const URL: (&str, &str) = ("SCALR_URL", "https://acme.scalr.io");
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            Needs::ControlPlane,
+        )
+    }
+
+    fn token_file(dir: &std::path::Path, content: &[u8], mode: u32) -> String {
+        let path = dir.join(format!("token-{mode:o}-{}", content.len()));
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    }
+
+    /// The one problem of `vars`, as text, after checking it names `SCALR_AGENT_TOKEN_FILE`.
+    fn refused(vars: &[(&str, &str)]) -> String {
+        let err = load(vars).unwrap_err();
+        let names: Vec<_> = err.problems.iter().map(|p| p.variable).collect();
+        assert_eq!(names, ["SCALR_AGENT_TOKEN_FILE"], "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn the_pool_token_is_read_from_a_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = token_file(dir.path(), b"file-token-61c0\n", 0o400);
+        let c = load(&[URL, ("SCALR_AGENT_TOKEN_FILE", &ok)]).unwrap();
+        assert_eq!(c.control_plane.unwrap().token.expose(), "file-token-61c0");
+        // Group-readable is fine (Kubernetes' fsGroup for a non-root agent).
+        let group = token_file(dir.path(), b"file-token-61c0", 0o440);
+        assert!(load(&[URL, ("SCALR_AGENT_TOKEN_FILE", &group)]).is_ok());
+        // A Kubernetes secret mount: the name is a link into `..data/`.
+        let link = dir.path().join("linked-token");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        let c = load(&[URL, ("SCALR_AGENT_TOKEN_FILE", link.to_str().unwrap())]).unwrap();
+        assert_eq!(c.control_plane.unwrap().token.expose(), "file-token-61c0");
+    }
+
+    #[test]
+    fn a_bad_token_file_is_refused_saying_what_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = token_file(dir.path(), b"file-token-61c0", 0o400);
+        let both = refused(&[
+            URL,
+            ("SCALR_AGENT_TOKEN", "env-token"),
+            ("SCALR_AGENT_TOKEN_FILE", &ok),
+        ]);
+        assert!(
+            both.contains("either SCALR_AGENT_TOKEN_FILE or SCALR_AGENT_TOKEN, found both set"),
+            "{both}"
+        );
+        let legacy = refused(&[
+            URL,
+            ("SCALR_TOKEN", "env-token"),
+            ("SCALR_AGENT_TOKEN_FILE", &ok),
+        ]);
+        assert!(legacy.contains("or SCALR_TOKEN, found both"), "{legacy}");
+        let open = token_file(dir.path(), b"world-readable-secret", 0o644);
+        let text = refused(&[URL, ("SCALR_AGENT_TOKEN_FILE", &open)]);
+        assert!(
+            text.contains(&format!("SCALR_AGENT_TOKEN_FILE={open:?}"))
+                && text.contains("found mode 0644")
+                && !text.contains("world-readable-secret"),
+            "{text}"
+        );
+        let big = token_file(dir.path(), &[b'a'; 20_000], 0o400);
+        let text = refused(&[URL, ("SCALR_AGENT_TOKEN_FILE", &big)]);
+        assert!(
+            text.contains("at most 16384 bytes, found 20000 bytes"),
+            "{text}"
+        );
+        let empty = token_file(dir.path(), b" \n", 0o400);
+        let text = refused(&[URL, ("SCALR_AGENT_TOKEN_FILE", &empty)]);
+        assert!(text.contains("found an empty file"), "{text}");
+        let spaced = token_file(dir.path(), b"two words", 0o400);
+        let err = load(&[URL, ("SCALR_AGENT_TOKEN_FILE", &spaced)]).unwrap_err();
+        assert_eq!(err.problems[0].variable, "SCALR_AGENT_TOKEN_FILE");
+        assert!(!err.to_string().contains("two words"), "{err}");
+        // A directory, a FIFO (opening it must not hang), a missing file, a relative path.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, expected) in [
+            (
+                dir.path().to_str().unwrap(),
+                "a regular file, found Directory",
+            ),
+            (fifo.to_str().unwrap(), "a regular file, found Fifo"),
+            ("/nonexistent/token", "opening it failed: No such file"),
+            ("token", "an absolute path"),
+        ] {
+            let text = refused(&[URL, ("SCALR_AGENT_TOKEN_FILE", path)]);
+            assert!(text.contains(expected), "{path}: {text}");
+        }
     }
 }

@@ -159,7 +159,9 @@ impl Config {
             problems: &mut problems,
         };
         let relay_raw = raw.clone();
+        let identity = task::identity(&mut p, &raw, &map);
         let mut config = p.build(raw, needs);
+        config.task.identity = identity;
         if needs == Needs::Relay {
             let mut tags: Vec<(String, String)> = map
                 .iter()

@@ -19,6 +19,7 @@ pub(super) struct Raw {
     pub(super) scalr_url: Option<String>,
     pub(super) scalr_agent_token: Option<String>,
     pub(super) scalr_token: Option<String>,
+    pub(super) scalr_agent_token_file: Option<String>,
     pub(super) scalr_agent_name: Option<String>,
     pub(super) scalr_agent_debug: Option<String>,
     pub(super) scalr_debug: Option<String>,
@@ -54,6 +55,8 @@ pub(super) struct Raw {
     pub(super) scalr_agent_task_artifact_limit_mb: Option<String>,
     pub(super) scalr_agent_task_log_limit_mb: Option<String>,
     pub(super) scalr_agent_task_memory_limit_mb: Option<String>,
+    pub(super) scalr_agent_task_inherit_identity: Option<String>,
+    pub(super) scalr_agent_task_env_passthrough: Option<String>,
     pub(super) scalr_agent_cancel_grace: Option<String>,
     pub(super) path: Option<String>,
     pub(super) scalr_agent_task_read_paths: Option<String>,
@@ -65,11 +68,13 @@ pub(super) struct Raw {
     pub(super) scalr_agent_sandbox_test_deny: Option<String>,
     pub(super) ecs_container_metadata_uri_v4: Option<String>,
     pub(super) k_service: Option<String>,
+    pub(super) port: Option<String>,
     pub(super) cloud_run_job: Option<String>,
     pub(super) container_app_job_name: Option<String>,
     pub(super) scalr_agent_nss_wrapper_lib: Option<String>,
     pub(super) container_app_name: Option<String>,
     pub(super) kubernetes_service_host: Option<String>,
+    pub(super) gce_metadata_host: Option<String>,
     pub(super) scalr_agent_concurrency: Option<String>,
     pub(super) scalr_agent_single: Option<String>,
     pub(super) scalr_single: Option<String>,
@@ -209,6 +214,85 @@ impl Parser<'_> {
             value: None,
             expected: format!("{expected} (it is not set)"),
         });
+    }
+}
+
+/// Largest secret file read (`SCALR_AGENT_TOKEN_FILE`): a pool token is a few hundred bytes.
+pub(super) const SECRET_FILE_LIMIT: u64 = 16 << 10;
+
+impl Parser<'_> {
+    /// Reads a secret from the operator's file `path` (named by `name`): opened without
+    /// blocking (a FIFO cannot hang the start), links followed (Kubernetes mounts a secret as a
+    /// link into `..data/`), then from the descriptor: a regular file, not readable by others
+    /// (stages run as other uids; where Landlock is missing they could read it), at most
+    /// [`SECRET_FILE_LIMIT`] bytes of UTF-8; surrounding whitespace (a final newline) is
+    /// dropped. The content never appears in a problem.
+    pub(super) fn secret_file(&mut self, name: &'static str, path: &str) -> Option<String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        if !std::path::Path::new(path).is_absolute() {
+            self.bad(name, path, "an absolute path");
+            return None;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.bad(
+                    name,
+                    path,
+                    &format!("a readable file, but opening it failed: {e}"),
+                );
+                return None;
+            }
+        };
+        let stat = match rustix::fs::fstat(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                self.bad(
+                    name,
+                    path,
+                    &format!("a readable file, but fstat failed: {e}"),
+                );
+                return None;
+            }
+        };
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let mode = stat.st_mode & 0o7777;
+        let problem = if kind != rustix::fs::FileType::RegularFile {
+            Some(format!("a regular file, found {kind:?}"))
+        } else if mode & 0o004 != 0 {
+            Some(format!(
+                "a file others cannot read (0400, or 0440 with the agent's group; Kubernetes: \
+                 `defaultMode: 0400`), found mode {mode:04o}: a run under another uid could read it"
+            ))
+        } else if stat.st_size as u64 > SECRET_FILE_LIMIT {
+            Some(format!(
+                "at most {SECRET_FILE_LIMIT} bytes, found {} bytes",
+                stat.st_size
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.bad(name, path, &p);
+            return None;
+        }
+        let mut bytes = Vec::new();
+        let read = file.take(SECRET_FILE_LIMIT + 1).read_to_end(&mut bytes);
+        let text = match (read, String::from_utf8(bytes)) {
+            (Err(e), _) => Err(format!("a readable file, but reading it failed: {e}")),
+            (Ok(n), _) if n as u64 > SECRET_FILE_LIMIT => {
+                Err(format!("at most {SECRET_FILE_LIMIT} bytes, found more"))
+            }
+            (Ok(_), Err(_)) => Err("UTF-8 text, found other bytes (content hidden)".into()),
+            (Ok(_), Ok(t)) if t.trim().is_empty() => Err("a token, found an empty file".into()),
+            (Ok(_), Ok(t)) => Ok(t.trim().to_string()),
+        };
+        text.map_err(|e| self.bad(name, path, &e)).ok()
     }
 }
 

@@ -106,6 +106,7 @@ pub(super) fn runtime_hints(raw: &Raw) -> RuntimeHints {
         container_app_name: nonempty(raw.container_app_name.clone()),
         container_app_job_name: nonempty(raw.container_app_job_name.clone()),
         kubernetes_service_host: nonempty(raw.kubernetes_service_host.clone()),
+        metadata_host: nonempty(raw.gce_metadata_host.clone()),
     }
 }
 

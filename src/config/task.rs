@@ -1,9 +1,60 @@
 //! Fills `task::Settings` (the runner) from `SCALR_AGENT_HOOKS_DIR`, `SCALR_AGENT_TASK_*`,
-//! `SCALR_AGENT_CANCEL_GRACE`, `PATH`, the stages' CA bundle and `SCALR_AGENT_NSS_WRAPPER_LIB`.
+//! `SCALR_AGENT_CANCEL_GRACE`, `PATH`, the stages' CA bundle and `SCALR_AGENT_NSS_WRAPPER_LIB`;
+//! and `task::identity::Settings` from `SCALR_AGENT_TASK_INHERIT_IDENTITY`,
+//! `SCALR_AGENT_TASK_ENV_PASSTHROUGH` and the agent's whole environment.
 //! Defaults are `task::Settings::default()`'s.
 
+use std::collections::HashMap;
+
 use super::parse::{Parser, Raw, nonempty, pick};
+use super::variables::VARIABLES;
 use crate::task::Settings;
+use crate::task::identity;
+
+/// What stages inherit of the agent's environment `env`: the documented identity variables
+/// present (unless `SCALR_AGENT_TASK_INHERIT_IDENTITY` is false) and the passthrough's matches.
+/// A passthrough entry that could match a reserved name is one problem each.
+pub(super) fn identity(
+    p: &mut Parser<'_>,
+    raw: &Raw,
+    env: &HashMap<String, String>,
+) -> identity::Settings {
+    const PASSTHROUGH: &str = "SCALR_AGENT_TASK_ENV_PASSTHROUGH";
+    let inherit = p
+        .bool_of(
+            "SCALR_AGENT_TASK_INHERIT_IDENTITY",
+            &raw.scalr_agent_task_inherit_identity,
+        )
+        .unwrap_or(true);
+    let agent: Vec<&str> = VARIABLES
+        .iter()
+        .flat_map(|v| std::iter::once(v.name).chain(v.legacy.iter().copied()))
+        .collect();
+    let passthrough = match nonempty(raw.scalr_agent_task_env_passthrough.clone()) {
+        None => Vec::new(),
+        Some(v) => identity::parse_passthrough(&v, &agent).unwrap_or_else(|errors| {
+            for e in errors {
+                let (entry, expected) = match &e {
+                    identity::PatternError::Syntax { entry } => (
+                        entry,
+                        "a variable name or a prefix followed by `*`".to_string(),
+                    ),
+                    identity::PatternError::Reserved { entry, .. } => (
+                        entry,
+                        format!("a name or `PREFIX*` matching no reserved variable, found: {e}"),
+                    ),
+                };
+                p.bad(PASSTHROUGH, entry, &expected);
+            }
+            Vec::new()
+        }),
+    };
+    identity::Settings::select(
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        inherit,
+        &passthrough,
+    )
+}
 
 pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
     let d = Settings::default();
@@ -68,5 +119,7 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw) -> Settings {
                 1 << 24,
             )
             .map(|mb| mb << 20),
+        // Filled by `identity` (it needs the whole environment, not only the agent's names).
+        identity: d.identity,
     }
 }

@@ -15,6 +15,12 @@ pub const VARIABLES: &[Variable] = &[
         "Pool token (needed by `run`); never passed to tasks.",
     ),
     var(
+        "SCALR_AGENT_TOKEN_FILE",
+        &[],
+        "",
+        "Absolute path of a file holding the pool token (a Kubernetes or Container Apps secret mount), instead of `SCALR_AGENT_TOKEN` (both set: refused). Read once at start: a regular file of at most 16 KiB, surrounding whitespace dropped, links followed; refused when others may read it (mode 0400, or 0440 with the agent's group: Kubernetes `defaultMode: 0400`), since where Landlock is missing a run could.",
+    ),
+    var(
         "SCALR_AGENT_NAME",
         &[],
         "host name",
@@ -345,6 +351,18 @@ pub const VARIABLES: &[Variable] = &[
         "Memory bound of each task: a memory cgroup per task (cgroup v1 memory hierarchy, or v2 with the memory controller delegated to the agent's cgroup) that every stage joins; the kernel kills the task's process, not the agent. Unset: no per-task bound (`doctor` says so). A task fails when its cgroup cannot be created.",
     ),
     var(
+        "SCALR_AGENT_TASK_INHERIT_IDENTITY",
+        &[],
+        "true",
+        "Stages get the platform's identity variables present in the agent's environment (the documented list: ECS, EKS IRSA and Pod Identity, ACA, AKS, App Service, Google's project), token files copied into the task 0400 for its uid, credentials masked; `false`: none. See [Identity of runs](#identity-of-runs).",
+    ),
+    var(
+        "SCALR_AGENT_TASK_ENV_PASSTHROUGH",
+        &[],
+        "",
+        "Comma-separated names or `PREFIX*` patterns of more agent variables stages get. An entry that could match a name the agent reads (the configuration table, legacy names, `SCALR_*`, `*`), a name the agent sets for stages (`PATH`, `HOME`, `TF_VAR_*`, ...) or an identity variable is refused at start (exit 64).",
+    ),
+    var(
         "SCALR_AGENT_SPOOL_LIMIT_MB",
         &[],
         "1024",
@@ -423,6 +441,12 @@ pub const VARIABLES: &[Variable] = &[
         "Set by Cloud Run services; reported as the platform, and the stop defaults fit Cloud Run's 10 s window.",
     ),
     var(
+        "PORT",
+        &[],
+        "",
+        "Set by Cloud Run services (with `K_SERVICE`): without `SCALR_AGENT_HEALTH_ADDR`, `run` serves the health listener on `0.0.0.0:$PORT`, the port Cloud Run routes and probes. Ignored elsewhere.",
+    ),
+    var(
         "CLOUD_RUN_JOB",
         &[],
         "",
@@ -445,6 +469,12 @@ pub const VARIABLES: &[Variable] = &[
         &[],
         "",
         "Set in Kubernetes pods; read only to report the platform.",
+    ),
+    var(
+        "GCE_METADATA_HOST",
+        &[],
+        "169.254.169.254",
+        "`host[:port]` of the cloud metadata server `doctor` probes from a stage (on a cloud platform, or wherever this is set); Google's client libraries read the same variable. Not passed to stages.",
     ),
 ];
 

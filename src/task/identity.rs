@@ -81,11 +81,73 @@ pub enum PatternError {
         "{entry:?}: expected a variable name or a prefix followed by `*` (letters, digits, `_`)"
     )]
     Syntax { entry: String },
-    #[error(
-        "{entry:?} matches {name}, a variable the agent itself reads: it would reach every run"
-    )]
-    Reserved { entry: String, name: String },
+    #[error("{entry:?} matches {name}, {}", owner.reason())]
+    Reserved {
+        entry: String,
+        name: String,
+        owner: Owner,
+    },
 }
+
+/// Who a reserved name belongs to, which says why a passthrough entry may not match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The agent's own configuration (the pool token among it), and every `SCALR_*` name.
+    Agent,
+    /// A variable the runner sets for every stage (`task::env`, `task::users`).
+    Run,
+    /// A documented identity variable: inherited through `SCALR_AGENT_TASK_INHERIT_IDENTITY`.
+    Identity,
+}
+
+impl Owner {
+    fn reason(self) -> &'static str {
+        match self {
+            Owner::Agent => {
+                "a variable the agent itself reads (its configuration, the pool token): it would reach every run"
+            }
+            Owner::Run => {
+                "a variable the agent sets for every stage: it would replace the run's own"
+            }
+            Owner::Identity => {
+                "an identity variable: stages inherit it through SCALR_AGENT_TASK_INHERIT_IDENTITY (token files copied, credentials masked)"
+            }
+        }
+    }
+}
+
+/// Names the runner sets for every stage (`task::env::build`, `task::users::apply_env`):
+/// a passthrough entry may not replace them. `tests/it/identity.rs` checks that every name a
+/// stage sees is covered by these or [`RUN_PREFIXES`].
+pub const RUN_NAMES: &[&str] = &[
+    "HOME",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "PATH",
+    "TF_IN_AUTOMATION",
+    "TF_INPUT",
+    "CHECKPOINT_DISABLE",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_CLI_CONFIG_FILE",
+    "TERRAFORM_CONFIG",
+    "SSL_CERT_FILE",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "LD_PRELOAD",
+];
+
+/// Prefixes of names the runner sets (run variables, Terraform variables and credentials,
+/// `libnss-wrapper`'s files).
+pub const RUN_PREFIXES: &[&str] = &["TF_VAR_", "TF_TOKEN_", "NSS_WRAPPER_"];
+
+/// Prefix of every name the agent reads or sets as a run variable.
+const AGENT_PREFIX: &str = "SCALR_";
 
 impl Pattern {
     /// Parses one entry (`NAME` or `PREFIX*`).
@@ -116,35 +178,49 @@ impl Pattern {
         }
     }
 
-    /// Refuses a pattern that could match one of `reserved` or any `SCALR_*` name.
-    pub fn check(&self, entry: &str, reserved: &[&str]) -> Result<(), PatternError> {
-        let refuse = |name: &str| PatternError::Reserved {
+    /// Whether this pattern could match a name starting with `prefix`.
+    fn overlaps_prefix(&self, prefix: &str) -> bool {
+        match self {
+            Pattern::Name(n) => n.starts_with(prefix),
+            Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
+        }
+    }
+
+    /// Refuses a pattern that could match a name the agent reads (`agent`, any `SCALR_*`),
+    /// a name the runner sets, or a documented identity variable.
+    pub fn check(&self, entry: &str, agent: &[&str]) -> Result<(), PatternError> {
+        let refuse = |name: &str, owner| PatternError::Reserved {
             entry: entry.to_string(),
             name: name.to_string(),
+            owner,
         };
-        if let Some(name) = reserved.iter().find(|n| self.matches(n)) {
-            return Err(refuse(name));
+        let names = [
+            (agent, Owner::Agent),
+            (RUN_NAMES, Owner::Run),
+            (IDENTITY_VARIABLES, Owner::Identity),
+        ];
+        for (list, owner) in names {
+            if let Some(name) = list.iter().find(|n| self.matches(n)) {
+                return Err(refuse(name, owner));
+            }
         }
-        let scalr = match self {
-            Pattern::Name(n) => n.starts_with("SCALR_"),
-            Pattern::Prefix(p) => p.starts_with("SCALR_") || "SCALR_".starts_with(p.as_str()),
-        };
-        if scalr {
-            return Err(refuse("SCALR_*"));
+        if self.overlaps_prefix(AGENT_PREFIX) {
+            return Err(refuse("SCALR_*", Owner::Agent));
+        }
+        if let Some(p) = RUN_PREFIXES.iter().find(|p| self.overlaps_prefix(p)) {
+            return Err(refuse(&format!("{p}*"), Owner::Run));
         }
         Ok(())
     }
 }
 
 /// Parses `SCALR_AGENT_TASK_ENV_PASSTHROUGH` (comma-separated), refusing every entry that is
-/// malformed or could match a variable the agent reads (`reserved`). All problems are returned.
-pub fn parse_passthrough(
-    value: &str,
-    reserved: &[&str],
-) -> Result<Vec<Pattern>, Vec<PatternError>> {
+/// malformed or could match a reserved name (see [`Pattern::check`]; `agent` is every name and
+/// legacy name the agent reads). All problems are returned.
+pub fn parse_passthrough(value: &str, agent: &[&str]) -> Result<Vec<Pattern>, Vec<PatternError>> {
     let (mut patterns, mut errors) = (Vec::new(), Vec::new());
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match Pattern::parse(entry).and_then(|p| p.check(entry, reserved).map(|()| p)) {
+        match Pattern::parse(entry).and_then(|p| p.check(entry, agent).map(|()| p)) {
             Ok(p) => patterns.push(p),
             Err(e) => errors.push(e),
         }
@@ -300,6 +376,29 @@ mod tests {
                 Pattern::Prefix("TFE_".into())
             ]
         );
+        // What the runner sets and the identity list are refused too, each saying why.
+        let owner = |v: &str| match &refused(v)[0] {
+            PatternError::Reserved { name, owner, .. } => (name.clone(), *owner),
+            e => panic!("{v}: {e}"),
+        };
+        assert_eq!(owner("HOME"), ("HOME".into(), Owner::Run));
+        assert_eq!(owner("TF_VAR_region"), ("TF_VAR_*".into(), Owner::Run));
+        assert_eq!(owner("TF_*"), ("TF_IN_AUTOMATION".into(), Owner::Run));
+        assert_eq!(owner("NSS*"), ("NSS_WRAPPER_*".into(), Owner::Run));
+        assert_eq!(
+            owner("AWS_*"),
+            (
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI".into(),
+                Owner::Identity
+            )
+        );
+        assert_eq!(owner("MSI_SECRET"), ("MSI_SECRET".into(), Owner::Identity));
+        assert!(
+            refused("AWS_*")[0]
+                .to_string()
+                .contains("SCALR_AGENT_TASK_INHERIT_IDENTITY")
+        );
+        assert!(parse_passthrough("AWS_PROFILE,ARM_*,TFC_TOKEN", RESERVED).is_ok());
         let text = refused("HTTP_*")[0].to_string();
         assert!(text.contains("\"HTTP_*\" matches HTTP_PROXY"), "{text}");
     }

@@ -1,5 +1,6 @@
 //! The task runner's settings, owned here and filled in by `config` (hooks, task directories,
-//! cancellation grace, PATH, read paths, the stages' CA bundle, limits, `libnss-wrapper`).
+//! cancellation grace, PATH, read paths, the stages' CA bundle, limits, `libnss-wrapper`, the
+//! identity variables stages inherit).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct Settings {
     pub nss_wrapper_lib: Option<PathBuf>,
     /// `SCALR_AGENT_TASK_MEMORY_LIMIT_MB`, in bytes: a memory cgroup per task when set.
     pub task_memory_limit_bytes: Option<u64>,
+    /// `SCALR_AGENT_TASK_INHERIT_IDENTITY`, `SCALR_AGENT_TASK_ENV_PASSTHROUGH`: what stages
+    /// inherit of the agent's environment (`task::identity`).
+    pub identity: super::identity::Settings,
 }
 
 impl Default for Settings {
@@ -44,6 +48,7 @@ impl Default for Settings {
             log_limit_bytes: 100 << 20,
             nss_wrapper_lib: None,
             task_memory_limit_bytes: None,
+            identity: super::identity::Settings::default(),
         }
     }
 }

@@ -1,73 +1,66 @@
-//! Workload identity for runs (`task::identity`), with the real runner as root: for each
-//! simulated platform the exact documented set of identity variables reaches the stages (a
-//! pre-plan hook, which runs in Terraform's environment), token files arrive as 0400 copies
-//! owned by the task's uid and point the variables at them, credentials and token contents are
-//! masked, the pool token never appears, and a workspace's shell variable wins.
+//! Workload identity for runs (`task::identity`, filled by `config` from the agent's
+//! environment), with the real `scalr-agent exec` as root: for each simulated platform the exact
+//! documented set of identity variables reaches the stages (a pre-plan hook, which runs in
+//! Terraform's environment), token files arrive as 0400 copies owned by the task's uid and point
+//! the variables at them, credentials and token contents are masked, the pool token never
+//! appears, every other name a stage sees is one the agent reserves, and a workspace's shell
+//! variable wins. `SCALR_AGENT_TASK_INHERIT_IDENTITY=false` keeps the list out;
+//! `SCALR_AGENT_TASK_ENV_PASSTHROUGH` adds names, and a reserved one stops the agent (exit 64).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use scalr_agent::sandbox::stage::Launcher;
-use scalr_agent::task::cancel::Cancel;
-use scalr_agent::task::identity::{self, Pattern, Settings};
-use scalr_agent::task::log::{Masker, Sink, TaskLog};
-use scalr_agent::task::model::Task;
-use scalr_agent::task::runner::TaskPaths;
+use scalr_agent::task::identity::{self, Pattern};
 use serde_json::{Value, json};
 
-use crate::support::exec::Exec;
+use crate::support::aws::{self, FakeAws};
+use crate::support::exec::{Exec, text};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scalr-agent");
 const POOL_TOKEN: &str = "pool-token-4b1d9e0c7a";
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The hook: every inherited variable, and for each token file its mode, owner and content.
+/// The hook: every inherited variable, and for each token file its mode, owner and content;
+/// then every name in the stage's environment.
 const HOOK: &str = "env | grep -E '^(AWS_|AZURE_|IDENTITY_|MSI_|GOOGLE_|TFE_|SCALR_AGENT_TOKEN)' | sort | sed 's/^/ENV /'; \
 for v in AWS_WEB_IDENTITY_TOKEN_FILE AZURE_FEDERATED_TOKEN_FILE AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE; do \
-eval f=\\$$v; [ -n \"$f\" ] && echo \"FILE $v $(stat -c '%a %u' \"$f\") $(cat \"$f\")\"; done; id -u | sed 's/^/UID /'";
+eval f=\\$$v; [ -n \"$f\" ] && echo \"FILE $v $(stat -c '%a %u' \"$f\") $(cat \"$f\")\"; done; id -u | sed 's/^/UID /'; \
+env | grep -oE '^[A-Za-z_][A-Za-z0-9_]*=' | tr -d = | sed 's/^/NAME /'";
 
-/// Runs a plan with the hook under `settings`; returns the masked log and the result.
-async fn run(e: &Exec, id: &str, settings: Settings, shell: &[(&str, &str)]) -> (String, Value) {
+/// Names the hook's own shell sets.
+const SHELL_NAMES: &[&str] = &["PWD", "OLDPWD", "SHLVL", "_"];
+
+/// Runs a plan with the hook through `scalr-agent exec`, the agent's environment being the
+/// harness's plus `agent_env`; returns the exit code, the masked log (stdout), the result and
+/// the agent's stderr.
+async fn run(
+    e: &Exec,
+    id: &str,
+    agent_env: &[(&str, &str)],
+    shell: &[(&str, &str)],
+) -> (Option<i32>, String, Value, String) {
+    run_hook(e, id, HOOK, agent_env, shell).await
+}
+
+/// [`run`] with another pre-plan hook.
+async fn run_hook(
+    e: &Exec,
+    id: &str,
+    hook: &str,
+    agent_env: &[(&str, &str)],
+    shell: &[(&str, &str)],
+) -> (Option<i32>, String, Value, String) {
     let mut doc = e.task(id);
-    doc["workspace"]["hooks"] = json!({"pre_plan": HOOK});
+    doc["workspace"]["hooks"] = json!({"pre_plan": hook});
     let vars = doc["variables"].as_array_mut().unwrap();
     for (k, v) in shell {
         vars.push(json!({"key": k, "value": v, "category": "shell"}));
     }
-    let task = Task::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
-    let mut runner = scalr_agent::exec::runner(&e.h.config().exec(), Launcher::new(BIN));
-    runner.settings.identity = settings;
-    let buf = Buf::default();
-    let sinks: Vec<Sink> = vec![Box::new(buf.clone())];
-    let mut log = TaskLog::new(Arc::new(Masker::for_task(&task)), sinks);
-    let out = e.dir.join(format!("{id}.out"));
-    std::fs::create_dir_all(&out).unwrap();
-    let result = runner
-        .run(
-            &task,
-            TaskPaths {
-                base: &e.dir,
-                out: &out,
-            },
-            &mut log,
-            &Cancel::default(),
-            None,
-        )
-        .await;
-    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
-    (text, serde_json::to_value(&result).unwrap())
+    let (output, result, out) = e.run(&doc, agent_env).await;
+    let log = text(&output.stdout);
+    if output.status.code() == Some(0) || output.status.code() == Some(1) {
+        // The log on stdout and in the output directory are the same masked text.
+        let file = std::fs::read_to_string(out.join("task.log")).unwrap_or_default();
+        assert_eq!(file, log, "{id}: task.log and stdout differ");
+    }
+    (output.status.code(), log, result, text(&output.stderr))
 }
 
 fn lines<'a>(log: &'a str, prefix: &str) -> Vec<&'a str> {
@@ -142,6 +135,10 @@ async fn each_platforms_identity_reaches_stages_masked_with_token_copies() {
             ],
         ),
         (
+            "cloud-run",
+            vec![("GOOGLE_CLOUD_PROJECT", "acme-prod-4711")],
+        ),
+        (
             "app-service",
             vec![
                 ("MSI_ENDPOINT", "http://127.0.0.1:41741/MSI/token/"),
@@ -156,10 +153,31 @@ async fn each_platforms_identity_reaches_stages_masked_with_token_copies() {
             ("HOME", "/root"),
             ("AWS_PROFILE", "agent-profile"),
         ]);
-        let settings = Settings::select(agent_env.iter().copied(), true, &[]);
-        let (log, result) = run(&e, &format!("id-{platform}"), settings, &[]).await;
+        // The platform's own marker, which the agent reads and stages never get.
+        agent_env.push(match platform {
+            "ecs" => (
+                "ECS_CONTAINER_METADATA_URI_V4",
+                "http://169.254.170.2/v4/1f2e",
+            ),
+            "cloud-run" => ("K_SERVICE", "scalr-agents"),
+            "aca" => ("CONTAINER_APP_NAME", "scalr-agents"),
+            _ => ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        });
+        let (code, log, result, stderr) = run(&e, &format!("id-{platform}"), &agent_env, &[]).await;
+        assert_eq!(code, Some(0), "{platform}: {stderr}\n{log}");
         assert_eq!(result["status"], "succeeded", "{platform}: {log}");
-        assert!(!log.contains(POOL_TOKEN), "{platform}: {log}");
+        for shown in [&log, &stderr, &result.to_string()] {
+            assert!(!shown.contains(POOL_TOKEN), "{platform}: {shown}");
+        }
+        // Every other name a stage sees is one a passthrough entry may not replace.
+        for name in lines(&log, "NAME ") {
+            let inherited = vars.iter().any(|(k, _)| *k == name);
+            let reserved = Pattern::Name(name.to_string()).check(name, &[]).is_err();
+            assert!(
+                inherited || reserved || SHELL_NAMES.contains(&name),
+                "{platform}: the stage has {name}, which a passthrough could replace"
+            );
+        }
         let uid: u32 = lines(&log, "UID ")[0].parse().unwrap();
         assert!(
             (20000..=20999).contains(&uid),
@@ -220,40 +238,182 @@ async fn off_switch_passthrough_and_workspace_precedence() {
             "/v2/credentials/off",
         ),
         ("AWS_REGION", "eu-west-1"),
+        ("IDENTITY_HEADER", "header-off-6a1c"),
         ("TFE_TOKEN", "tfe-token-1234"),
         ("TFE_HOSTNAME", "tfe.example"),
         ("OTHER", "x"),
+        ("SCALR_AGENT_TOKEN", POOL_TOKEN),
     ];
-    let passthrough = identity::parse_passthrough("TFE_*", &["SCALR_AGENT_TOKEN"]).unwrap();
-    assert_eq!(passthrough, [Pattern::Prefix("TFE_".into())]);
     // Inheritance off: only the passthrough names.
-    let (log, result) = run(
-        &e,
-        "id-off",
-        Settings::select(agent_env, false, &passthrough),
-        &[],
-    )
-    .await;
+    let mut off = agent_env.to_vec();
+    off.extend([
+        ("SCALR_AGENT_TASK_INHERIT_IDENTITY", "false"),
+        ("SCALR_AGENT_TASK_ENV_PASSTHROUGH", "TFE_*"),
+    ]);
+    let (code, log, result, stderr) = run(&e, "id-off", &off, &[]).await;
+    assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert_eq!(result["status"], "succeeded", "{log}");
     assert_eq!(
         lines(&log, "ENV "),
         ["TFE_HOSTNAME=tfe.example", "TFE_TOKEN=tfe-token-1234"],
         "{log}"
     );
-    // On, with a workspace shell variable of the same name: the workspace wins.
-    let (log, _) = run(
-        &e,
-        "id-ws",
-        Settings::select(agent_env, true, &[]),
-        &[("AWS_REGION", "us-east-2")],
-    )
-    .await;
+    assert!(
+        !log.contains(POOL_TOKEN) && !log.contains("header-off-6a1c"),
+        "{log}"
+    );
+    // The default is on; a workspace shell variable of the same name wins.
+    let (code, log, _, stderr) = run(&e, "id-ws", &agent_env, &[("AWS_REGION", "us-east-2")]).await;
+    assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert_eq!(
         lines(&log, "ENV "),
         [
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v2/credentials/off",
-            "AWS_REGION=us-east-2"
+            "AWS_REGION=us-east-2",
+            "IDENTITY_HEADER=***",
         ],
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_reserved_passthrough_entry_stops_the_agent_naming_it() {
+    let e = Exec::new().await;
+    let doc = e.task("id-reserved");
+    let (output, result, _) = e
+        .run(
+            &doc,
+            &[
+                ("SCALR_AGENT_TOKEN", POOL_TOKEN),
+                (
+                    "SCALR_AGENT_TASK_ENV_PASSTHROUGH",
+                    "TFE_TOKEN,SCALR_AGENT_TOKEN,SCA*,HOME,TF_VAR_region,AWS_*,bad-name",
+                ),
+            ],
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(result, Value::Null, "nothing ran");
+    for (entry, found) in [
+        (
+            "SCALR_AGENT_TOKEN",
+            "matches SCALR_AGENT_TOKEN, a variable the agent itself reads",
+        ),
+        (
+            "SCA*",
+            "matches SCALR_URL, a variable the agent itself reads",
+        ),
+        (
+            "HOME",
+            "matches HOME, a variable the agent sets for every stage",
+        ),
+        (
+            "TF_VAR_region",
+            "matches TF_VAR_*, a variable the agent sets",
+        ),
+        (
+            "AWS_*",
+            "an identity variable: stages inherit it through SCALR_AGENT_TASK_INHERIT_IDENTITY",
+        ),
+        (
+            "bad-name",
+            "expected a variable name or a prefix followed by `*`",
+        ),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("SCALR_AGENT_TASK_ENV_PASSTHROUGH=\"{entry}\"")))
+            .unwrap_or_else(|| panic!("{entry} not named: {stderr}"));
+        assert!(line.contains(found), "{entry}: {line}");
+    }
+    assert!(
+        !stderr.contains("\"TFE_TOKEN\""),
+        "a free name is accepted: {stderr}"
+    );
+    assert!(!stderr.contains(POOL_TOKEN), "{stderr}");
+}
+
+/// awscli v1 from PyPI, installed by `.ci/run` into a venv of Debian's Python: its botocore
+/// reads `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (EKS Pod Identity), which Debian bookworm's
+/// `awscli` 2.9 predates.
+const PIP_AWS: &str = "/opt/scalr-agent-tests/awscli/bin/aws";
+/// Debian's `awscli` package, installed by `.ci/run`.
+const DEBIAN_AWS: &str = "/usr/bin/aws";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_in_a_stage_gets_the_containers_role() {
+    for cli in [DEBIAN_AWS, PIP_AWS] {
+        assert!(
+            Path::new(cli).exists(),
+            "{cli} is missing: .ci/run installs it (apt-get install awscli; pip install awscli)"
+        );
+    }
+    let e = Exec::new().await;
+    let authz = "pod-identity-authz-5e8f01";
+    let fake = FakeAws::start(authz).await;
+    let src = e.dir.join("platform");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = token_file(&src, "eks-pod-identity-token", authz);
+    let hook = |cli: &str| {
+        format!(
+            "arn=$({cli} sts get-caller-identity --endpoint-url {} --region us-east-1 \
+             --output text --query Arn) || exit 1; echo \"ARN $arn\"; id -u | sed 's/^/UID /'",
+            fake.sts_url
+        )
+    };
+    let common = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            fake.credentials_url.as_str(),
+        ),
+        ("AWS_REGION", "us-east-1"),
+        ("SCALR_AGENT_TOKEN", POOL_TOKEN),
+        ("SCALR_AGENT_TASK_READ_PATHS", "/opt/scalr-agent-tests"),
+    ];
+    // ECS: the authorization token in a variable (Debian's CLI); EKS Pod Identity: in a file,
+    // which reaches the stage as its 0400 copy (the CLI from PyPI).
+    let cases = [
+        (
+            "aws-debian",
+            DEBIAN_AWS,
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", authz),
+        ),
+        (
+            "aws-pip",
+            PIP_AWS,
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", file.as_str()),
+        ),
+    ];
+    for (id, cli, authz_var) in cases {
+        let before = fake.seen().len();
+        let mut env = common.to_vec();
+        env.push(authz_var);
+        let (code, log, result, stderr) = run_hook(&e, id, &hook(cli), &env, &[]).await;
+        assert_eq!(code, Some(0), "{id}: {stderr}\n{log}");
+        assert_eq!(result["status"], "succeeded", "{id}: {log}");
+        assert_eq!(lines(&log, "ARN "), [aws::ARN], "{id}: {log}");
+        let uid: u32 = lines(&log, "UID ")[0].parse().unwrap();
+        assert!((20000..=20999).contains(&uid), "{id}: under a task uid");
+        assert!(!log.contains(authz), "{id}: the token is masked: {log}");
+        let seen = &fake.seen()[before..];
+        let creds: Vec<_> = seen.iter().filter(|s| s.service == "credentials").collect();
+        assert!(!creds.is_empty(), "{id}: the CLI asked for credentials");
+        for s in creds {
+            let authz_header = s.headers.iter().find(|(k, _)| k == "authorization");
+            assert_eq!(authz_header.map(|(_, v)| v.as_str()), Some(authz), "{id}");
+        }
+        assert!(
+            seen.iter()
+                .any(|s| s.service == "sts" && s.body.contains("GetCallerIdentity")),
+            "{id}: {seen:?}"
+        );
+        for s in seen {
+            let text = format!("{:?} {}", s.headers, s.body);
+            assert!(
+                !text.contains(POOL_TOKEN),
+                "{id}: the pool token reached AWS: {text}"
+            );
+        }
+    }
 }

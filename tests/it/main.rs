@@ -18,6 +18,7 @@ mod identity;
 mod isolation;
 mod layers;
 mod lints;
+mod platform;
 mod private;
 mod protocol;
 mod providers;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod aws;
 pub mod control_plane;
 pub mod daemon;
 pub mod dirs;

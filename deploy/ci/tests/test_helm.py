@@ -191,8 +191,17 @@ def test_deployment_probes_pdb_and_token(case):
     spec = pod_spec(docs)
     agent = spec["containers"][0]
     env = env_of(agent)
-    token = env["SCALR_AGENT_TOKEN"]["secretKeyRef"]
-    assert token["name"] == values["token"].get("existingSecret", "agents-scalr-agent-token"), name
+    # The pool token as a private file of a Secret volume, never in the environment.
+    assert "SCALR_AGENT_TOKEN" not in env, name
+    key = values["token"].get("existingSecretKey", "token")
+    assert env["SCALR_AGENT_TOKEN_FILE"] == f"/etc/scalr-agent/token/{key}", name
+    volume = next(v for v in spec["volumes"] if v["name"] == "token")
+    assert volume["secret"]["secretName"] == values["token"].get("existingSecret", "agents-scalr-agent-token"), name
+    assert volume["secret"]["items"] == [{"key": key, "path": key}], name
+    restricted = values.get("securityProfile") == "restricted"
+    assert volume["secret"]["defaultMode"] == (0o440 if restricted else 0o400), name
+    mount = next(m for m in agent["volumeMounts"] if m["name"] == "token")
+    assert mount == {"name": "token", "mountPath": "/etc/scalr-agent/token", "readOnly": True}, name
     assert spec["automountServiceAccountToken"] is False
     if values.get("mode") == "scaledJob":
         return

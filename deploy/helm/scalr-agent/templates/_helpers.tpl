@@ -108,7 +108,6 @@ rendered chart and fails on anything not listed here).
 {{- end -}}
 {{- $skips = append $skips "CKV_K8S_15=IfNotPresent is right for a digest or an immutable tag; image.pullPolicy sets it" -}}
 {{- $skips = append $skips "CKV_K8S_11=no CPU limit on purpose: throttling stretches runs; the request reserves the CPU" -}}
-{{- $skips = append $skips "CKV_K8S_35=the agent reads its pool token from its own environment and never passes it to tasks (other uids)" -}}
 {{- if eq .Values.securityProfile "restricted" -}}
 {{- $skips = append $skips "CKV_K8S_40=uid 1000 is the image's user scalr (the runner image contract)" -}}
 {{- else -}}

@@ -54,11 +54,9 @@ there, kept apart by Landlock).
 {{- $v := $root.Values -}}
 - name: SCALR_URL
   value: {{ $v.scalrUrl | quote }}
-- name: SCALR_AGENT_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "scalr-agent.tokenSecretName" $root }}
-      key: {{ $v.token.existingSecretKey | quote }}
+# The pool token as a file (the `token` volume), never in the environment.
+- name: SCALR_AGENT_TOKEN_FILE
+  value: {{ printf "/etc/scalr-agent/token/%s" $v.token.existingSecretKey | quote }}
 - name: SCALR_AGENT_NAME
   valueFrom:
     fieldRef:
@@ -218,6 +216,9 @@ containers:
         mountPath: /var/lib/scalr-agent
       - name: tmp
         mountPath: /tmp
+      - name: token
+        mountPath: /etc/scalr-agent/token
+        readOnly: true
       {{- if or $v.caBundle.pem $v.caBundle.existingConfigMap }}
       - name: ca
         mountPath: /etc/scalr-agent/ca
@@ -235,6 +236,15 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ $v.tmpSizeLimit | quote }}
+  # The agent refuses a token file others can read: 0400 (256) for root, 0440 (288) with
+  # fsGroup for the `restricted` profile's uid 1000.
+  - name: token
+    secret:
+      secretName: {{ include "scalr-agent.tokenSecretName" $root }}
+      defaultMode: {{ ternary 288 256 (eq $v.securityProfile "restricted") }}
+      items:
+        - key: {{ $v.token.existingSecretKey | quote }}
+          path: {{ $v.token.existingSecretKey | quote }}
   {{- if or $v.caBundle.pem $v.caBundle.existingConfigMap }}
   - name: ca
     configMap:
