@@ -104,6 +104,7 @@ enum SoftwareCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::agent::uptime::mark_start();
     // The stage helper is a separate, minimal program sharing this executable: it must not parse
     // arguments, read configuration or start a runtime.
     if std::env::args_os()

@@ -161,19 +161,16 @@ impl HttpClient {
 
     /// A client for streamed relaying (`relay`): the same trust anchors and proxies, but
     /// redirects are never followed (a 3xx goes back to the caller as an answer) and nothing is
-    /// retried. `idle`, when set, bounds the wait for the response head (counted from the
-    /// request's start) and then each wait for a body chunk; without it only the caller's
-    /// whole-request timeout applies (uploads whose answer comes after a long body). Bodies
-    /// are not decompressed (no decompression feature is built), so `Content-Encoding` passes
+    /// retried, and no read timeout is set: the caller times its streams (the relay's idle
+    /// timer counts bytes moved both ways, which a read timeout cannot). Bodies are not
+    /// decompressed (no decompression feature is built), so `Content-Encoding` passes
     /// through untouched.
-    pub fn streaming(config: &Settings, idle: Option<Duration>) -> Result<HttpClient, HttpError> {
-        let mut b = Self::builder(config)?
+    pub fn streaming(config: &Settings) -> Result<HttpClient, HttpError> {
+        let inner = Self::builder(config)?
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64);
-        if let Some(idle) = idle {
-            b = b.read_timeout(idle);
-        }
-        let inner = b.build().map_err(|e| HttpError::Client(e.to_string()))?;
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
         Ok(HttpClient {
             inner,
             max_retries: 0,

@@ -41,6 +41,7 @@ mod state;
 mod steps;
 mod stop;
 mod task;
+pub mod uptime;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -293,7 +294,12 @@ fn shared(
 /// secret for the next start.
 fn ready(ctx: &Ctx, settings: &Settings, session: &crate::control::Session) {
     ctx.metrics.set_registered(true);
-    tracing::info!(agent_id = %session.agent_id, agent_name = %settings.name, slots = settings.concurrency.get(), single = settings.single, "ready to receive tasks");
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).ok();
+    let (startup_ms, process_age_ms) = (
+        uptime::since_start().and_then(ms),
+        uptime::age().and_then(ms),
+    );
+    tracing::info!(agent_id = %session.agent_id, agent_name = %settings.name, slots = settings.concurrency.get(), single = settings.single, startup_ms, process_age_ms, "ready to receive tasks");
 }
 
 /// What runs beside the tasks until the very end: the health server, the reaper (as PID 1),

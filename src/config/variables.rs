@@ -408,7 +408,7 @@ pub const VARIABLES: &[Variable] = &[
         "SCALR_AGENT_RELAY_IDLE_TIMEOUT",
         &[],
         "60s",
-        "`relay`: longest wait for the VCS's response head (from the request's start) and then for each body chunk.",
+        "`relay`: a request fails when none of its bytes moved for this long, either way (request body from the control plane or into the VCS, response head or body from the VCS or into the control plane); a slow but steady body never times out.",
     ),
     var(
         "SCALR_AGENT_RELAY_MAX_BODY_MB",

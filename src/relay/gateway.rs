@@ -4,20 +4,24 @@
 //! JSON calls (register, acquire, cancellations, refused, failed, deregister) go through
 //! `HttpClient::send` (retried when idempotent). A request's body is read from
 //! `GET …/body` and its response is sent as one streamed `POST …/response` (a JSON head line,
-//! then the body): neither is retried, so a request is never performed twice by the relay.
-//! A `401` on a session call registers again once (serialized by a generation counter).
+//! then the body): neither is retried after a failure, so a request is never performed twice
+//! by the relay. A `401` on any session call (the control plane restarted and forgot the session) registers
+//! again once, serialized by a generation counter so that concurrent calls refused together
+//! register once, and repeats the call once: a body download from the start, a response
+//! upload with the same bytes (`upload`).
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
+use super::upload::Upload;
+use super::wire::Registered;
+pub use super::wire::{Head, Hello, Incoming};
 use crate::http::{Answer, HttpClient, HttpError, Request};
 use crate::secret::Secret;
 
@@ -59,53 +63,6 @@ impl GatewayError {
     }
 }
 
-/// A request the control plane wants relayed.
-#[derive(Clone, Deserialize)]
-pub struct Incoming {
-    pub request_id: String,
-    pub method: String,
-    /// Path and query relative to the VCS base URL.
-    pub path: String,
-    /// Header pairs in order; a name may repeat.
-    #[serde(default)]
-    pub headers: Vec<(String, String)>,
-    /// Whether the request has a body, read from `GET …/body`.
-    #[serde(default)]
-    pub body: bool,
-}
-
-/// Header values may carry VCS credentials: only names are shown.
-impl fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("Incoming")
-            .field("request_id", &self.request_id)
-            .field("method", &self.method)
-            .field("headers", &names)
-            .field("body", &self.body)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The response head sent as the first line of `POST …/response`.
-#[derive(Debug, Serialize)]
-pub struct Head {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-}
-
-/// What the relay tells the server at registration.
-#[derive(Debug, Clone, Serialize)]
-pub struct Hello {
-    pub name: String,
-    pub version: &'static str,
-    pub vendor: &'static str,
-    pub parallelism: u32,
-    pub preset: String,
-    pub rules: usize,
-    pub metadata: BTreeMap<String, String>,
-}
-
 #[derive(Debug, Clone)]
 struct Session {
     token: Secret,
@@ -126,18 +83,6 @@ pub struct Gateway {
     hello: Hello,
     session: tokio::sync::Mutex<Option<Session>>,
     last: Mutex<Option<Session>>,
-}
-
-#[derive(Deserialize)]
-struct Registered {
-    relay_id: String,
-    session_token: String,
-    #[serde(default = "default_poll_ms")]
-    poll_timeout_ms: u64,
-}
-
-fn default_poll_ms() -> u64 {
-    25_000
 }
 
 impl Gateway {
@@ -277,13 +222,7 @@ impl Gateway {
         retries: Option<u32>,
     ) -> Result<Answer, GatewayError> {
         for again in [false, true] {
-            let s = match self.session().await {
-                Some(s) => s,
-                None => {
-                    self.register(None).await?;
-                    continue;
-                }
-            };
+            let s = self.current().await?;
             let mut req = Request::new(Method::POST, self.url(path));
             req.headers = Self::headers(&s.token);
             req.headers
@@ -309,11 +248,7 @@ impl Gateway {
                 message: message(&a),
             });
         }
-        Err(GatewayError::Status {
-            call,
-            status: 401,
-            message: "the session was refused again after registering".into(),
-        })
+        Err(refused_again(call))
     }
 
     /// Long-polls for a request; `None` when the server's hold time passed.
@@ -369,62 +304,96 @@ impl Gateway {
         Ok(c.request_ids)
     }
 
-    /// Opens the request's body stream.
-    pub async fn body(&self, id: &str) -> Result<reqwest::Response, GatewayError> {
-        let s = self.session().await.ok_or(GatewayError::Status {
-            call: "body",
-            status: 401,
-            message: "not registered".into(),
-        })?;
-        let url = self.url(&format!("requests/{}/body", enc(id)));
-        let r = self
-            .streams
-            .stream(Method::GET, &url, Self::headers(&s.token), None, None)
-            .await
-            .map_err(|source| GatewayError::Unavailable {
-                call: "body",
-                source,
-            })?;
-        if !r.status().is_success() {
-            return Err(GatewayError::Status {
-                call: "body",
-                status: r.status().as_u16(),
-                message: "the request body is not available".into(),
-            });
+    /// The current session, registering first when there is none.
+    async fn current(&self) -> Result<Session, GatewayError> {
+        if let Some(s) = self.session().await {
+            return Ok(s);
         }
-        Ok(r)
+        self.register(None).await?;
+        self.session().await.ok_or(GatewayError::Status {
+            call: "register",
+            status: 401,
+            message: "no session after registering".into(),
+        })
     }
 
-    /// Sends the response (head line, then body) as one streamed upload; one attempt.
-    pub async fn respond(&self, id: &str, body: reqwest::Body) -> Result<(), GatewayError> {
-        let s = self.session().await.ok_or(GatewayError::Status {
-            call: "response",
-            status: 401,
-            message: "not registered".into(),
-        })?;
+    /// Opens the request's body stream. A `401` registers again once and asks again
+    /// (nothing reached the VCS yet).
+    pub async fn body(&self, id: &str) -> Result<reqwest::Response, GatewayError> {
+        let url = self.url(&format!("requests/{}/body", enc(id)));
+        for again in [false, true] {
+            let s = self.current().await?;
+            let r = self
+                .streams
+                .stream(Method::GET, &url, Self::headers(&s.token), None, None)
+                .await
+                .map_err(|source| GatewayError::Unavailable {
+                    call: "body",
+                    source,
+                })?;
+            if r.status().as_u16() == 401 && !again {
+                self.register(Some(s.generation)).await?;
+                continue;
+            }
+            if !r.status().is_success() {
+                return Err(GatewayError::Status {
+                    call: "body",
+                    status: r.status().as_u16(),
+                    message: "the request body is not available".into(),
+                });
+            }
+            return Ok(r);
+        }
+        Err(refused_again("body"))
+    }
+
+    /// Sends the response (head line, then body) as one streamed upload. A `401` registers
+    /// again once and sends the same bytes again when [`Upload`] still has them; nothing else
+    /// is repeated, and the VCS is never asked twice.
+    pub async fn respond(&self, id: &str, upload: &Upload) -> Result<(), GatewayError> {
         let url = self.url(&format!("requests/{}/response", enc(id)));
-        let mut h = Self::headers(&s.token);
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        let r = self
-            .streams
-            .stream(Method::POST, &url, h, Some(body), None)
-            .await
-            .map_err(|source| GatewayError::Unavailable {
-                call: "response",
-                source,
-            })?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(GatewayError::Status {
+        for again in [false, true] {
+            let s = self.current().await?;
+            let Some(body) = upload.next_attempt() else {
+                return Err(GatewayError::Status {
+                    call: "response",
+                    status: 401,
+                    message: format!(
+                        "the session was refused after more than {} KiB of the response had \
+                         been sent; it cannot be sent again",
+                        super::upload::KEEP_LIMIT >> 10
+                    ),
+                });
+            };
+            let mut h = Self::headers(&s.token);
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            let body = reqwest::Body::wrap_stream(body);
+            let r = self
+                .streams
+                .stream(Method::POST, &url, h, Some(body), None)
+                .await
+                .map_err(|source| GatewayError::Unavailable {
+                    call: "response",
+                    source,
+                })?;
+            if r.status().as_u16() == 401 && !again {
+                drop(r);
+                self.register(Some(s.generation)).await?;
+                continue;
+            }
+            if r.status().is_success() {
+                return Ok(());
+            }
+            return Err(GatewayError::Status {
                 call: "response",
                 status: r.status().as_u16(),
                 message: "the response was not accepted".into(),
-            })
+            });
         }
+        Err(refused_again("response"))
     }
 
     /// Reports a refusal (idempotent, retried).
@@ -474,6 +443,14 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 fn enc(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+fn refused_again(call: &'static str) -> GatewayError {
+    GatewayError::Status {
+        call,
+        status: 401,
+        message: "the session was refused again after registering".into(),
+    }
 }
 
 fn message(a: &Answer) -> String {

@@ -15,6 +15,7 @@
 //! reported failed; the relay then deregisters.
 
 pub mod audit;
+pub mod flow;
 pub mod gateway;
 pub mod metrics;
 pub mod presets;
@@ -22,24 +23,23 @@ pub mod proxy;
 pub mod rules;
 pub mod settings;
 pub mod target;
+pub mod upload;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{Settings, Vendor};
 
 use crate::http::{HttpClient, HttpError, redact};
+use crate::retry::{Attempt, Policy};
 use gateway::{Gateway, GatewayError, Hello};
 use metrics::RelayMetrics;
 use rules::{Rule, RuleError, RuleSet};
-
-/// Longest wait between two reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Why the relay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -90,13 +90,14 @@ pub async fn rule_set(settings: &Settings) -> Result<RuleSet, RelayError> {
     Ok(set)
 }
 
-/// Full-jitter exponential backoff between reconnection attempts: a random delay between half
-/// and all of `initial * 2^(attempt-1)`, capped at a minute.
-pub fn backoff(initial: Duration, attempt: u32) -> Duration {
-    let ceiling = initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    ceiling / 2 + ceiling.mul_f64(rand::thread_rng().r#gen::<f64>() * 0.5)
+/// The retry verdict for a failed call to the control plane: a refused token or protocol ends
+/// the relay; anything else (an outage, a restart) is tried again.
+fn verdict(e: GatewayError) -> Attempt<GatewayError> {
+    if e.is_fatal() {
+        Attempt::Fatal(e)
+    } else {
+        Attempt::retry(e)
+    }
 }
 
 /// Runs the relay until `shutdown` (then stops as the module docs say) or a fatal error.
@@ -121,7 +122,7 @@ pub async fn run(
     };
     let gateway = Arc::new(Gateway::new(
         HttpClient::new(&settings.http)?,
-        HttpClient::streaming(&settings.http, None)?,
+        HttpClient::streaming(&settings.http)?,
         &settings.url,
         settings.token.clone(),
         hello,
@@ -149,10 +150,11 @@ pub async fn run(
     }
     let ctx = Arc::new(proxy::Ctx {
         gateway: gateway.clone(),
-        upstream: HttpClient::streaming(&settings.http, Some(settings.idle_timeout))?,
+        upstream: HttpClient::streaming(&settings.http)?,
         rules,
         base: settings.vcs_url.clone(),
         request_timeout: settings.request_timeout,
+        idle_timeout: settings.idle_timeout,
         max_body_bytes: settings.max_body_bytes,
         metrics: metrics.clone(),
         debug: settings.debug,
@@ -207,36 +209,30 @@ pub async fn run(
 
 type InFlight = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
-/// Registers, retrying outages with backoff; `false` when stopped first.
+/// Registers, retrying outages with backoff (`retry::Policy`); `false` when stopped first.
 async fn connect(
     gateway: &Gateway,
     metrics: &RelayMetrics,
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Result<bool, GatewayError> {
-    let mut attempt = 0;
-    loop {
-        match gateway.register(None).await {
-            Ok(()) => {
-                metrics.set_registered(true);
-                tracing::info!(
-                    relay_id = gateway.relay_id().unwrap_or_default(),
-                    "relay registered; ready to relay requests"
-                );
-                return Ok(true);
-            }
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => {
-                attempt += 1;
-                let delay = backoff(settings.http.initial_backoff, attempt);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot register the relay; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(false),
-                }
-            }
-        }
+    let policy = Policy::unbounded(settings.http.initial_backoff);
+    let register = policy.run(
+        |_| async { gateway.register(None).await.map_err(verdict) },
+        |e, attempt, delay| {
+            tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "cannot register the relay; retrying");
+        },
+    );
+    tokio::select! {
+        r = register => r?,
+        () = shutdown.cancelled() => return Ok(false),
     }
+    metrics.set_registered(true);
+    tracing::info!(
+        relay_id = gateway.relay_id().unwrap_or_default(),
+        "relay registered; ready to relay requests"
+    );
+    Ok(true)
 }
 
 async fn first_fatal(workers: &mut JoinSet<Result<(), GatewayError>>) -> Option<GatewayError> {
@@ -253,7 +249,8 @@ async fn drain(workers: &mut JoinSet<Result<(), GatewayError>>) {
 }
 
 /// One slot: long-polls for a request, relays it, again, until stopped. Outages of the
-/// control plane are retried with jittered backoff; only fatal errors end it early.
+/// control plane are retried with jittered backoff (`retry::Policy`, from its first wait again
+/// after each answer); only fatal errors end it early.
 async fn worker(
     ctx: Arc<proxy::Ctx>,
     in_flight: InFlight,
@@ -261,91 +258,51 @@ async fn worker(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<(), GatewayError> {
-    let mut attempt = 0u32;
+    let policy = Policy::unbounded(initial);
     loop {
-        let got = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = ctx.gateway.acquire() => r,
-        };
-        match got {
-            Ok(Some(inc)) => {
-                attempt = 0;
-                ctx.metrics.set_registered(true);
-                let cancel = hard_stop.child_token();
-                in_flight
-                    .lock()
-                    .unwrap()
-                    .insert(inc.request_id.clone(), cancel.clone());
-                let id = inc.request_id.clone();
-                proxy::relay(&ctx, inc, cancel).await;
-                in_flight.lock().unwrap().remove(&id);
-            }
-            Ok(None) => {
-                attempt = 0;
-                ctx.metrics.set_registered(true);
-            }
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => {
-                attempt += 1;
+        let acquire = policy.run(
+            |_| async { ctx.gateway.acquire().await.map_err(verdict) },
+            |e, _, delay| {
                 ctx.metrics.set_registered(false);
-                let delay = backoff(initial, attempt);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-        }
-    }
-}
-
-/// Long-polls for the server's cancellations and cancels those requests.
-async fn cancellations(gateway: Arc<Gateway>, in_flight: InFlight, stop: CancellationToken) {
-    let mut attempt = 0u32;
-    loop {
-        let r = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = gateway.cancellations() => r,
+            },
+        );
+        let got = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = acquire => r?,
         };
-        match r {
-            Ok(ids) => {
-                attempt = 0;
-                for id in ids {
-                    if let Some(t) = in_flight.lock().unwrap().get(&id) {
-                        tracing::info!(request_id = %id, "the server cancelled a request");
-                        t.cancel();
-                    }
-                }
-            }
-            Err(e) => {
-                attempt += 1;
-                tracing::debug!(error = %e, "cancellation poll failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff(Duration::from_millis(500), attempt)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
+        ctx.metrics.set_registered(true);
+        if let Some(inc) = got {
+            let cancel = hard_stop.child_token();
+            in_flight
+                .lock()
+                .unwrap()
+                .insert(inc.request_id.clone(), cancel.clone());
+            let id = inc.request_id.clone();
+            proxy::relay(&ctx, inc, cancel).await;
+            in_flight.lock().unwrap().remove(&id);
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        let base = Duration::from_millis(100);
-        let samples: Vec<Duration> = (0..20).map(|_| backoff(base, 3)).collect();
-        assert!(
-            samples
-                .iter()
-                .all(|d| *d >= Duration::from_millis(200) && *d <= Duration::from_millis(400))
+/// Long-polls for the server's cancellations and cancels those requests; failed polls are
+/// retried with backoff (`retry::Policy`) until `stop`.
+async fn cancellations(gateway: Arc<Gateway>, in_flight: InFlight, stop: CancellationToken) {
+    let policy = Policy::unbounded(Duration::from_millis(500));
+    loop {
+        let poll = policy.run(
+            |_| async { gateway.cancellations().await.map_err(Attempt::retry) },
+            |e, _, _| tracing::debug!(error = %e, "cancellation poll failed"),
         );
-        assert!(
-            samples.iter().any(|d| *d != samples[0]),
-            "no jitter: {samples:?}"
-        );
-        assert!(backoff(base, 40) <= MAX_BACKOFF);
+        let ids = tokio::select! {
+            () = stop.cancelled() => return,
+            r = poll => r.unwrap_or_default(),
+        };
+        for id in ids {
+            if let Some(t) = in_flight.lock().unwrap().get(&id) {
+                tracing::info!(request_id = %id, "the server cancelled a request");
+                t.cancel();
+            }
+        }
     }
 }

@@ -3,26 +3,29 @@
 //! Bodies flow as streams in both directions, chunk by chunk: the request body from the
 //! server's `GET …/body` into the VCS request, the VCS's response body into the server's
 //! `POST …/response`. Each side pulls only when the other can take more (hyper's write
-//! readiness), so memory stays flat whatever the size. A request is sent to the VCS at most
-//! once: nothing here retries.
+//! readiness), so memory stays flat whatever the size. Both pass through `flow::watched`
+//! (counting, size cap, the idle timer); the whole request is bounded by its own timeout. A
+//! request is sent to the VCS at most once: nothing here retries.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::audit::{self, Record};
+use super::flow::{Activity, Direction, Phase, watched};
 use super::gateway::{Gateway, Head, Incoming};
 use super::metrics::RelayMetrics;
 use super::rules::{Allowed, Refusal, RuleSet};
 use super::target::{check_path, target_url};
+use super::upload::Upload;
 use crate::http::HttpClient;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
@@ -44,6 +47,8 @@ pub struct Ctx {
     pub rules: Arc<RuleSet>,
     pub base: Url,
     pub request_timeout: Duration,
+    /// No byte moved for this long: the request fails (`flow`).
+    pub idle_timeout: Duration,
     pub max_body_bytes: u64,
     pub metrics: Arc<RelayMetrics>,
     pub debug: bool,
@@ -135,39 +140,27 @@ pub fn response_headers(h: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Counts a body's bytes, refuses it past `limit`, and records why it broke.
-fn counted<S, E>(
-    s: S,
-    count: Arc<AtomicU64>,
-    limit: u64,
-    broke: Arc<Mutex<Option<String>>>,
-    what: &'static str,
-) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    s.map(move |r| {
-        let fail = |reason: String| {
-            broke.lock().unwrap().get_or_insert(reason.clone());
-            io::Error::other(reason)
-        };
-        match r {
-            Ok(b) => {
-                let n = count.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
-                if n > limit {
-                    Err(fail(format!("the {what} is larger than the {limit}-byte limit (SCALR_AGENT_RELAY_MAX_BODY_MB)")))
-                } else {
-                    Ok(b)
-                }
-            }
-            Err(e) => Err(fail(format!(
-                "the {what} broke after {} bytes: {}",
-                count.load(Ordering::Relaxed),
-                crate::http::error_chain(&e)
-            ))),
-        }
-    })
+/// Counts, logs and reports a refusal.
+async fn refuse(
+    ctx: &Ctx,
+    inc: &Incoming,
+    refusal: &Refusal,
+    mut rec: Record<'_>,
+    started: Instant,
+) {
+    ctx.metrics.refused(refusal.rule_set);
+    let reason = refusal.to_string();
+    rec.outcome = "refused";
+    rec.reason = Some(&reason);
+    rec.duration = started.elapsed();
+    audit::log(&rec);
+    if let Err(e) = ctx
+        .gateway
+        .refused(&inc.request_id, refusal.rule_set, &reason)
+        .await
+    {
+        tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
+    }
 }
 
 /// Relays one request to its end: refused, failed or answered. Never panics on input;
@@ -184,22 +177,7 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
         .and_then(|ok| request_headers(&inc.headers).map(|h| (ok, h)));
     let ((method, url, allowed), headers) = match checked {
         Ok(v) => v,
-        Err(refusal) => {
-            ctx.metrics.refused(refusal.rule_set);
-            let reason = refusal.to_string();
-            rec.outcome = "refused";
-            rec.reason = Some(&reason);
-            rec.duration = started.elapsed();
-            audit::log(&rec);
-            if let Err(e) = ctx
-                .gateway
-                .refused(&inc.request_id, refusal.rule_set, &reason)
-                .await
-            {
-                tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
-            }
-            return;
-        }
+        Err(refusal) => return refuse(ctx, &inc, &refusal, rec, started).await,
     };
     if ctx.debug {
         let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
@@ -207,14 +185,15 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
     }
     rec.rule = Some(&allowed.rule);
     rec.project = allowed.project.as_deref();
-    let to_vcs = Arc::new(AtomicU64::new(0));
-    let from_vcs = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicBool::new(false));
-    let broke = Arc::new(Mutex::new(None));
+    let first = if inc.body {
+        Phase::BodyHead
+    } else {
+        Phase::VcsAnswer
+    };
+    let activity = Arc::new(Activity::new(ctx.idle_timeout, first));
+    let sent = AtomicBool::new(false);
     ctx.metrics.in_flight_add(1);
-    let work = perform(
-        ctx, &inc, method, url, headers, &to_vcs, &from_vcs, &sent, &broke,
-    );
+    let work = perform(ctx, &inc, method, url, headers, &activity, &sent);
     let outcome = tokio::select! {
         r = tokio::time::timeout(ctx.request_timeout, work) => match r {
             Ok(r) => r,
@@ -223,14 +202,18 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
                 sent: sent.load(Ordering::Relaxed),
             }),
         },
-        _ = cancel.cancelled() => Err(Failure {
+        reason = activity.expired() => Err(Failure {
+            reason,
+            sent: sent.load(Ordering::Relaxed),
+        }),
+        () = cancel.cancelled() => Err(Failure {
             reason: "cancelled (by the server, or the relay's stop window ended)".into(),
             sent: sent.load(Ordering::Relaxed),
         }),
     };
     ctx.metrics.in_flight_add(-1);
-    rec.bytes_to_vcs = to_vcs.load(Ordering::Relaxed);
-    rec.bytes_from_vcs = from_vcs.load(Ordering::Relaxed);
+    rec.bytes_to_vcs = activity.to_vcs.load(Ordering::Relaxed);
+    rec.bytes_from_vcs = activity.from_vcs.load(Ordering::Relaxed);
     rec.duration = started.elapsed();
     match outcome {
         Ok(status) => {
@@ -253,41 +236,38 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
 }
 
 /// Performs an allowed request and streams its answer to the server; the response's status.
-#[allow(clippy::too_many_arguments)]
 async fn perform(
     ctx: &Ctx,
     inc: &Incoming,
     method: Method,
     url: Url,
     headers: HeaderMap,
-    to_vcs: &Arc<AtomicU64>,
-    from_vcs: &Arc<AtomicU64>,
-    sent: &Arc<AtomicBool>,
-    broke: &Arc<Mutex<Option<String>>>,
+    activity: &Arc<Activity>,
+    sent: &AtomicBool,
 ) -> Result<u16, Failure> {
-    let unsent = |reason: String| Failure {
-        reason,
-        sent: false,
-    };
     let body = if inc.body {
         let r = ctx
             .gateway
             .body(&inc.request_id)
             .await
-            .map_err(|e| unsent(e.to_string()))?;
-        let s = counted(
+            .map_err(|e| Failure {
+                reason: e.to_string(),
+                sent: false,
+            })?;
+        activity.touch();
+        activity.set_phase(Phase::BodyToVcs);
+        let s = watched(
             r.bytes_stream(),
-            to_vcs.clone(),
+            activity.clone(),
+            Direction::Request,
             ctx.max_body_bytes,
-            broke.clone(),
-            "request body",
         );
         Some(reqwest::Body::wrap_stream(s))
     } else {
         None
     };
     sent.store(true, Ordering::Relaxed);
-    let why = |e: String| broke.lock().unwrap().clone().unwrap_or(e);
+    let why = |e: String| activity.broke().unwrap_or(e);
     let resp = ctx
         .upstream
         .stream(method, &url, headers, body, None)
@@ -296,6 +276,8 @@ async fn perform(
             reason: why(format!("the VCS did not answer: {e}")),
             sent: true,
         })?;
+    activity.touch();
+    activity.set_phase(Phase::ResponseToControl);
     let status = resp.status().as_u16();
     let head = Head {
         status,
@@ -304,18 +286,15 @@ async fn perform(
     let mut line = serde_json::to_vec(&head).expect("serializable");
     line.push(b'\n');
     let first = futures_util::stream::once(async move { Ok::<_, io::Error>(Bytes::from(line)) });
-    let rest = counted(
+    let rest = watched(
         resp.bytes_stream(),
-        from_vcs.clone(),
+        activity.clone(),
+        Direction::Response,
         ctx.max_body_bytes,
-        broke.clone(),
-        "response body",
     );
+    let upload = Upload::new(first.chain(rest));
     ctx.gateway
-        .respond(
-            &inc.request_id,
-            reqwest::Body::wrap_stream(first.chain(rest)),
-        )
+        .respond(&inc.request_id, &upload)
         .await
         .map_err(|e| Failure {
             reason: why(e.to_string()),

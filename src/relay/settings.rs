@@ -62,7 +62,7 @@ pub struct Settings {
     pub parallelism: NonZeroU32,
     /// Whole-request bound, from acquisition to the last response byte.
     pub request_timeout: Duration,
-    /// Longest wait for a byte from the VCS.
+    /// A request fails when none of its bytes moved, either way, for this long (`flow`).
     pub idle_timeout: Duration,
     /// Largest request or response body relayed.
     pub max_body_bytes: u64,

@@ -97,6 +97,19 @@ async fn kill_9_mid_task_then_restart_reports_errored_flushes_and_leaves_no_proc
         .iter()
         .position(|l| l["event"] == "ready to receive tasks")
         .unwrap_or_else(|| panic!("{err}"));
+    // The process's own start-up times: since `main` began, and since the kernel made the
+    // process (clock-tick resolution), which is never shorter; neither longer than this test.
+    let age = lines[ready]["process_age_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{err}"));
+    let startup = lines[ready]["startup_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(age < 600_000, "{age} ms");
+    assert!(
+        startup <= age + 20,
+        "startup {startup} ms, process age {age} ms"
+    );
     for l in &lines[ready..] {
         assert_eq!(l["agent"], "crash-agent", "{l}");
         assert_eq!(l["pool"], "test-pool", "{l}");

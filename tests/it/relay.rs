@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use futures_util::StreamExt;
 
 use crate::support::gateway::{Gateway, Outcome};
 use crate::support::git_server::GitServer;
@@ -586,6 +587,186 @@ async fn a_hanging_request_times_out_without_blocking_others_and_can_be_cancelle
         }
         o => panic!("{o:?}"),
     }
+}
+
+/// A request body of `n` chunks of `size` bytes, one every `every`; then, when `stall`,
+/// nothing more, ever.
+fn paced(n: usize, size: usize, every: Duration, stall: bool) -> Body {
+    let s = futures_util::stream::iter(0..n).then(move |_| async move {
+        tokio::time::sleep(every).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'p'; size]))
+    });
+    if stall {
+        Body::from_stream(s.chain(futures_util::stream::pending()))
+    } else {
+        Body::from_stream(s)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_means_no_byte_moved_in_either_direction() {
+    let s = setup(
+        "gitlab",
+        &[
+            ("SCALR_AGENT_RELAY_IDLE_TIMEOUT", "2s"),
+            ("SCALR_AGENT_RELAY_REQUEST_TIMEOUT", "10m"),
+            ("SCALR_AGENT_RELAY_PARALLELISM", "5"),
+        ],
+    )
+    .await;
+    let echo = format!("/api/v4/projects/acme%2Finfra/statuses/{SHA}?test=echo");
+    let project = "/api/v4/projects/acme%2Finfra";
+    // Slow but steady, each longer than the idle time: a request body uploaded to the VCS in
+    // 16 chunks 250 ms apart, and a response body dripping from the VCS as slowly.
+    let slow_up = paced(16, 1000, Duration::from_millis(250), false);
+    let (status, _, body) =
+        s.gw.call("POST", &echo, &[], Some(slow_up))
+            .await
+            .collect()
+            .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(v["length"], 16_000);
+    let drip = format!("{project}/repository/archive?test=drip&size=16384&every=250");
+    let (status, _, body) = s.gw.call("GET", &drip, &[], None).await.collect().await;
+    assert_eq!((status, body.unwrap().len()), (200, 16384));
+
+    // Stalls, one per place a request can wait, at once: each fails after the idle time.
+    let huge = futures_util::stream::iter(
+        (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'h'; 1 << 20]))),
+    );
+    let stalls = [
+        (
+            "POST",
+            echo.clone(),
+            Some(paced(3, 1000, Duration::from_millis(10), true)),
+            "the control plane sent no more of the request body",
+        ),
+        (
+            "POST",
+            format!("{project}/statuses/{SHA}?test=hang"),
+            Some(Body::from_stream(huge)),
+            "the VCS took no more of the request body",
+        ),
+        (
+            "GET",
+            format!("{project}?test=hang"),
+            None,
+            "the VCS did not answer",
+        ),
+        (
+            "GET",
+            format!("{project}/repository/archive?test=stall&size=5000"),
+            None,
+            "the VCS sent no more of the response body",
+        ),
+    ];
+    // Each is reported failed (the last one after its head was answered: its body breaks).
+    let started = std::time::Instant::now();
+    let mut waiting = Vec::new();
+    for (method, path, body, want) in stalls {
+        let (id, rx) = s.gw.submit(method, &path, &[], body);
+        waiting.push((id, rx, want));
+    }
+    for (id, _outcome, want) in &waiting {
+        s.gw.wait_for(Duration::from_secs(30), want, |i| {
+            i.failures.iter().any(|(f, _)| f == id)
+        })
+        .await;
+        let reason =
+            s.gw.lock()
+                .failures
+                .iter()
+                .find(|(f, _)| f == id)
+                .unwrap()
+                .1
+                .clone();
+        assert!(
+            reason.starts_with(want)
+                && reason
+                    .contains("timed out, no byte moved for 2s (SCALR_AGENT_RELAY_IDLE_TIMEOUT)"),
+            "{reason}"
+        );
+        s.relay.wait_log(want, Duration::from_secs(10)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "the stalls ended after {took:?}"
+    );
+    drop(waiting);
+
+    // The control plane stops taking the response: the upload times out the same way.
+    let big = format!("{project}/repository/archive?test=big&size={}", 64u64 << 20);
+    let (id, rx) = s.gw.submit("GET", &big, &[], None);
+    let Outcome::Answered { status, body, .. } = rx.await.unwrap() else {
+        panic!("the archive was not answered")
+    };
+    assert_eq!(status, 200);
+    s.gw.wait_for(Duration::from_secs(30), "the upload's idle failure", |i| {
+        i.failures.iter().any(|(f, reason)| {
+            f == &id && reason.starts_with("the control plane took no more of the response")
+        })
+    })
+    .await;
+    drop(body);
+    s.relay
+        .wait_log(
+            "the control plane took no more of the response",
+            Duration::from_secs(10),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forgotten_session_registers_again_once_and_the_request_still_succeeds() {
+    let s = setup("gitlab", &[("SCALR_AGENT_RELAY_PARALLELISM", "3")]).await;
+    expect_ok(&s.gw, "GET", "/api/v4/user").await;
+    // The session is forgotten between the acquisition and the body download.
+    s.gw.lock().forget_sessions_on_acquire = true;
+    let echo = format!("/api/v4/projects/acme%2Finfra/statuses/{SHA}?test=echo");
+    let (status, _, body) =
+        s.gw.call("POST", &echo, &[], Some(Body::from("hello")))
+            .await
+            .collect()
+            .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(v["length"], 5);
+    // Three requests in flight when the gateway forgets every session: each response upload
+    // is refused, the relay registers again once and sends each response again.
+    let acquired = s.gw.lock().acquired.len();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            s.gw.submit("GET", "/api/v4/projects/acme%2Finfra?test=slow", &[], None)
+                .1
+        })
+        .collect();
+    s.gw.wait_for(
+        Duration::from_secs(10),
+        "three slow requests acquired",
+        |i| i.acquired.len() >= acquired + 3,
+    )
+    .await;
+    let before = {
+        let mut i = s.gw.lock();
+        i.sessions.clear();
+        i.registrations.len()
+    };
+    for rx in slow {
+        let (code, _, body) = rx.await.unwrap().collect().await;
+        assert_eq!((code, body.unwrap()), (200, b"slow answer".to_vec()));
+    }
+    assert_eq!(
+        s.gw.lock().registrations.len(),
+        before + 1,
+        "concurrent refusals registered more than once"
+    );
+    assert!(
+        s.gw.lock().failures.is_empty(),
+        "{:?}",
+        s.gw.lock().failures
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -84,6 +84,12 @@ pub struct Inner {
     next: u64,
     /// Every request the relays acquired, by id.
     pub acquired: Vec<String>,
+    /// Every failure reported, `(request id, reason)`, also for requests already answered
+    /// (a response upload that broke).
+    pub failures: Vec<(String, String)>,
+    /// Forget every session right after the next acquisition (once), as a restart between
+    /// the acquisition and the request's next call would.
+    pub forget_sessions_on_acquire: bool,
 }
 
 #[derive(Clone)]
@@ -91,6 +97,9 @@ pub struct Gateway {
     pub url: Url,
     pub inner: Arc<Mutex<Inner>>,
     changed: Arc<Notify>,
+    /// One `notify_one` per queued request: it wakes one held acquire, not all of them (a
+    /// `notify_waiters` would wake every relay slot's poll for each request).
+    queued: Arc<Notify>,
     server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Incremented by each restart: connections kept alive from before it are answered 503
     /// with `Connection: close`, as a restarted server would have reset them.
@@ -117,6 +126,7 @@ impl Gateway {
                 ..Inner::default()
             })),
             changed: Arc::new(Notify::new()),
+            queued: Arc::new(Notify::new()),
             server: Arc::default(),
             epoch: Arc::default(),
         };
@@ -190,7 +200,7 @@ impl Gateway {
         );
         i.queue.push_back(id.clone());
         drop(i);
-        self.changed.notify_waiters();
+        self.queued.notify_one();
         (id, rx)
     }
 
@@ -340,6 +350,9 @@ async fn handle(State((g, epoch)): State<(Gateway, u64)>, req: Request) -> Respo
         }
         (Method::POST, ["requests", id, "failed"]) => {
             let v = json_body(req).await;
+            g.lock()
+                .failures
+                .push((id.to_string(), v["reason"].as_str().unwrap_or("").into()));
             g.finish(
                 id,
                 Outcome::Failed {
@@ -357,11 +370,14 @@ async fn acquire(g: Gateway) -> Response<Body> {
     let wait = Duration::from_millis(g.lock().poll_ms);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let notified = g.changed.notified();
+        let notified = g.queued.notified();
         {
             let mut i = g.lock();
             if let Some(id) = i.queue.pop_front() {
                 i.acquired.push(id.clone());
+                if std::mem::take(&mut i.forget_sessions_on_acquire) {
+                    i.sessions.clear();
+                }
                 let p = &i.requests[&id];
                 let body = json!({"request_id": id, "method": p.method, "path": p.path, "headers": p.headers, "body": p.body.is_some()});
                 return Response::new(Body::from(body.to_string()));
