@@ -1,7 +1,9 @@
 //! Benchmark of the provider store's per-run work (see BENCHMARKS.md): the agent's seeding of a
 //! run's plugin cache for 5 stored providers (real null provider packages under 5 names, filled
 //! from a loopback registry), the disk each run's seeded plugin cache adds, and a cold fill of
-//! one provider against the `curl` + `sha256sum` + `unzip` floor of the same zip.
+//! one provider by the agent binary (`scalr-agent software providers --add`, whole process)
+//! against the `curl` + `sha256sum` + `unzip` (+ `sync`) floor of the same zip, with the
+//! agent's peak RSS during the fill (`getrusage(RUSAGE_CHILDREN)` in a fresh wrapper process).
 //!
 //! `cargo bench --bench provider_seed [-- ROUNDS]`
 #![allow(
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use scalr_agent::providers::addr::Package;
 use scalr_agent::providers::seed::{self, CachePolicy};
 use scalr_agent::providers::{ProviderStore, Settings};
+use support::agent::AgentBuilder;
 use support::providers::null_zip;
 use support::registry::{HOST, Publish, Registry};
 
@@ -59,8 +62,33 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() {
+/// Re-executed as `--measure-rss CMD...`: runs CMD and prints the children's peak RSS in KiB.
+fn measure_rss(args: &[String]) {
+    let status = Command::new(&args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    println!("{}", usage.max_rss());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--measure-rss") {
+        return measure_rss(&args[2..]);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+async fn bench() {
     let rounds: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
@@ -78,42 +106,103 @@ async fn main() {
     }
     let dir = support::dirs::tempdir();
 
-    // Cold fill of one provider vs the shell floor, alternating, 3 times each.
+    // Cold fill of one provider by the agent binary vs the shell floor, alternating which goes
+    // first, 5 times each; then the fill's peak RSS, 3 times in fresh wrapper processes.
     let zip_url = reg
         .server
         .url
         .join(&Registry::zip_path("hashicorp", "null1", "2.1.2"))
         .unwrap();
+    let hosts = reg.hosts_var();
+    let agent = |cache: &Path| {
+        AgentBuilder::new(&[])
+            .env("SCALR_AGENT_CACHE_DIR", cache)
+            .env("SCALR_AGENT_DATA_DIR", dir.path().join("data"))
+            .env("SCALR_AGENT_PROVIDER_REGISTRY_HOSTS", &hosts)
+    };
+    let add = [
+        "software",
+        "providers",
+        "--add",
+        &format!("{HOST}/hashicorp/null1@2.1.2"),
+        "--json",
+    ];
     let (mut fills, mut floors) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        for step in 0..2 {
+            if (i + step) % 2 == 0 {
+                let cache = dir.path().join(format!("cold{i}"));
+                let t = Instant::now();
+                let out = agent(&cache).output_blocking(&add);
+                fills.push(t.elapsed());
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::fs::remove_dir_all(&cache).unwrap();
+            } else {
+                let work = dir.path().join(format!("floor{i}"));
+                std::fs::create_dir(&work).unwrap();
+                let script = format!(
+                    "curl -sf -o p.zip '{zip_url}' && sha256sum p.zip >/dev/null && unzip -q p.zip -d out && sync -f out"
+                );
+                let t = Instant::now();
+                let ok = Command::new("sh")
+                    .args(["-c", &script])
+                    .current_dir(&work)
+                    .status()
+                    .unwrap();
+                floors.push(t.elapsed());
+                assert!(ok.success());
+                std::fs::remove_dir_all(&work).unwrap();
+            }
+        }
+    }
+    let mut rss = Vec::new();
+    let measure = std::env::current_exe().unwrap();
     for i in 0..3 {
-        let s = store(&reg, &dir.path().join(format!("cold{i}")));
-        let t = Instant::now();
-        s.ensure(&pkg("null1")).await.unwrap();
-        fills.push(t.elapsed());
-        let work = dir.path().join(format!("floor{i}"));
-        std::fs::create_dir(&work).unwrap();
-        let t = Instant::now();
-        let script = format!(
-            "curl -sf -o p.zip '{zip_url}' && sha256sum p.zip >/dev/null && unzip -q p.zip -d out && sync -f out"
+        let cache = dir.path().join(format!("rss{i}"));
+        let out = agent(&cache)
+            .wrapped(measure.to_str().unwrap(), &["--measure-rss"])
+            .output_blocking(&add);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        let ok = Command::new("sh")
-            .args(["-c", &script])
-            .current_dir(&work)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        floors.push(t.elapsed());
+        rss.push(
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
     }
     let (fill, floor) = (percentile(&mut fills, 0.5), percentile(&mut floors, 0.5));
     println!(
-        "cold fill of one provider: {:.3} s; curl+sha256sum+unzip: {:.3} s; ratio {:.2}",
+        "cold fill of one provider (agent process): median {:.3} s (min {:.3}, max {:.3}); curl+sha256sum+unzip+sync: median {:.3} s (min {:.3}, max {:.3}); ratio {:.2}",
         fill.as_secs_f64(),
+        fills[0].as_secs_f64(),
+        fills[fills.len() - 1].as_secs_f64(),
         floor.as_secs_f64(),
+        floors[0].as_secs_f64(),
+        floors[floors.len() - 1].as_secs_f64(),
         fill.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "peak RSS of the agent during a cold fill: max {:.1} MB of {:?} KiB",
+        *rss.iter().max().unwrap() as f64 / 1024.0,
+        rss
     );
 
     // Seeding of 5 stored providers into fresh plugin caches.
-    let s = store(&reg, &dir.path().join("warm"));
+    // A store path of 60 bytes or more (as deep deployments have): the run's one link to it
+    // then takes a disk block of its own, the worst case.
+    let deep = dir
+        .path()
+        .join("a-deep-cache-directory-path-for-the-worst-case/providers");
+    let s = store(&reg, &deep);
     for k in &kinds {
         s.ensure(&pkg(k)).await.unwrap();
     }

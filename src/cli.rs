@@ -99,6 +99,10 @@ enum SoftwareCommand {
         /// Apply the eviction policy first (damaged, unused, then LRU above the size limit).
         #[arg(long)]
         prune: bool,
+        /// Download, verify and store a provider for this machine's platform first, as the
+        /// agent does after a run (repeatable): `HOST/NAMESPACE/TYPE@VERSION`.
+        #[arg(long, value_name = "PROVIDER@VERSION")]
+        add: Vec<String>,
     },
 }
 
@@ -280,7 +284,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             json,
             verify,
             prune,
-        }) => providers(&config, json, verify, prune).await?,
+            add,
+        }) => providers(&config, json, verify, prune, &add).await?,
         Command::Software(SoftwareCommand::Prune { json }) => {
             let report = tokio::task::spawn_blocking(move || cache.prune()).await??;
             let mut out = std::io::stdout().lock();
@@ -307,8 +312,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// `software providers`: the provider store's entries, optionally pruned first.
-async fn providers(config: &Config, json: bool, verify: bool, prune: bool) -> anyhow::Result<()> {
+async fn providers(
+    config: &Config,
+    json: bool,
+    verify: bool,
+    prune: bool,
+    add: &[String],
+) -> anyhow::Result<()> {
     let store = crate::providers::ProviderStore::new(config.providers.clone(), config.http.clone());
+    for spec in add {
+        let pkg = crate::providers::addr::Package::parse_spec(spec)?;
+        let ensured = store.ensure(&pkg).await?;
+        if !json {
+            let how = if ensured.filled.is_some() {
+                "added"
+            } else {
+                "already stored"
+            };
+            writeln!(
+                std::io::stdout().lock(),
+                "{how}: {pkg} {}",
+                ensured.manifest.h1
+            )?;
+        }
+    }
     let (report, rows) = tokio::task::spawn_blocking(move || {
         let report = if prune { Some(store.prune()) } else { None };
         (report.transpose(), store.list(verify))

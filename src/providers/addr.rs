@@ -107,6 +107,21 @@ impl Package {
         })
     }
 
+    /// `[HOST/]NAMESPACE/TYPE@VERSION` for this machine's platform (`software providers --add`).
+    pub fn parse_spec(spec: &str) -> Result<Package, AddrError> {
+        let (provider, version) = spec.split_once('@').ok_or_else(|| AddrError {
+            what: "package",
+            given: spec.into(),
+            expected: "[HOST/]NAMESPACE/TYPE@VERSION such as hashicorp/null@3.2.1",
+        })?;
+        let target = host_target().ok_or_else(|| AddrError {
+            what: "platform",
+            given: std::env::consts::ARCH.into(),
+            expected: "a machine with provider builds (x86_64 or aarch64)",
+        })?;
+        Package::new(provider.parse()?, version, target)
+    }
+
     /// `(os, arch)` of the target.
     pub fn os_arch(&self) -> (&str, &str) {
         self.target.split_once('_').expect("checked in new")
@@ -171,6 +186,8 @@ mod tests {
         let p: Provider = "h.io/n/t".parse().unwrap();
         assert!(Package::new(p.clone(), "../1", "linux_amd64").is_err());
         assert!(Package::new(p.clone(), "1.0.0", "linux/amd64").is_err());
+        assert!(Package::parse_spec("h.io/n/t").is_err());
+        assert_eq!(Package::parse_spec("n/t@1.2.3").unwrap().version, "1.2.3");
         let pkg = Package::new(p, "1.0.0-beta+x", "linux_amd64").unwrap();
         assert_eq!(
             pkg.rel_path(),

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use super::addr::Provider;
 
-/// Largest lock file read.
-pub const MAX_LOCK_FILE: u64 = 1 << 20;
 pub const LOCK_FILE: &str = ".terraform.lock.hcl";
 
 /// What the lock file says about one provider.
@@ -78,8 +76,9 @@ pub fn parse(text: &str, path: &Path) -> Result<LockFile, LockFileError> {
 }
 
 /// Reads the lock file in a working directory that the task's own processes can write, through
-/// `taskfs` (the one way the agent reads a task's files: no link followed, a regular file of the
-/// task's uid, at most the lock file's limit). `Ok(None)`: no lock file. Blocking.
+/// `taskfs` (the one way the agent reads a task's files: no link followed, opened without
+/// blocking, a regular file of the task's uid with one link, at most
+/// [`crate::taskfs::LOCK_FILE_LIMIT`]). `Ok(None)`: no lock file. Blocking.
 pub fn read_task_lock_file(
     root: &crate::taskfs::TaskRoot,
     workdir: &Path,
@@ -147,5 +146,25 @@ provider "registry.terraform.io/hashicorp/null" {
         assert!(read_task_lock_file(&root, dir.path()).is_err());
         std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
         assert!(read_task_lock_file(&root, dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_fifos_and_oversized_files_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE);
+        nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let root = crate::taskfs::TaskRoot::open(dir.path()).unwrap();
+        let err = read_task_lock_file(&root, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("expected a regular file"), "{err}");
+        std::fs::remove_file(&lock).unwrap();
+        let f = std::fs::File::create(&lock).unwrap();
+        f.set_len(crate::taskfs::LOCK_FILE_LIMIT + 1).unwrap();
+        let err = read_task_lock_file(&root, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("lock file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&crate::taskfs::LOCK_FILE_LIMIT.to_string()),
+            "{err}"
+        );
     }
 }

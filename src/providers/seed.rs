@@ -15,11 +15,15 @@
 //!   records its Linux `h1:` (the run's new lock then lists this platform only).
 //!
 //! The agent never edits the lock file. Offered entries are symlinks
-//! `<plugin cache>/HOST/NS/TYPE/VERSION/TARGET -> <store entry>/pkg`, made by the agent in the
-//! run's own directory (parents owned by the run's uid, so Terraform can add what the store
-//! lacks); each offered entry is leased for the whole run.
+//! `<plugin cache>/HOST/NS/TYPE/VERSION/TARGET -> ../../../../.store/<id>`, where
+//! `<plugin cache>/.store` links to the store's `.by-id` aliases of each entry's `pkg/`
+//! ([`store::Layout::ensure_alias`]): the short targets stay in the links' inodes, so a run
+//! costs its directories and one link (Terraform ignores links above the leaf level). They are
+//! made by the agent in the run's own directory (parents owned by the run's uid, so Terraform
+//! can add what the store lacks); each offered entry is leased for the whole run.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{lchown, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,9 @@ use super::addr::{Package, Provider};
 use super::lockfile::{LockFile, Locked};
 use super::store::{self, Manifest};
 use super::{Lease, ProviderStore};
+
+/// The link in a run's plugin cache to the store's `.by-id` directory.
+pub const STORE_LINK: &str = ".store";
 
 /// Whether the tool reuses a cache entry only when the lock accepts its `h1:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +101,16 @@ pub fn seed(
                     let Ok(manifest) = store::check_entry(layout, &pkg) else {
                         continue;
                     };
-                    link(plugin_dir, &pkg, &layout.pkg_dir(&pkg), owner)?;
+                    if out.offered.is_empty() {
+                        let store_link = plugin_dir.join(STORE_LINK);
+                        symlink(layout.by_id(), &store_link)?;
+                        if let Some((uid, gid)) = owner {
+                            lchown(&store_link, Some(uid), Some(gid))?;
+                        }
+                    }
+                    let id = layout.ensure_alias(&pkg)?;
+                    let target = Path::new("../../../..").join(STORE_LINK).join(id);
+                    link(plugin_dir, &pkg, &target, owner)?;
                     store::touch_last_used(layout, &pkg);
                     if locked.is_none() && policy == CachePolicy::Strict {
                         out.may_break_lock = true;
@@ -166,14 +182,14 @@ fn link(
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
+                    lchown(&dir, Some(uid), Some(gid))?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
-    std::os::unix::fs::symlink(target, plugin_dir.join(rel))
+    symlink(target, plugin_dir.join(rel))
 }
 
 /// What a run's plugin cache holds after init.
@@ -185,10 +201,12 @@ pub struct RunCache {
     pub downloaded: Vec<(Package, u64)>,
 }
 
-/// Lists `plugin_dir` without following anything the run made. Blocking.
+/// Lists `plugin_dir` without following anything the run made: only real directories are
+/// descended into (the `.store` link and any link the run put above the leaf level are
+/// skipped, as Terraform skips them). Blocking.
 pub fn inspect(plugin_dir: &Path) -> RunCache {
     let mut out = RunCache::default();
-    let dirs = |p: &Path| -> Vec<(String, PathBuf, std::fs::FileType)> {
+    let entries = |p: &Path| -> Vec<(String, PathBuf, std::fs::FileType)> {
         std::fs::read_dir(p)
             .into_iter()
             .flatten()
@@ -199,20 +217,21 @@ pub fn inspect(plugin_dir: &Path) -> RunCache {
             })
             .collect()
     };
-    for (host, hp, ht) in dirs(plugin_dir) {
-        for (ns, np, nt) in dirs(&hp) {
-            for (kind, kp, kt) in dirs(&np) {
+    let dirs = |p: &Path| -> Vec<(String, PathBuf)> {
+        entries(p)
+            .into_iter()
+            .filter(|(_, _, t)| t.is_dir())
+            .map(|(n, p, _)| (n, p))
+            .collect()
+    };
+    for (host, hp) in dirs(plugin_dir) {
+        for (ns, np) in dirs(&hp) {
+            for (kind, kp) in dirs(&np) {
                 let Ok(provider) = format!("{host}/{ns}/{kind}").parse::<Provider>() else {
                     continue;
                 };
-                if !(ht.is_dir() && nt.is_dir() && kt.is_dir()) {
-                    continue;
-                }
-                for (version, vp, vt) in dirs(&kp) {
-                    if !vt.is_dir() {
-                        continue;
-                    }
-                    for (target, tp, tt) in dirs(&vp) {
+                for (version, vp) in dirs(&kp) {
+                    for (target, tp, tt) in entries(&vp) {
                         let Ok(pkg) = Package::new(provider.clone(), &version, &target) else {
                             continue;
                         };

@@ -4,6 +4,8 @@
 //! <cache>/providers/<host>/<ns>/<type>/<version>/<os_arch>/manifest.json  how it was verified
 //!                                                         /pkg/          the extracted zip
 //!                                                         /.last-used    mtime = last use
+//! <cache>/providers/.by-id/<id> -> ../<host>/<ns>/<type>/<version>/<os_arch>/pkg
+//!                                         a short alias, so a run's link fits in an inode
 //! <cache>/providers/.locks/<slug>.fill    held (exclusive) while filling the entry
 //! <cache>/providers/.locks/<slug>.lease   held (shared) while a run links the entry
 //! <cache>/providers/.tmp/  .trash/        staging and deletion, never trusted
@@ -32,6 +34,7 @@ use crate::software::locks as shared;
 pub const MANIFEST: &str = "manifest.json";
 pub const PKG: &str = "pkg";
 const LAST_USED: &str = ".last-used";
+const BY_ID: &str = ".by-id";
 const SCHEMA: u32 = 1;
 
 /// One file of a stored package.
@@ -89,6 +92,10 @@ impl Layout {
     pub fn tmp(&self) -> PathBuf {
         self.root.join(".tmp")
     }
+    /// The directory of short aliases ([`Layout::ensure_alias`]).
+    pub fn by_id(&self) -> PathBuf {
+        self.root.join(BY_ID)
+    }
     fn trash(&self) -> PathBuf {
         self.root.join(".trash")
     }
@@ -131,9 +138,40 @@ impl Layout {
         Ok(())
     }
 
-    /// Moves an entry aside atomically, then deletes it.
+    /// Makes sure `.by-id/<id>` is a relative link to the entry's `pkg/` and returns `<id>`
+    /// (16 hex digits of the SHA-256 of the entry's slug). A run's plugin cache links to
+    /// `.by-id/<id>` through one link to `.by-id` instead of to the entry's long path: a link
+    /// target under 60 bytes is kept in the inode, so each costs no disk block. A wrong or
+    /// missing alias is replaced atomically (a new link renamed over it).
+    pub fn ensure_alias(&self, pkg: &Package) -> io::Result<String> {
+        let id = alias_id(pkg);
+        let link = self.by_id().join(&id);
+        let target = Path::new("..").join(pkg.rel_path()).join(PKG);
+        if fs::read_link(&link).is_ok_and(|t| t == target) {
+            return Ok(id);
+        }
+        match fs::create_dir(self.by_id()) {
+            Ok(()) => fs::set_permissions(self.by_id(), fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let tmp = self
+            .by_id()
+            .join(format!(".{id}.{:x}", rand::random::<u64>()));
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        fs::rename(&tmp, &link).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        Ok(id)
+    }
+
+    /// Moves an entry aside atomically, then deletes it (and its alias).
     pub fn remove_entry(&self, pkg: &Package) -> io::Result<()> {
         let dir = self.entry(pkg);
+        match fs::remove_file(self.by_id().join(alias_id(pkg))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         fs::create_dir_all(self.trash())?;
         let dest = self
             .trash()
@@ -171,25 +209,38 @@ impl Layout {
         out
     }
 
-    /// Removes the trash and staging directories older than a day (of dead fills).
+    /// Removes the trash, staging directories older than a day (of dead fills) and alias
+    /// links a dead process left half-made.
     pub fn sweep_leftovers(&self) {
+        let old = |item: &fs::DirEntry| {
+            item.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600)
+        };
+        for item in fs::read_dir(self.by_id()).into_iter().flatten().flatten() {
+            if item.file_name().to_string_lossy().starts_with('.') && old(&item) {
+                let _ = fs::remove_file(item.path());
+            }
+        }
         for item in fs::read_dir(self.trash()).into_iter().flatten().flatten() {
             make_writable(&item.path());
             let _ = fs::remove_dir_all(item.path());
         }
         for item in fs::read_dir(self.tmp()).into_iter().flatten().flatten() {
-            let old = item
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 24 * 3600);
-            if old {
+            if old(&item) {
                 make_writable(&item.path());
                 let _ = fs::remove_dir_all(item.path());
             }
         }
     }
+}
+
+/// The name of an entry's alias in `.by-id`.
+fn alias_id(pkg: &Package) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(pkg.slug().as_bytes())[..8])
 }
 
 /// Non-hidden directory names in `dir`.

@@ -22,6 +22,7 @@ mod platform;
 mod private;
 mod protocol;
 mod providers;
+mod providers_daemon;
 mod reclaim;
 mod relay;
 mod sandbox;

@@ -11,7 +11,7 @@ use scalr_agent::providers::{FillError, ProviderStore, Settings, hash, store};
 
 use crate::support::exec::{Exec, text};
 use crate::support::keys::TestKey;
-use crate::support::procs::processes_with;
+use crate::support::procs::{marker, processes_with};
 use crate::support::providers::{null_bytes, null_zip, provider_zip};
 use crate::support::registry::{HOST, Publish, Registry};
 
@@ -391,23 +391,33 @@ async fn a_hook_cannot_modify_the_store() {
 async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
     let f = Fixture::new().await;
     f.plan("lease-fill", None).await;
-    // The hook sleeps (the sandbox lets it write nowhere the test could see); the test finds
-    // its sleep by its unique duration while the run, leasing the entry since init, waits.
+    // The hook sleeps until the test kills its `sleep` (found by a number no other process's
+    // command line holds, so a concurrent test run elsewhere on the machine cannot be taken
+    // for it); the run leases the entry from before init until after the run.
+    let m = marker();
     let mut task = f.task("lease-1");
-    task["workspace"]["hooks"] = json!({ "pre_plan": "sleep 6.4321" });
+    task["workspace"]["hooks"] = json!({ "pre_plan": format!("sleep {m} || true") });
     let run = f.e.run(&task, &[]);
     tokio::pin!(run);
-    let prune = || {
+    let prune = || async {
         let out =
             f.e.h
                 .agent()
                 .env("SCALR_AGENT_PROVIDER_CACHE_SIZE_LIMIT_MB", "0")
-                .output_blocking(&["software", "providers", "--prune", "--json"]);
+                .output(&["software", "providers", "--prune", "--json"])
+                .await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
+    let sleeps = || {
+        processes_with(&m)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("sleep "))
+            .map(|(pid, _)| pid)
+            .collect::<Vec<_>>()
+    };
     let waited = async {
-        while processes_with("6.4321").is_empty() {
+        while sleeps().is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
@@ -415,17 +425,28 @@ async fn a_leased_entry_survives_forced_eviction_while_its_run_uses_it() {
         () = waited => {}
         r = &mut run => panic!("the run ended before its hook waited: {}", text(&r.0.stdout)),
     }
-    let report = prune();
+    // The run cannot end while the prune runs: its hook waits for the kill below.
+    let report = tokio::select! {
+        report = prune() => report,
+        r = &mut run => panic!("the run ended before the kill: {}", text(&r.0.stdout)),
+    };
     assert_eq!(
         report["pruned"]["kept_in_use"],
         json!([null_pkg().to_string()]),
         "{report:#}"
     );
     assert_store_intact(&f.store_root(), &null_pkg());
+    for pid in sleeps() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
     let (out, result, _) = run.await;
     assert_eq!(result["status"], "succeeded", "{}", text(&out.stdout));
     // Lease released: the same forced eviction now removes it.
-    let report = prune();
+    let report = prune().await;
     assert_eq!(
         report["pruned"]["removed"].as_array().unwrap().len(),
         1,
@@ -462,7 +483,10 @@ async fn kill_9_during_a_fill_leaves_no_entry_that_passes_the_check() {
         () = waited => {}
         r = &mut run => panic!("the run ended before its fill: {}", text(&r.0.stdout)),
     }
-    let (pid, _) = processes_with("kill-fill.json")
+    // The full path of this test's task file: a concurrent run of this test elsewhere on the
+    // machine has its own.
+    let task_file = f.e.dir.join("kill-fill.json").display().to_string();
+    let (pid, _) = processes_with(&task_file)
         .into_iter()
         .find(|(_, cmd)| cmd.contains(" exec "))
         .expect("exec is running");

@@ -266,9 +266,21 @@ async fn a_restart_with_the_state_file_reclaims_and_finishes_its_spooled_task_ex
 async fn restart_as_a_new_agent(d: &Daemon, name: &str, old_id: &str) -> String {
     // The dead agent's name is free again after a second without contact.
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    let registered = |i: &crate::support::control_plane::Inner| {
+        i.register_outcomes
+            .iter()
+            .filter(|o| o.status == 201)
+            .count()
+    };
+    let before = registered(&d.cp.lock());
     let mut second = d.start(name, &[]);
     d.cp.wait_for("the server ended t1", LONG, |i| {
         i.tasks["t1"].ended_by_server.is_some()
+    })
+    .await;
+    // The lease may run out before the second agent got through registration (under load).
+    d.cp.wait_for("the second agent registered", LONG, |i| {
+        registered(i) > before
     })
     .await;
     let outcome =

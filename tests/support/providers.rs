@@ -56,3 +56,28 @@ pub fn null_zip(kind: &str, version: &str) -> Vec<u8> {
     fs::rename(&tmp, &path).unwrap();
     bytes
 }
+
+/// A large realistic stand-in for a provider such as AWS: the real null provider with the real
+/// Terraform 1.0.3 executable appended `copies` times (the ELF loader ignores trailing bytes,
+/// so it still runs; program bytes deflate at a realistic ratio, unlike random padding). Its
+/// zip is cached on disk like [`null_zip`]; returns the zip's path.
+pub fn big_zip(kind: &str, version: &str, copies: usize) -> PathBuf {
+    let dir = cache_dir().join("provider-null-2.1.2");
+    let path = dir.join(format!("{kind}_{version}_big{copies}.zip"));
+    if path.exists() {
+        return path;
+    }
+    let mut program = null_bytes().to_vec();
+    let filler = fs::read(super::terraform::real_terraform()).unwrap();
+    for _ in 0..copies {
+        program.extend_from_slice(&filler);
+    }
+    let bytes = provider_zip(kind, version, &program);
+    let tmp = dir.join(format!(
+        "{kind}_{version}_big{copies}.zip.{}",
+        std::process::id()
+    ));
+    fs::write(&tmp, &bytes).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
