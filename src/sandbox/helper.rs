@@ -187,6 +187,36 @@ fn read_spec() -> Result<HelperSpec, HelperError> {
 /// Forks and execs the stage, applying the layers in the child; returns it with the layers'
 /// report (sent back over a close-on-exec pipe).
 fn start(spec: &HelperSpec) -> Result<(std::process::Child, Vec<LayerReport>), HelperError> {
+    // A program written a moment ago (the software cache's install, a task's own file) can still
+    // be open for writing in a child that some process forked while it was open: that copy of
+    // the descriptor lives until the child execs or exits, and `execve` fails with ETXTBSY
+    // meanwhile. The window is short: try again for about a second before giving up.
+    let mut busy_retries = 20;
+    loop {
+        match start_once(spec) {
+            Err(Start::Busy(_)) if busy_retries > 0 => {
+                busy_retries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(Start::Busy(e) | Start::Failed(e)) => return Err(e),
+            Ok(started) => return Ok(started),
+        }
+    }
+}
+
+/// Why one attempt to start the stage failed: its program was busy (ETXTBSY), or anything else.
+enum Start {
+    Busy(HelperError),
+    Failed(HelperError),
+}
+
+impl From<HelperError> for Start {
+    fn from(e: HelperError) -> Self {
+        Start::Failed(e)
+    }
+}
+
+fn start_once(spec: &HelperSpec) -> Result<(std::process::Child, Vec<LayerReport>), Start> {
     let (report_rd, report_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("report pipe"))?;
     let merged: OwnedFd = std::io::stderr().as_fd_owned().map_err(io("dup stderr"))?;
@@ -237,14 +267,19 @@ fn start(spec: &HelperSpec) -> Result<(std::process::Child, Vec<LayerReport>), H
         Ok(child) => Ok((child, serde_json::from_slice(&report).unwrap_or_default())),
         Err(e) => {
             let detail = serde_json::from_slice::<String>(&report).unwrap_or_default();
-            Err(HelperError::Start {
+            let error = HelperError::Start {
                 program: spec.program.clone(),
                 detail: if detail.is_empty() {
                     e.to_string()
                 } else {
                     detail
                 },
-            })
+            };
+            if e.raw_os_error() == Some(nix::libc::ETXTBSY) {
+                Err(Start::Busy(error))
+            } else {
+                Err(Start::Failed(error))
+            }
         }
     }
 }

@@ -126,6 +126,36 @@ async fn a_missing_program_is_a_clear_error() {
     );
 }
 
+/// A program still open for writing somewhere (here: by this test; in the agent: a child forked
+/// while the software cache wrote it) makes `execve` fail with ETXTBSY. The helper waits for the
+/// writer to go rather than failing the stage.
+#[tokio::test]
+async fn a_program_briefly_open_for_writing_still_starts() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let program = dir.path().join("tool");
+    let mut writer = std::fs::File::create(&program).unwrap();
+    writer.write_all(b"#!/bin/sh\necho tool-ran\n").unwrap();
+    writer.flush().unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = sh("unused", dir.path());
+    spec.program = program;
+    spec.args = vec![];
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(writer);
+    });
+    let mut stage = Launcher::new(BIN).spawn(&spec).await.unwrap();
+    let mut out = stage.take_output().unwrap();
+    let mut text = String::new();
+    let (read, exit) = tokio::join!(out.read_to_string(&mut text), stage.wait());
+    read.unwrap();
+    assert_eq!(exit.unwrap().code, Some(0), "{text}");
+    assert_eq!(text.trim(), "tool-ran");
+    closer.await.unwrap();
+}
+
 /// `(state, parent)` from `/proc/<pid>/stat`, if the process exists.
 fn state_and_parent(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
