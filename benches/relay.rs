@@ -3,7 +3,8 @@
 //! - clone of a repository of about 100 MB (incompressible content) through the relay vs
 //!   directly from the git server, alternating, best and median of the rounds;
 //! - the relay's peak RSS (VmHWM of a fresh process) relaying a 1 MiB and a 1 GiB response;
-//! - small API calls per second at parallelism 1, 4 and 16.
+//! - small API calls per second at parallelism 1, 4 and 16, against an API that answers at
+//!   once and one that answers after 5 ms, with the CPU the relay and the harness used.
 //!
 //! `cargo bench --bench relay [-- ROUNDS]` (3 clone rounds by default).
 #![allow(
@@ -115,34 +116,61 @@ async fn rss_bench(gw: &Gateway, vcs: &GitServer) {
     }
 }
 
-async fn rate_bench(gw: &Gateway, vcs: &GitServer) {
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name's closing parenthesis: state is the first, utime the
+    // 12th and stime the 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let hz = rustix::param::clock_ticks_per_second();
+    Duration::from_secs_f64((f[0] + f[1]) as f64 / hz as f64)
+}
+
+/// Small API calls per second through the relay at parallelism 1, 4 and 16, `path` on the
+/// VCS (with `?test=wait&ms=N` the fake API answers after N ms), and the CPU the relay and
+/// this process (gateway, VCS and callers) used meanwhile, in CPUs: near 2 on this 2-core
+/// machine means the rate measures the CPUs, not the relay's concurrency.
+async fn rate_bench(gw: &Gateway, vcs: &GitServer, path: &str, calls_at_1: usize) {
+    println!("{path}:");
     let mut rates = Vec::new();
     for p in [1usize, 4, 16] {
         let ps = p.to_string();
         let mut r = relay(gw, vcs, &[("SCALR_AGENT_RELAY_PARALLELISM", ps.as_str())]).await;
-        let calls = 400 * p.min(4);
+        let relay_pid = r.child.id().unwrap().to_string();
+        let calls = calls_at_1 * p.min(4);
+        let (relay0, own0) = (cpu_time(&relay_pid), cpu_time("self"));
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..p {
             let gw = gw.clone();
+            let path = path.to_string();
             tasks.spawn(async move {
                 for _ in 0..calls / p {
-                    let (status, _, _) = gw
-                        .call("GET", "/api/v4/user", &[], None)
-                        .await
-                        .collect()
-                        .await;
+                    let (status, _, _) = gw.call("GET", &path, &[], None).await.collect().await;
                     assert_eq!(status, 200, "worker {w}");
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
-        let rate = calls as f64 / t.elapsed().as_secs_f64();
+        let took = t.elapsed();
+        let rate = calls as f64 / took.as_secs_f64();
+        let cpus = |used: Duration| used.as_secs_f64() / took.as_secs_f64();
+        let relay_cpus = cpus(cpu_time(&relay_pid) - relay0);
+        let own_cpus = cpus(cpu_time("self") - own0);
         rates.push(rate);
-        println!("parallelism {p:>2}: {calls} calls, {rate:.0} calls/s");
+        println!(
+            "  parallelism {p:>2}: {calls} calls, {rate:.0} calls/s; CPUs used: relay \
+             {relay_cpus:.2}, gateway + VCS + callers {own_cpus:.2}"
+        );
         r.stop(Duration::from_secs(30)).await;
     }
-    println!("16 vs 1: {:.1}x", rates[2] / rates[0]);
+    println!("  16 vs 1: {:.1}x", rates[2] / rates[0]);
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -159,7 +187,8 @@ async fn main() {
     println!("repository built in {:.1?}", t.elapsed());
     let vcs = GitServer::start(&root).await;
     let gw = Gateway::start().await;
-    rate_bench(&gw, &vcs).await;
+    rate_bench(&gw, &vcs, "/api/v4/user", 2000).await;
+    rate_bench(&gw, &vcs, "/api/v4/user?test=wait&ms=5", 400).await;
     rss_bench(&gw, &vcs).await;
     clone_bench(&gw, &vcs, dir.path(), rounds).await;
 }
