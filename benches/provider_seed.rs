@@ -62,23 +62,10 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Re-executed as `--measure-rss CMD...`: runs CMD and prints the children's peak RSS in KiB.
-fn measure_rss(args: &[String]) {
-    let status = Command::new(&args[0])
-        .args(&args[1..])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{status}");
-    let usage =
-        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    println!("{}", usage.max_rss());
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--measure-rss") {
-        return measure_rss(&args[2..]);
+    if support::rss::measure_if_asked(&args) {
+        return;
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -160,23 +147,9 @@ async fn bench() {
         }
     }
     let mut rss = Vec::new();
-    let measure = std::env::current_exe().unwrap();
     for i in 0..3 {
         let cache = dir.path().join(format!("rss{i}"));
-        let out = agent(&cache)
-            .wrapped(measure.to_str().unwrap(), &["--measure-rss"])
-            .output_blocking(&add);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        rss.push(
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .unwrap(),
-        );
+        rss.push(support::rss::peak_kib(agent(&cache), &add));
         std::fs::remove_dir_all(&cache).unwrap();
     }
     let (fill, floor) = (percentile(&mut fills, 0.5), percentile(&mut floors, 0.5));

@@ -25,17 +25,7 @@ use support::agent::AgentBuilder;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // Re-executed as `--measure-rss CMD...`: run CMD and print the children's peak RSS in KiB.
-    if args.get(1).map(String::as_str) == Some("--measure-rss") {
-        let status = Command::new(&args[2])
-            .args(&args[3..])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{status}");
-        let usage =
-            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-        println!("{}", usage.max_rss());
+    if support::rss::measure_if_asked(&args) {
         return;
     }
     let rounds: usize = args
@@ -107,21 +97,7 @@ fn main() {
         }
         // Peak RSS of a cold install, in a fresh process so no other child counts.
         let dir = work.path().join(format!("rss-{round}"));
-        let measure = std::env::current_exe().unwrap();
-        let out = agent(&dir)
-            .wrapped(measure.to_str().unwrap(), &["--measure-rss"])
-            .output_blocking(&install);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        rss.push(
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .unwrap(),
-        );
+        rss.push(support::rss::peak_kib(agent(&dir), &install));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

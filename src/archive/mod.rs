@@ -161,21 +161,7 @@ fn extract_zip(
             });
         }
         if name == entry {
-            if found.is_some() {
-                return Err(ExtractError::Duplicate {
-                    expected: entry.into(),
-                });
-            }
-            if !f.is_file() {
-                return Err(ExtractError::NotRegular { entry: raw });
-            }
-            if f.size() > cap {
-                return Err(ExtractError::TooLarge {
-                    entry: raw,
-                    size: f.size(),
-                    cap,
-                });
-            }
+            check_wanted(entry, &raw, found.is_some(), f.is_file(), f.size(), cap)?;
             found = Some(i);
         }
         names.push(raw);
@@ -227,27 +213,46 @@ fn extract_tar_gz(
             });
         }
         if name == entry {
-            if found.is_some() {
-                return Err(ExtractError::Duplicate {
-                    expected: entry.into(),
-                });
-            }
-            if !kind.is_file() {
-                return Err(ExtractError::NotRegular { entry: raw });
-            }
-            let size = item.size();
-            if size > cap {
-                return Err(ExtractError::TooLarge {
-                    entry: raw,
-                    size,
-                    cap,
-                });
-            }
+            check_wanted(
+                entry,
+                &raw,
+                found.is_some(),
+                kind.is_file(),
+                item.size(),
+                cap,
+            )?;
             found = Some(copy_capped(&mut item, entry, dest, cap)?);
         }
         names.push(raw);
     }
     found.ok_or_else(|| missing(entry, &names))
+}
+
+/// The checks on the wanted entry itself: named only once, a regular file, within the cap.
+fn check_wanted(
+    entry: &str,
+    raw: &str,
+    seen: bool,
+    regular: bool,
+    size: u64,
+    cap: u64,
+) -> Result<(), ExtractError> {
+    if seen {
+        return Err(ExtractError::Duplicate {
+            expected: entry.into(),
+        });
+    }
+    if !regular {
+        return Err(ExtractError::NotRegular { entry: raw.into() });
+    }
+    if size > cap {
+        return Err(ExtractError::TooLarge {
+            entry: raw.into(),
+            size,
+            cap,
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn missing(entry: &str, names: &[String]) -> ExtractError {

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use regex::Regex;
+use url::Url;
+
 use super::parse::{Parser, Raw, nonempty};
 use super::{Config, Problem};
 use crate::relay::{Settings, Vendor};
@@ -15,64 +18,15 @@ pub const METADATA_PREFIX: &str = "SCALR_AGENT_METADATA_";
 const MAX_TAGS: usize = 32;
 
 /// The relay's settings; `None` (with problems recorded) when a required one is missing.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one setting per line: every variable the relay's settings take, read in one place"
-)]
 pub(super) fn parse(
     p: &mut Parser<'_>,
     raw: &Raw,
     metadata: Vec<(String, String)>,
     config: &Config,
 ) -> Option<Settings> {
-    let vcs_url = match nonempty(raw.scalr_agent_vcs_url.clone()) {
-        None => {
-            p.missing("SCALR_AGENT_VCS_URL", "the VCS's base URL, e.g. https://gitlab.internal/gitlab");
-            None
-        }
-        Some(v) => p.url("SCALR_AGENT_VCS_URL", &v).and_then(|u| {
-            if u.password().is_some() || !u.username().is_empty() || u.query().is_some() || u.fragment().is_some() {
-                p.bad(
-                    "SCALR_AGENT_VCS_URL",
-                    &crate::http::redact(&u),
-                    "a URL without credentials, query or fragment (VCS credentials come with each request)",
-                );
-                None
-            } else {
-                Some(u)
-            }
-        }),
-    };
-    let vendor = match nonempty(raw.scalr_agent_vcs_vendor.clone()) {
-        None => {
-            p.missing(
-                "SCALR_AGENT_VCS_VENDOR",
-                "`github_enterprise`, `gitlab`, `bitbucket_datacenter` or `azure_devops`",
-            );
-            None
-        }
-        Some(v) => Vendor::from_name(v.trim()).or_else(|| {
-            p.bad(
-                "SCALR_AGENT_VCS_VENDOR",
-                &v,
-                "`github_enterprise`, `gitlab`, `bitbucket_datacenter` or `azure_devops`",
-            );
-            None
-        }),
-    };
-    let allowed_projects = nonempty(raw.scalr_agent_vcs_allowed_projects.clone()).and_then(|v| {
-        match crate::relay::rules::anchored(&v) {
-            Ok(re) => Some(re),
-            Err(e) => {
-                p.bad(
-                    "SCALR_AGENT_VCS_ALLOWED_PROJECTS",
-                    &v,
-                    &format!("a regular expression ({e})"),
-                );
-                None
-            }
-        }
-    });
+    let vcs_url = vcs_url(p, raw);
+    let vendor = vendor(p, raw);
+    let allowed_projects = allowed_projects(p, raw);
     let rules_file = nonempty(raw.scalr_agent_relay_rules_file.clone())
         .map(|v| p.abs_path("SCALR_AGENT_RELAY_RULES_FILE", &v));
     let parallelism = p
@@ -160,4 +114,64 @@ fn tags(p: &mut Parser<'_>, vars: Vec<(String, String)>) -> BTreeMap<String, Str
         });
     }
     out
+}
+
+/// `SCALR_AGENT_VCS_URL` (required): the VCS's base URL, without credentials, query or
+/// fragment.
+fn vcs_url(p: &mut Parser<'_>, raw: &Raw) -> Option<Url> {
+    match nonempty(raw.scalr_agent_vcs_url.clone()) {
+        None => {
+            p.missing("SCALR_AGENT_VCS_URL", "the VCS's base URL, e.g. https://gitlab.internal/gitlab");
+            None
+        }
+        Some(v) => p.url("SCALR_AGENT_VCS_URL", &v).and_then(|u| {
+            if u.password().is_some() || !u.username().is_empty() || u.query().is_some() || u.fragment().is_some() {
+                p.bad(
+                    "SCALR_AGENT_VCS_URL",
+                    &crate::http::redact(&u),
+                    "a URL without credentials, query or fragment (VCS credentials come with each request)",
+                );
+                None
+            } else {
+                Some(u)
+            }
+        }),
+    }
+}
+
+/// `SCALR_AGENT_VCS_VENDOR` (required).
+fn vendor(p: &mut Parser<'_>, raw: &Raw) -> Option<Vendor> {
+    match nonempty(raw.scalr_agent_vcs_vendor.clone()) {
+        None => {
+            p.missing(
+                "SCALR_AGENT_VCS_VENDOR",
+                "`github_enterprise`, `gitlab`, `bitbucket_datacenter` or `azure_devops`",
+            );
+            None
+        }
+        Some(v) => Vendor::from_name(v.trim()).or_else(|| {
+            p.bad(
+                "SCALR_AGENT_VCS_VENDOR",
+                &v,
+                "`github_enterprise`, `gitlab`, `bitbucket_datacenter` or `azure_devops`",
+            );
+            None
+        }),
+    }
+}
+
+/// `SCALR_AGENT_VCS_ALLOWED_PROJECTS`: a regular expression a project's path must match whole.
+fn allowed_projects(p: &mut Parser<'_>, raw: &Raw) -> Option<Regex> {
+    let v = nonempty(raw.scalr_agent_vcs_allowed_projects.clone())?;
+    match crate::relay::rules::anchored(&v) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            p.bad(
+                "SCALR_AGENT_VCS_ALLOWED_PROJECTS",
+                &v,
+                &format!("a regular expression ({e})"),
+            );
+            None
+        }
+    }
 }

@@ -1,9 +1,75 @@
-//! Fetching a release's checksum file and checking its OpenPGP signature, for
-//! [`SoftwareCache::install`](super::SoftwareCache::install).
+//! Fetching a release's checksum file and checking its OpenPGP signature, then downloading
+//! the artifact and checking its hash, for [`SoftwareCache::install`](super::SoftwareCache::install).
 
 use super::*;
 
 impl SoftwareCache {
+    /// The artifact's SHA-256 as the release's checksum file lists it, after the file's
+    /// signature is checked; and how it was verified.
+    pub(super) async fn expected_sha256(
+        &self,
+        client: &HttpClient,
+        release: &Release,
+    ) -> Result<(String, Verification), ErrorKind> {
+        let checksums_text = self.fetch_checksums(client, release).await?;
+        let verification = self
+            .verify_signature(client, release, &checksums_text)
+            .await?;
+        let checksums = verify::Checksums::parse(&String::from_utf8_lossy(&checksums_text))
+            .map_err(|reason| ErrorKind::ChecksumFile {
+                url: redact(&release.checksums_url),
+                reason,
+            })?;
+        let per_file = release.signature_urls.is_empty();
+        let expected = checksums
+            .find(&release.file_name, per_file)
+            .ok_or_else(|| ErrorKind::NoBuild {
+                tool: release.tool,
+                version: release.version.to_string(),
+                platform: release.platform,
+                reason: format!(
+                    "{} does not list {} (it lists: {})",
+                    redact(&release.checksums_url),
+                    release.file_name,
+                    checksums.names().collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        Ok((expected.to_string(), verification))
+    }
+
+    /// Downloads the artifact into `path` (at most the size limit), and checks its SHA-256
+    /// against `expected`.
+    pub(super) async fn download_artifact(
+        &self,
+        client: &HttpClient,
+        release: &Release,
+        path: &std::path::Path,
+        expected: String,
+    ) -> Result<Downloaded, ErrorKind> {
+        let downloaded = client
+            .download(&release.artifact_url, path, self.config.max_size_bytes)
+            .await
+            .map_err(|e| match e.status() {
+                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
+                    tool: release.tool,
+                    version: release.version.to_string(),
+                    platform: release.platform,
+                    reason: format!("{} answered 404 Not Found", redact(&release.artifact_url)),
+                },
+                _ => ErrorKind::Http(e),
+            })?;
+        if downloaded.sha256 != expected {
+            return Err(ErrorKind::ChecksumMismatch {
+                file: release.file_name.clone(),
+                url: redact(&release.artifact_url),
+                checksums_url: redact(&release.checksums_url),
+                expected,
+                found: downloaded.sha256,
+            });
+        }
+        Ok(downloaded)
+    }
+
     pub(super) async fn fetch_checksums(
         &self,
         client: &HttpClient,

@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use reqwest::StatusCode;
 
 use crate::archive;
-use crate::http::{HttpClient, HttpError, SharedClient, redact};
+use crate::http::{Downloaded, HttpClient, HttpError, SharedClient, redact};
 use catalog::{Platform, Release, Tool, Version};
 use locks::{LockMode, Wait};
 use prune::evict;
@@ -301,10 +301,6 @@ impl SoftwareCache {
     }
 
     /// The slow path, under the install lock: re-check, then download, verify and commit.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the install sequence (fetch, verify, download, compare, extract, manifest, commit) in order"
-    )]
     async fn install_locked(&self, key: &Key) -> Result<(Manifest, bool), ErrorKind> {
         let dir = self.layout.entry(key);
         match store::check_entry(&dir, key) {
@@ -331,30 +327,7 @@ impl SoftwareCache {
         let client = &self.client()?.counting(self.stats.downloaded(key.tool));
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, url = %redact(&release.artifact_url), "installing");
 
-        let checksums_text = self.fetch_checksums(client, &release).await?;
-        let verification = self
-            .verify_signature(client, &release, &checksums_text)
-            .await?;
-        let checksums = verify::Checksums::parse(&String::from_utf8_lossy(&checksums_text))
-            .map_err(|reason| ErrorKind::ChecksumFile {
-                url: redact(&release.checksums_url),
-                reason,
-            })?;
-        let per_file = release.signature_urls.is_empty();
-        let expected = checksums
-            .find(&release.file_name, per_file)
-            .ok_or_else(|| ErrorKind::NoBuild {
-                tool: key.tool,
-                version: key.version.to_string(),
-                platform: key.platform,
-                reason: format!(
-                    "{} does not list {} (it lists: {})",
-                    redact(&release.checksums_url),
-                    release.file_name,
-                    checksums.names().collect::<Vec<_>>().join(", ")
-                ),
-            })?;
-        let expected = expected.to_string();
+        let (expected, verification) = self.expected_sha256(client, &release).await?;
 
         let staging = self.layout.staging(key).map_err(|source| ErrorKind::Io {
             path: self.layout.tmp(),
@@ -363,27 +336,9 @@ impl SoftwareCache {
         let artifact = staging
             .path()
             .join(format!("artifact.{}", release.file_name));
-        let downloaded = client
-            .download(&release.artifact_url, &artifact, self.config.max_size_bytes)
-            .await
-            .map_err(|e| match e.status() {
-                Some(StatusCode::NOT_FOUND) => ErrorKind::NoBuild {
-                    tool: key.tool,
-                    version: key.version.to_string(),
-                    platform: key.platform,
-                    reason: format!("{} answered 404 Not Found", redact(&release.artifact_url)),
-                },
-                _ => ErrorKind::Http(e),
-            })?;
-        if downloaded.sha256 != expected {
-            return Err(ErrorKind::ChecksumMismatch {
-                file: release.file_name.clone(),
-                url: redact(&release.artifact_url),
-                checksums_url: redact(&release.checksums_url),
-                expected,
-                found: downloaded.sha256,
-            });
-        }
+        let downloaded = self
+            .download_artifact(client, &release, &artifact, expected)
+            .await?;
 
         let exe = staging.path().join(key.tool.executable());
         let (archive, entry, cap) = (
@@ -409,23 +364,7 @@ impl SoftwareCache {
             move |source| ErrorKind::Io { path, source }
         };
         let meta = std::fs::metadata(&exe).map_err(io(&exe))?;
-        let manifest = Manifest {
-            schema: Manifest::new_schema(),
-            tool: key.tool.name().into(),
-            version: key.version.to_string(),
-            platform: key.platform.name().into(),
-            executable: key.tool.executable().into(),
-            executable_size: extracted.size,
-            executable_sha256: extracted.sha256,
-            executable_mtime_ns: store::mtime_ns(&meta),
-            artifact_url: redact(&release.artifact_url),
-            artifact_file: release.file_name.clone(),
-            artifact_size: downloaded.size,
-            artifact_sha256: downloaded.sha256,
-            checksums_url: redact(&release.checksums_url),
-            verification,
-            installed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
+        let manifest = new_manifest(key, &release, downloaded, extracted, verification, &meta);
         let manifest_path = staging.path().join(store::MANIFEST);
         store::write_synced(
             &manifest_path,
@@ -442,4 +381,33 @@ impl SoftwareCache {
 async fn touch_last_used(dir: &std::path::Path) {
     let dir = dir.to_path_buf();
     let _ = tokio::task::spawn_blocking(move || store::touch_last_used(&dir)).await;
+}
+
+/// The manifest of a verified install of `release` as `key`: what was downloaded and
+/// extracted, how it was verified, and the executable's mtime (`meta`).
+fn new_manifest(
+    key: &Key,
+    release: &Release,
+    downloaded: Downloaded,
+    extracted: archive::Extracted,
+    verification: Verification,
+    meta: &std::fs::Metadata,
+) -> Manifest {
+    Manifest {
+        schema: Manifest::new_schema(),
+        tool: key.tool.name().into(),
+        version: key.version.to_string(),
+        platform: key.platform.name().into(),
+        executable: key.tool.executable().into(),
+        executable_size: extracted.size,
+        executable_sha256: extracted.sha256,
+        executable_mtime_ns: store::mtime_ns(meta),
+        artifact_url: redact(&release.artifact_url),
+        artifact_file: release.file_name.clone(),
+        artifact_size: downloaded.size,
+        artifact_sha256: downloaded.sha256,
+        checksums_url: redact(&release.checksums_url),
+        verification,
+        installed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    }
 }

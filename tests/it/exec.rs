@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::support::exec::{Exec, text};
+use crate::support::exec::{Exec, assert_first_error, text};
 use crate::support::procs::{processes_with, sigterm_exec};
 use crate::support::releases;
 
@@ -67,13 +67,7 @@ async fn plan_then_apply_with_real_terraform() {
     let (out, result, _) = e.run(&apply, &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(result["status"], "errored");
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("run mode `dry` never applies"),
-        "{result:#}"
-    );
+    assert_first_error(&result, "run mode `dry` never applies");
     assert!(result["steps"].as_array().unwrap().is_empty());
 }
 
@@ -134,13 +128,7 @@ async fn hooks_order_exit_codes_and_agent_env() {
     let (out, result, _) = e.run(&task, &[]).await;
     assert_eq!(step_names(&result), ["init", "pre-plan hook"]);
     assert_eq!(result["steps"][1]["exit_code"], 7);
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("pre-plan hook failed (exit code 7)"),
-        "{result:#}"
-    );
+    assert_first_error(&result, "pre-plan hook failed (exit code 7)");
     assert!(!text(&out.stdout).contains("post-plan ran"));
 }
 
@@ -293,12 +281,9 @@ async fn bad_input_is_reported_clearly() {
     let mut task = e.task("bad-2");
     task["workspace"]["working_directory"] = json!("../..");
     let (_, result, _) = e.run(&task, &[]).await;
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("workspace.working_directory \"../..\": must not contain `..`"),
-        "{result:#}"
+    assert_first_error(
+        &result,
+        "workspace.working_directory \"../..\": must not contain `..`",
     );
 
     // An archive with a `../` entry.
@@ -308,12 +293,9 @@ async fn bad_input_is_reported_clearly() {
     task["configuration"] =
         json!({"archive": {"path": "config.tar.gz", "sha256": releases::sha256_hex(&archive)}});
     let (_, result, _) = e.run(&task, &[]).await;
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("unsafe entry \"../evil.tf\" in the archive: contains `..`"),
-        "{result:#}"
+    assert_first_error(
+        &result,
+        "unsafe entry \"../evil.tf\" in the archive: contains `..`",
     );
 
     // An unknown tool version.
@@ -321,13 +303,7 @@ async fn bad_input_is_reported_clearly() {
     task["workspace"]["iac_version"] = json!("9.8.7");
     let (_, result, _) = e.run(&task, &[]).await;
     assert_eq!(result["status"], "errored");
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("terraform 9.8.7 does not exist"),
-        "{result:#}"
-    );
+    assert_first_error(&result, "terraform 9.8.7 does not exist");
 
     // A hook line that is not valid shell.
     let mut task = e.task("bad-5");

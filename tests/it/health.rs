@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::control_plane::{ControlPlane, Fault};
-use crate::support::daemon::get;
+use crate::support::daemon::{Rig, get};
 use crate::support::exec::Exec;
-use crate::support::executor::{FakeExecutor, Script};
+use crate::support::executor::Script;
 use crate::support::releases;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -180,14 +180,11 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count_tasks() {
-    let cp = ControlPlane::start().await;
+    let rig = Rig::new().await;
     // The control plane takes its time to answer the registration: the agent is up, not ready.
-    cp.fail_next("register", [Fault::Delay(Duration::from_millis(1500))]);
-    let dir = crate::support::dirs::tempdir();
-    let exec = FakeExecutor::default();
-    let config = crate::support::daemon::config(
-        &cp,
-        dir.path(),
+    rig.cp
+        .fail_next("register", [Fault::Delay(Duration::from_millis(1500))]);
+    let config = rig.config(
         "agent-h",
         &[
             ("SCALR_AGENT_HEALTH_ADDR", "127.0.0.1:0"),
@@ -195,7 +192,7 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
             ("SCALR_AGENT_WORKER_DRAIN_TIMEOUT", "3s"),
         ],
     );
-    let a = Agent::start(config, Arc::new(exec.clone()));
+    let a = Agent::start(config, Arc::new(rig.exec.clone()));
     let addr = a.health_addr().await;
 
     assert_eq!(get(addr, "/readyz").await, (503, "not ready\n".into()));
@@ -203,23 +200,25 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
     let m = scrape(addr).await;
     assert_eq!(m["scalr_agent_ready"], 0.0);
     assert!(
-        cp.lock().registrations.is_empty(),
+        rig.cp.lock().registrations.is_empty(),
         "the registration was still pending"
     );
 
     wait_status(addr, "/readyz", 200).await;
     assert_eq!(get(addr, "/readyz").await.1, "ready\n");
-    cp.enqueue("t1");
-    exec.script(
+    rig.cp.enqueue("t1");
+    rig.queue(
         "t2",
         Script {
             status: scalr_agent::agent::executor::FinalStatus::Failed,
             ..Script::default()
         },
     );
-    cp.enqueue("t2");
-    assert_eq!(cp.wait_finished("t1", LONG).await["status"], "succeeded");
-    assert_eq!(cp.wait_finished("t2", LONG).await["status"], "failed");
+    assert_eq!(
+        rig.cp.wait_finished("t1", LONG).await["status"],
+        "succeeded"
+    );
+    assert_eq!(rig.cp.wait_finished("t2", LONG).await["status"], "failed");
 
     let m = scrape(addr).await;
     assert_eq!(
@@ -262,20 +261,15 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
     assert_eq!(get(addr, "/healthz?verbose=1").await.0, 200);
 
     // Stopping: while the running task drains the agent is alive but no longer ready.
-    exec.script(
+    rig.queue(
         "slow",
         Script {
             work: Duration::from_secs(60),
             ..Script::default()
         },
     );
-    cp.enqueue("slow");
-    cp.wait_for("slow started", LONG, |_| {
-        exec.seen
-            .lock()
-            .unwrap()
-            .started
-            .contains(&"slow".to_string())
+    rig.wait_seen("slow started", LONG, |s| {
+        s.started.contains(&"slow".to_string())
     })
     .await;
     assert_eq!(get(addr, "/readyz").await.0, 200);
@@ -286,12 +280,12 @@ async fn readiness_follows_the_agent_from_registration_to_stop_and_metrics_count
     assert_eq!(m["scalr_agent_ready"], 0.0);
     assert_eq!(m["scalr_agent_slots_in_use"], 1.0);
     assert!(
-        cp.task("slow").finishes.is_empty(),
+        rig.cp.task("slow").finishes.is_empty(),
         "the draining task is still running"
     );
 
     a.stop().await;
-    assert_eq!(cp.task("slow").finishes[0]["status"], "canceled");
+    assert_eq!(rig.cp.task("slow").finishes[0]["status"], "canceled");
     // The listener stops with the agent (its task ends just after the agent's: wait for it).
     crate::support::wait::until(
         "the health listener to close with the agent",

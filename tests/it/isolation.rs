@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::exec::{Exec, text};
+use crate::support::exec::{Exec, assert_first_error, text};
 use crate::support::procs::{processes_with, sigterm_exec};
 
 fn status_field<'a>(log: &'a str, name: &str) -> &'a str {
@@ -223,12 +223,6 @@ async fn weaker_platforms_warn_or_refuse() {
         .await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(result["status"], "errored");
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("below the required `isolated`"),
-        "{result:#}"
-    );
+    assert_first_error(&result, "below the required `isolated`");
     assert!(!text(&out.stdout).contains("should not run"));
 }

@@ -453,6 +453,19 @@ async fn a_cancelled_exec_and_a_killed_daemon_leave_nothing_behind() {
     second.kill().await;
 }
 
+/// The `detail` of a result's `rlimits` isolation layer.
+fn rlimits_detail(result: &Value) -> String {
+    result["isolation"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "rlimits")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A memory cgroup of 256 MiB for the agent: v2 where its memory controller is available,
 /// else v1's memory hierarchy. Fails (does not skip) when neither is writable.
 fn memory_cgroup(name: &str) -> (PathBuf, &'static str) {
@@ -528,19 +541,8 @@ async fn a_hook_allocating_1_gib_in_a_256_mib_agent_is_killed_and_the_agent_repo
         "{log}"
     );
     // The kernel's first choice: every stage process has oom_score_adj 1000.
-    let rlimits = result["isolation"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "rlimits")
-        .unwrap();
-    assert!(
-        rlimits["detail"]
-            .as_str()
-            .unwrap()
-            .contains("oom_score_adj=1000"),
-        "{rlimits}"
-    );
+    let rlimits = rlimits_detail(&result);
+    assert!(rlimits.contains("oom_score_adj=1000"), "{rlimits}");
 }
 
 #[tokio::test]
@@ -584,15 +586,7 @@ async fn a_task_memory_limit_kills_the_task_in_its_own_cgroup_and_removes_the_cg
         log.contains("allocating") && !log.contains("survived"),
         "{log}"
     );
-    let rlimits = result["isolation"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "rlimits")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rlimits = rlimits_detail(&result);
     assert!(rlimits.contains("memory cgroup "), "{rlimits}");
     let (parent, _) = scalr_agent::sandbox::cgroup::own_memory_cgroup().unwrap();
     let left: Vec<String> = std::fs::read_dir(&parent)

@@ -11,7 +11,7 @@ use scalr_agent::control::ControlError;
 use sha2::{Digest, Sha256};
 
 use crate::support::control_plane::{ControlPlane, Fault, Version};
-use crate::support::daemon::{Daemon, InProcess, start};
+use crate::support::daemon::{Daemon, InProcess, Rig};
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::procs::{marker, processes_with};
 
@@ -44,24 +44,21 @@ fn assert_contiguous(cp: &ControlPlane, id: &str) {
 
 #[tokio::test]
 async fn a_lost_log_tail_is_sent_again_from_the_committed_offset_then_one_final() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
+    let rig = Rig::new().await;
     let script = Script {
         chunks: chunks(5),
         pause: Duration::from_millis(5),
         ..Script::default()
     };
-    exec.script("t1", script.clone());
     // The whole log was acknowledged; then a failover loses everything past byte 70 000.
-    cp.fail_next("finish", [Fault::LoseLogTail(70_000)]);
-    cp.enqueue("t1");
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    let f = cp.wait_finished("t1", LONG).await;
+    rig.cp.fail_next("finish", [Fault::LoseLogTail(70_000)]);
+    rig.queue("t1", script.clone());
+    let a = rig.start("agent-a", &[]);
+    let f = rig.cp.wait_finished("t1", LONG).await;
     a.stop().await.unwrap();
 
     let expected = FakeExecutor::expected_log(&script);
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert_eq!(f["status"], "succeeded");
     assert_eq!(t.finishes.len(), 1, "{:#?}", t.finishes);
     assert_eq!(
@@ -81,7 +78,7 @@ async fn a_lost_log_tail_is_sent_again_from_the_committed_offset_then_one_final(
     let sent: usize = t.log_puts.iter().map(|(_, len)| len).sum();
     assert_eq!(sent, 2 * expected.len() - 70_000, "{:?}", t.log_puts);
     assert!(
-        std::fs::read_dir(dir.path().join("spool"))
+        std::fs::read_dir(rig.dir.path().join("spool"))
             .unwrap()
             .next()
             .is_none(),
@@ -91,10 +88,8 @@ async fn a_lost_log_tail_is_sent_again_from_the_committed_offset_then_one_final(
 
 #[tokio::test]
 async fn acknowledged_log_chunks_are_never_sent_again() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
-    exec.script(
+    let rig = Rig::new().await;
+    rig.queue(
         "t1",
         Script {
             chunks: chunks(30),
@@ -102,37 +97,42 @@ async fn acknowledged_log_chunks_are_never_sent_again() {
             ..Script::default()
         },
     );
-    cp.enqueue("t1");
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    let f = cp.wait_finished("t1", LONG).await;
+    let a = rig.start("agent-a", &[]);
+    let f = rig.cp.wait_finished("t1", LONG).await;
     a.stop().await.unwrap();
     assert_eq!(f["status"], "succeeded");
-    assert_eq!(cp.task("t1").finish_calls, 1);
+    assert_eq!(rig.cp.task("t1").finish_calls, 1);
     // About 1.8 MB of log: before v1.1 its first MiB went a second time before the finish.
-    assert!(cp.task("t1").log.len() > 1 << 20);
-    assert_contiguous(&cp, "t1");
+    assert!(rig.cp.task("t1").log.len() > 1 << 20);
+    assert_contiguous(&rig.cp, "t1");
+}
+
+/// Queues `t1` (the default script), runs a daemon until `t1` finished, stops it; returns the
+/// finish and how long it took from the daemon's start.
+async fn run_t1_timed(rig: &Rig) -> (serde_json::Value, Duration) {
+    rig.cp.enqueue("t1");
+    let started = Instant::now();
+    let a = rig.start("agent-a", &[]);
+    let f = rig.cp.wait_finished("t1", LONG).await;
+    let took = started.elapsed();
+    a.stop().await.unwrap();
+    (f, took)
 }
 
 #[tokio::test]
 async fn a_hung_chunk_holds_back_the_finish_only_for_its_deadline() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
+    let rig = Rig::new().await;
     // The first chunk hangs (the server holds it for a minute before answering).
-    cp.fail_next("log", [Fault::Delay(Duration::from_secs(60))]);
-    cp.enqueue("t1");
-    let started = Instant::now();
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    let f = cp.wait_finished("t1", LONG).await;
-    let took = started.elapsed();
-    a.stop().await.unwrap();
+    rig.cp
+        .fail_next("log", [Fault::Delay(Duration::from_secs(60))]);
+    let (f, took) = run_t1_timed(&rig).await;
     assert_eq!(f["status"], "succeeded");
     assert_eq!(
-        cp.task("t1").log,
+        rig.cp.task("t1").log,
         FakeExecutor::expected_log(&Script::default())
     );
     assert!(
-        cp.task_hits("t1", "log") >= 2,
+        rig.cp.task_hits("t1", "log") >= 2,
         "the hung chunk was sent again"
     );
     // The deadline of a small chunk is 5 s; the ordinary request timeout (30 s) is far off.
@@ -178,24 +178,21 @@ async fn a_cancel_ignored_for_the_whole_grace_stays_within_the_signal_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_eight_tasks_canceled_at_once_stay_within_the_signal_budget() {
-    let cp = ControlPlane::start().await;
-    let exec = FakeExecutor::default();
-    *exec.default.lock().unwrap() = Script {
+    let rig = Rig::new().await;
+    *rig.exec.default.lock().unwrap() = Script {
         work: Duration::from_secs(120),
         // The tool ignores SIGINT: only the kill after the grace ends it.
         cancel_takes: Duration::from_secs(120),
         ..Script::default()
     };
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| crate::support::dirs::tempdir()).collect();
     let agents: Vec<InProcess> = dirs
         .iter()
         .enumerate()
         .map(|(n, d)| {
-            start(
-                &cp,
+            rig.start_in(
                 d.path(),
                 &format!("agent-{n}"),
-                &exec,
                 &[
                     ("SCALR_AGENT_CONCURRENCY", "16"),
                     ("SCALR_AGENT_CANCEL_GRACE", "6s"),
@@ -205,34 +202,30 @@ async fn forty_eight_tasks_canceled_at_once_stay_within_the_signal_budget() {
         .collect();
     let ids: Vec<String> = (0..48).map(|n| format!("t{n}")).collect();
     for id in &ids {
-        cp.enqueue(id);
+        rig.cp.enqueue(id);
     }
-    cp.wait_for("48 tasks running", LONG, |_| {
-        exec.seen.lock().unwrap().started.len() == 48
-    })
-    .await;
+    rig.wait_seen("48 tasks running", LONG, |s| s.started.len() == 48)
+        .await;
     for id in &ids {
-        cp.signal(id, "cancel");
+        rig.cp.signal(id, "cancel");
     }
-    cp.wait_for("48 tasks canceled", LONG, |_| {
-        exec.seen.lock().unwrap().canceled.len() == 48
-    })
-    .await;
+    rig.wait_seen("48 tasks canceled", LONG, |s| s.canceled.len() == 48)
+        .await;
     // The grace passes with every tool ignoring the cancel; then the force-cancel.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for id in &ids {
-        cp.signal(id, "force-cancel");
+        rig.cp.signal(id, "force-cancel");
     }
     for id in &ids {
-        let f = cp.wait_finished(id, LONG).await;
+        let f = rig.cp.wait_finished(id, LONG).await;
         assert_eq!(f["status"], "canceled", "{id}: {f:#}");
     }
     let mut total = 0;
     for id in &ids {
-        let worst = cp.max_in_window(id, "signal", WINDOW);
+        let worst = rig.cp.max_in_window(id, "signal", WINDOW);
         assert!(worst <= BUDGET, "{id}: {worst} signal polls within 5 s");
-        total += cp.task_hits(id, "signal");
-        assert_eq!(cp.task(id).finishes.len(), 1);
+        total += rig.cp.task_hits(id, "signal");
+        assert_eq!(rig.cp.task(id).finishes.len(), 1);
     }
     eprintln!("signal polls of 48 canceled tasks: {total}");
     for a in agents {
@@ -242,23 +235,16 @@ async fn forty_eight_tasks_canceled_at_once_stay_within_the_signal_budget() {
 
 #[tokio::test]
 async fn a_retried_acquire_after_a_lost_answer_gets_the_same_task_at_once() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
+    let rig = Rig::new().await;
     // The server hands the task out, then the answer is lost on the way.
-    cp.fail_next("acquire", [Fault::DropAfter]);
-    cp.enqueue("t1");
-    let started = Instant::now();
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    let f = cp.wait_finished("t1", LONG).await;
-    let took = started.elapsed();
-    a.stop().await.unwrap();
+    rig.cp.fail_next("acquire", [Fault::DropAfter]);
+    let (f, took) = run_t1_timed(&rig).await;
     assert_eq!(f["status"], "succeeded");
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert_eq!(t.handed_to.len(), 1, "handed out once: {:?}", t.handed_to);
     // Not after the 30 s lease of the lost answer.
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    let i = cp.lock();
+    let i = rig.cp.lock();
     let first = i.acquires[0]["request_id"].as_str().unwrap().to_string();
     assert_eq!(
         i.acquires[1]["request_id"],
@@ -276,10 +262,8 @@ async fn a_retried_acquire_after_a_lost_answer_gets_the_same_task_at_once() {
 
 #[tokio::test]
 async fn nothing_is_sent_for_a_task_once_it_is_gone() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
-    exec.script(
+    let rig = Rig::new().await;
+    rig.queue(
         "t1",
         Script {
             chunks: (0..400)
@@ -296,23 +280,25 @@ async fn nothing_is_sent_for_a_task_once_it_is_gone() {
             ..Script::default()
         },
     );
-    cp.enqueue("t1");
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    cp.wait_for("some log", LONG, |i| i.tasks["t1"].log.len() > 20)
+    let a = rig.start("agent-a", &[]);
+    rig.cp
+        .wait_for("some log", LONG, |i| i.tasks["t1"].log.len() > 20)
         .await;
-    cp.withdraw("t1");
-    cp.wait_for("the task killed", LONG, |_| {
-        exec.seen.lock().unwrap().killed.contains(&"t1".to_string())
+    rig.cp.withdraw("t1");
+    rig.wait_seen("the task killed", LONG, |s| {
+        s.killed.contains(&"t1".to_string())
     })
     .await;
     // Time for anything the agent would still send (signal polls, chunks, steps, a finish).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let late = cp.requests_after_refusal("t1", Duration::from_millis(500));
+    let late = rig
+        .cp
+        .requests_after_refusal("t1", Duration::from_millis(500));
     assert!(late.is_empty(), "sent after the 410: {late:?}");
-    assert!(cp.task("t1").finishes.is_empty());
+    assert!(rig.cp.task("t1").finishes.is_empty());
     a.stop().await.unwrap();
     assert!(
-        std::fs::read_dir(dir.path().join("spool"))
+        std::fs::read_dir(rig.dir.path().join("spool"))
             .unwrap()
             .next()
             .is_none(),
@@ -322,10 +308,9 @@ async fn nothing_is_sent_for_a_task_once_it_is_gone() {
 
 #[tokio::test]
 async fn a_403_on_registration_is_reported_as_403() {
-    let cp = ControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    cp.fail_next("register", [Fault::Status(403)]);
-    let a = start(&cp, dir.path(), "agent-a", &FakeExecutor::default(), &[]);
+    let rig = Rig::new().await;
+    rig.cp.fail_next("register", [Fault::Status(403)]);
+    let a = rig.start("agent-a", &[]);
     let err = tokio::time::timeout(LONG, a.handle)
         .await
         .unwrap()
@@ -347,11 +332,9 @@ async fn a_403_on_registration_is_reported_as_403() {
 
 #[tokio::test]
 async fn a_v1_server_gets_the_v1_behaviour() {
-    let cp = ControlPlane::start().await;
-    cp.lock().version = Version::V1;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
-    exec.script(
+    let rig = Rig::new().await;
+    rig.cp.lock().version = Version::V1;
+    rig.queue(
         "t1",
         Script {
             work: Duration::from_secs(60),
@@ -359,25 +342,22 @@ async fn a_v1_server_gets_the_v1_behaviour() {
             ..Script::default()
         },
     );
-    cp.enqueue("t1");
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    cp.wait_for("started", LONG, |_| {
-        !exec.seen.lock().unwrap().started.is_empty()
-    })
-    .await;
+    let a = rig.start("agent-a", &[]);
+    rig.wait_seen("started", LONG, |s| !s.started.is_empty())
+        .await;
     // A v1 server answers the current signal to every poll at once.
-    cp.signal("t1", "cancel");
-    let f = cp.wait_finished("t1", LONG).await;
+    rig.cp.signal("t1", "cancel");
+    let f = rig.cp.wait_finished("t1", LONG).await;
     a.stop().await.unwrap();
     assert_eq!(f["status"], "canceled");
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert!(
         t.signal_cursors.iter().all(Option::is_none),
         "no cursor to a v1 server"
     );
-    let worst = cp.max_in_window("t1", "signal", WINDOW);
+    let worst = rig.cp.max_in_window("t1", "signal", WINDOW);
     assert!(worst <= BUDGET, "{worst} signal polls within 5 s");
-    let i = cp.lock();
+    let i = rig.cp.lock();
     assert_eq!(
         i.registrations[0]["protocol"], "1.1",
         "the agent offers v1.1"
@@ -509,10 +489,8 @@ async fn a_network_cut_past_the_lease_stops_the_tool_before_expiry_and_nothing_f
 
 #[tokio::test]
 async fn a_cut_shorter_than_the_fence_loses_nothing() {
-    let cp = ControlPlane::start().await;
-    cp.lock().lease = LEASE;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = FakeExecutor::default();
+    let rig = Rig::new().await;
+    rig.cp.lock().lease = LEASE;
     let script = Script {
         chunks: (0..60)
             .map(|n| format!("line {n}\n").into_bytes())
@@ -520,18 +498,18 @@ async fn a_cut_shorter_than_the_fence_loses_nothing() {
         pause: Duration::from_millis(50),
         ..Script::default()
     };
-    exec.script("t1", script.clone());
-    cp.enqueue("t1");
-    let a = start(&cp, dir.path(), "agent-a", &exec, &[]);
-    cp.wait_for("some log", LONG, |i| !i.tasks["t1"].log.is_empty())
+    rig.queue("t1", script.clone());
+    let a = rig.start("agent-a", &[]);
+    rig.cp
+        .wait_for("some log", LONG, |i| !i.tasks["t1"].log.is_empty())
         .await;
     // Shorter than lease − 2 heartbeats (2.6 s): the task goes on, nothing is lost.
-    cp.cut(Duration::from_secs(2));
-    let f = cp.wait_finished("t1", LONG).await;
+    rig.cp.cut(Duration::from_secs(2));
+    let f = rig.cp.wait_finished("t1", LONG).await;
     a.stop().await.unwrap();
     assert_eq!(f["status"], "succeeded", "{f:#}");
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert!(t.ended_by_server.is_none());
     assert_eq!(t.log, FakeExecutor::expected_log(&script));
-    assert!(exec.seen.lock().unwrap().canceled.is_empty());
+    assert!(rig.exec.seen.lock().unwrap().canceled.is_empty());
 }

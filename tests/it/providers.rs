@@ -12,19 +12,13 @@ use scalr_agent::providers::{FillError, ProviderStore, Settings, hash, store};
 use crate::support::exec::{Exec, text};
 use crate::support::keys::TestKey;
 use crate::support::procs::{marker, processes_with};
-use crate::support::providers::{null_bytes, null_zip, provider_zip};
+use crate::support::providers::{
+    NULL_MAIN_TF, assert_one_fill, null_bytes, null_zip, provider_zip,
+};
 use crate::support::registry::{HOST, Publish, Registry};
 
 /// The `h1:` Terraform 1.0.3 itself records for the real null 2.1.2 linux_amd64 package.
 const NULL_H1: &str = "h1:CFnENdqQu4g3LJNevA32aDxcUz2qGkRGQpFfkI8TCdE=";
-const MAIN_TF: &str = r#"
-terraform {
-  required_providers {
-    null = { source = "registry.test/hashicorp/null" }
-  }
-}
-resource "null_resource" "a" {}
-"#;
 
 struct Fixture {
     e: Exec,
@@ -36,7 +30,7 @@ impl Fixture {
         let reg = Registry::start().await;
         let hosts = reg.hosts_var();
         let e = Exec::with(&[("SCALR_AGENT_PROVIDER_REGISTRY_HOSTS", &hosts)]).await;
-        std::fs::write(e.dir.join("config/main.tf"), MAIN_TF).unwrap();
+        std::fs::write(e.dir.join("config/main.tf"), NULL_MAIN_TF).unwrap();
         reg.publish(
             "hashicorp",
             "null",
@@ -463,22 +457,7 @@ async fn concurrent_runs_in_separate_agents_share_one_store() {
         }
     }
     assert_eq!(logs.len(), TASKS * ROUNDS);
-    let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count() as u32;
-    assert_eq!(
-        count("added to the store after the run ("),
-        1,
-        "exactly one store download"
-    );
-    let into_runs = count("was downloaded into the run");
-    assert_eq!(
-        f.zips(),
-        into_runs + 1,
-        "Terraform's downloads plus the one fill"
-    );
-    assert!(
-        count("from the store") >= TASKS as u32,
-        "the second round used the store"
-    );
+    assert_one_fill(&logs, f.zips(), TASKS, "the second round used the store");
     let m = assert_store_intact(&f.store_root(), &null_pkg());
     assert_eq!(m.h1, NULL_H1);
 }

@@ -10,19 +10,9 @@ use serde_json::{Value, json};
 use crate::support::control_plane::ControlPlane;
 use crate::support::daemon::Daemon;
 use crate::support::harness::Harness;
-use crate::support::providers::{null_bytes, null_zip};
+use crate::support::providers::{NULL_MAIN_TF, assert_one_fill, null_bytes, null_zip};
 use crate::support::registry::{Publish, Registry};
-use crate::support::releases::{self, Entry, Signing};
-use crate::support::terraform;
-
-const MAIN_TF: &str = r#"
-terraform {
-  required_providers {
-    null = { source = "registry.test/hashicorp/null" }
-  }
-}
-resource "null_resource" "a" {}
-"#;
+use crate::support::releases::{self, Entry};
 
 /// Every regular file under `dir` (the store's entries; locks and aliases are not files of
 /// an entry) with its bytes, by relative path. `.last-used` records use times and changes.
@@ -60,15 +50,9 @@ async fn concurrent_tasks_in_one_daemon_share_one_store() {
         ("SCALR_AGENT_CONCURRENCY", &SLOTS.to_string()),
     ])
     .await;
-    let zip = std::fs::read(terraform::real_terraform_zip()).unwrap();
-    releases::publish_terraform(
-        &h.mirror,
-        "1.0.3",
-        &[("linux_amd64", zip)],
-        Signing::With(&h.key, ".sig"),
-    );
+    h.publish_real_terraform();
     let s = Daemon {
-        archive: releases::tar_gz(&[Entry::File("main.tf", MAIN_TF.as_bytes())]),
+        archive: releases::tar_gz(&[Entry::File("main.tf", NULL_MAIN_TF.as_bytes())]),
         cp: ControlPlane::start().await,
         h,
     };
@@ -102,21 +86,11 @@ async fn concurrent_tasks_in_one_daemon_share_one_store() {
         }
     }
     assert_eq!(logs.len(), SLOTS * ROUNDS);
-    let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count() as u32;
-    assert_eq!(
-        count("added to the store after the run ("),
-        1,
-        "exactly one store download"
-    );
-    let into_runs = count("was downloaded into the run");
-    assert_eq!(
+    assert_one_fill(
+        &logs,
         reg.zip_downloads("hashicorp", "null", "2.1.2"),
-        into_runs + 1,
-        "Terraform's downloads plus the one fill"
-    );
-    assert!(
-        count("from the store") >= ((ROUNDS - 1) * SLOTS) as u32,
-        "every run after the first round used the store"
+        (ROUNDS - 1) * SLOTS,
+        "every run after the first round used the store",
     );
     // Every store file is byte-identical to what the fill wrote, the program to the real one.
     let mut now = BTreeMap::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{ControlPlane, Fault};
-use crate::support::daemon::{Daemon, start};
+use crate::support::daemon::{Daemon, Rig};
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::procs::{marker, nothing_left, processes_with};
 use crate::support::sessions::SESSION_HEADER;
@@ -69,10 +69,8 @@ async fn task_call(
 
 #[tokio::test]
 async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
-    let cp = ControlPlane::start().await;
-    let dir = crate::support::dirs::tempdir();
-    let exec = FakeExecutor::default();
-    exec.script(
+    let rig = Rig::new().await;
+    rig.queue(
         "t1",
         Script {
             chunks: vec![b"holder's log\n".to_vec()],
@@ -80,21 +78,21 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
             ..Script::default()
         },
     );
-    cp.enqueue("t1");
-    let agent = start(&cp, dir.path(), "holder", &exec, &[]);
-    cp.wait_for("t1 acknowledged and logging", LONG, |i| {
-        i.tasks["t1"].acked_by.is_some() && !i.tasks["t1"].log.is_empty()
-    })
-    .await;
-    let holder = cp.lock().register_outcomes[0].agent_id.clone().unwrap();
+    let agent = rig.start("holder", &[]);
+    rig.cp
+        .wait_for("t1 acknowledged and logging", LONG, |i| {
+            i.tasks["t1"].acked_by.is_some() && !i.tasks["t1"].log.is_empty()
+        })
+        .await;
+    let holder = rig.cp.lock().register_outcomes[0].agent_id.clone().unwrap();
 
     // Someone with the pool token and the task's token (leaked from a task, a log) opens a
     // session of its own.
-    let (status, thief) = register_raw(&cp, registration("thief")).await;
+    let (status, thief) = register_raw(&rig.cp, registration("thief")).await;
     assert_eq!(status, 201, "{thief}");
     let thief_session = thief["session_token"].as_str().unwrap().to_owned();
-    let token = cp.task("t1").token;
-    let before = cp.task("t1");
+    let token = rig.cp.task("t1").token;
+    let before = rig.cp.task("t1");
     let endpoints: [(&str, &str, &'static [u8]); 7] = [
         ("POST", "ack", b"{}"),
         ("GET", "signal?cursor=0", b""),
@@ -113,7 +111,7 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
         ),
     ];
     for call in endpoints {
-        let other = task_call(&cp, call, &token, Some(&thief_session)).await;
+        let other = task_call(&rig.cp, call, &token, Some(&thief_session)).await;
         assert_eq!(
             other,
             (403, "wrong_session".into()),
@@ -121,9 +119,9 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
             call.0,
             call.1
         );
-        let none = task_call(&cp, call, &token, None).await;
+        let none = task_call(&rig.cp, call, &token, None).await;
         assert_eq!(none, (403, "wrong_session".into()), "{} {}", call.0, call.1);
-        let unknown = task_call(&cp, call, &token, Some("session-made-up")).await;
+        let unknown = task_call(&rig.cp, call, &token, Some("session-made-up")).await;
         assert_eq!(
             unknown,
             (401, "session_unknown".into()),
@@ -133,7 +131,7 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
         );
     }
     // Nothing of those calls was done.
-    let after = cp.task("t1");
+    let after = rig.cp.task("t1");
     assert_eq!(after.log, before.log);
     assert_eq!(after.steps, before.steps);
     assert!(after.artifacts.is_empty() && after.finishes.is_empty());
@@ -144,12 +142,12 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
     let mut body = registration("holder");
     body["previous_agent_id"] = json!(holder);
     body["reclaim_secret"] = json!("guessed");
-    let (status, answer) = register_raw(&cp, body.clone()).await;
+    let (status, answer) = register_raw(&rig.cp, body.clone()).await;
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["error"], "reclaim_refused");
     body["name"] = json!("impostor");
     body.as_object_mut().unwrap().remove("reclaim_secret");
-    let (status, answer) = register_raw(&cp, body).await;
+    let (status, answer) = register_raw(&rig.cp, body).await;
     assert_eq!(status, 201, "{answer}");
     assert_ne!(
         answer["agent_id"],
@@ -159,16 +157,16 @@ async fn another_session_s_task_token_is_refused_on_every_task_endpoint() {
     let impostor = answer["session_token"].as_str().unwrap().to_owned();
     let call = ("PUT", "log?offset=0", b"x".as_slice());
     assert_eq!(
-        task_call(&cp, call, &token, Some(&impostor)).await,
+        task_call(&rig.cp, call, &token, Some(&impostor)).await,
         (403, "wrong_session".into())
     );
-    assert_eq!(cp.task("t1").rebound, 0);
+    assert_eq!(rig.cp.task("t1").rebound, 0);
 
     // The holder was never disturbed: it finishes the task with its own session.
-    cp.signal("t1", "cancel");
-    let f = cp.wait_finished("t1", LONG).await;
+    rig.cp.signal("t1", "cancel");
+    let f = rig.cp.wait_finished("t1", LONG).await;
     assert_eq!(f["status"], "canceled", "{f}");
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert_eq!(t.finishes.len(), 1);
     assert!(String::from_utf8_lossy(&t.log).starts_with("holder's log\n"));
     assert!(!String::from_utf8_lossy(&t.log).contains("forged"));
@@ -313,14 +311,21 @@ async fn restart_as_a_new_agent(d: &Daemon, name: &str, old_id: &str) -> String 
     second.stderr()
 }
 
-#[tokio::test]
-async fn a_restart_without_the_state_file_is_a_new_agent_and_the_old_task_ends_by_lease() {
+/// The daemon fixture whose server ends a task by its lease ([`LEASE`]) and holds a name as
+/// connected for only 1 s after its agent's last contact.
+async fn leased_daemon() -> Daemon {
     let d = Daemon::new().await;
     {
         let mut i = d.cp.lock();
         i.lease = LEASE;
         i.offline_after = Duration::from_secs(1);
     }
+    d
+}
+
+#[tokio::test]
+async fn a_restart_without_the_state_file_is_a_new_agent_and_the_old_task_ends_by_lease() {
+    let d = leased_daemon().await;
     let (m, id) = killed_mid_task(&d, "forgetful").await;
     // The state file is lost (the rest of the disk stays, to show the spool cannot be used).
     std::fs::remove_file(d.h.data_dir().join(".agent.state")).unwrap();
@@ -332,12 +337,7 @@ async fn a_restart_without_the_state_file_is_a_new_agent_and_the_old_task_ends_b
 
 #[tokio::test]
 async fn the_right_id_with_a_wrong_secret_is_refused() {
-    let d = Daemon::new().await;
-    {
-        let mut i = d.cp.lock();
-        i.lease = LEASE;
-        i.offline_after = Duration::from_secs(1);
-    }
+    let d = leased_daemon().await;
     let (m, id) = killed_mid_task(&d, "tampered").await;
     let mut state = read_state(&d);
     state["reclaim_secret"] = json!("reclaim-not-the-one");
@@ -393,34 +393,32 @@ async fn a_state_file_others_could_reach_is_refused() {
 
 #[tokio::test]
 async fn a_control_plane_that_forgot_its_sessions_gets_the_running_task_back_by_reclaim() {
-    let cp = ControlPlane::start().await;
-    let dir = crate::support::dirs::tempdir();
-    let exec = FakeExecutor::default();
+    let rig = Rig::new().await;
     let script = Script {
         chunks: (0..20u8).map(|n| vec![b'a' + n; 1000]).collect(),
         pause: Duration::from_millis(150),
         ..Script::default()
     };
-    exec.script("t1", script.clone());
-    cp.enqueue("t1");
+    rig.queue("t1", script.clone());
     // Beats 10 s apart: a task call is the first to meet the forgotten session.
-    cp.lock().heartbeat_ms = 10_000;
-    let agent = start(&cp, dir.path(), "survivor", &exec, &[]);
-    cp.wait_for("t1 logging", LONG, |i| !i.tasks["t1"].log.is_empty())
+    rig.cp.lock().heartbeat_ms = 10_000;
+    let agent = rig.start("survivor", &[]);
+    rig.cp
+        .wait_for("t1 logging", LONG, |i| !i.tasks["t1"].log.is_empty())
         .await;
     // A restarted control plane: every session is gone, the agents and tasks are not.
-    cp.restart();
-    let f = cp.wait_finished("t1", LONG).await;
+    rig.cp.restart();
+    let f = rig.cp.wait_finished("t1", LONG).await;
     assert_eq!(f["status"], "succeeded", "{f}");
-    let t = cp.task("t1");
+    let t = rig.cp.task("t1");
     assert_eq!(t.finishes.len(), 1);
     assert_eq!(t.log, FakeExecutor::expected_log(&script), "the whole log");
     assert!(t.rebound >= 1, "the reclaim re-bound the task");
     assert!(
-        cp.lock().session_unknown >= 1,
+        rig.cp.lock().session_unknown >= 1,
         "a task call met the forgotten session"
     );
-    let outcomes = cp.lock().register_outcomes.clone();
+    let outcomes = rig.cp.lock().register_outcomes.clone();
     assert!(
         outcomes.len() >= 2 && outcomes[1..].iter().all(|o| o.reclaimed),
         "{outcomes:?}"

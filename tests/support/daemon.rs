@@ -2,7 +2,7 @@
 //! nothing), the fake control plane, and tasks whose work is a pre-init hook over a trivial
 //! configuration; real `scalr-agent run` processes started against them through the builder;
 //! waits on what the control plane received. Also the in-process daemon (`agent::run` with the
-//! fake executor, [`start`]), its configuration and a GET for the health listener.
+//! fake executor, started from a [`Rig`]) and a GET for the health listener.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{Agent, AgentBuilder};
 use super::control_plane::ControlPlane;
-use super::executor::FakeExecutor;
+use super::executor::{FakeExecutor, Script, Seen};
 use super::harness::Harness;
 use super::releases::{self, Entry, Signing};
 
@@ -145,30 +145,86 @@ pub struct InProcess {
     pub shutdown: CancellationToken,
 }
 
-/// Starts an in-process daemon named `name` with data in `data`, registered with `cp`, plus
-/// `extra` variables (see [`config`]).
-pub fn start(
-    cp: &ControlPlane,
-    data: &Path,
-    name: &str,
-    exec: &FakeExecutor,
-    extra: &[(&str, &str)],
-) -> InProcess {
-    InProcess::run(config(cp, data, name, extra), exec)
+/// What an in-process daemon test starts from: the fake control plane, a data directory and
+/// the fake executor. A test scripts and queues its tasks ([`Rig::queue`]), then starts
+/// daemons against them ([`Rig::start`]).
+pub struct Rig {
+    pub cp: ControlPlane,
+    /// The data directory of [`Rig::start`]'s daemon.
+    pub dir: tempfile::TempDir,
+    pub exec: FakeExecutor,
 }
 
-impl InProcess {
-    /// Starts `agent::run` with `config`'s agent settings (a test may adjust them first).
-    pub fn run(config: Config, exec: &FakeExecutor) -> InProcess {
+impl Rig {
+    pub async fn new() -> Rig {
+        Rig {
+            cp: ControlPlane::start().await,
+            dir: super::dirs::tempdir(),
+            exec: FakeExecutor::default(),
+        }
+    }
+
+    /// Gives task `id` its script and queues it.
+    pub fn queue(&self, id: &str, script: Script) {
+        self.exec.script(id, script);
+        self.cp.enqueue(id);
+    }
+
+    /// Waits (at most `timeout`) until what the executor saw meets `cond`.
+    pub async fn wait_seen(&self, what: &str, timeout: Duration, cond: impl Fn(&Seen) -> bool) {
+        self.cp
+            .wait_for(what, timeout, |_| cond(&self.exec.seen.lock().unwrap()))
+            .await;
+    }
+
+    /// Starts an in-process daemon named `name` with data in [`Rig::dir`], plus `extra`
+    /// variables (see [`Rig::config`]).
+    pub fn start(&self, name: &str, extra: &[(&str, &str)]) -> InProcess {
+        self.start_in(self.dir.path(), name, extra)
+    }
+
+    /// Starts an in-process daemon as [`Rig::start`] does, with data in `data`.
+    pub fn start_in(&self, data: &Path, name: &str, extra: &[(&str, &str)]) -> InProcess {
+        self.run(self.config_in(data, name, extra))
+    }
+
+    /// The configuration of an in-process daemon named `name` with data in [`Rig::dir`],
+    /// registered with this control plane, plus `extra` variables; a test may adjust it before
+    /// [`Rig::run`].
+    pub fn config(&self, name: &str, extra: &[(&str, &str)]) -> Config {
+        self.config_in(self.dir.path(), name, extra)
+    }
+
+    fn config_in(&self, data: &Path, name: &str, extra: &[(&str, &str)]) -> Config {
+        let mut vars: Vec<(String, String)> = vec![
+            ("SCALR_URL".into(), self.cp.url.to_string()),
+            ("SCALR_AGENT_TOKEN".into(), "pool-token".into()),
+            ("SCALR_AGENT_NAME".into(), name.into()),
+            ("SCALR_AGENT_DATA_DIR".into(), data.display().to_string()),
+            ("SCALR_AGENT_HTTP_BACKOFF".into(), "10ms".into()),
+            ("SCALR_AGENT_HTTP_MAX_RETRIES".into(), "3".into()),
+            ("SCALR_AGENT_WORKER_REPORT_TIMEOUT".into(), "5s".into()),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        Config::from_vars(vars, Needs::ControlPlane).unwrap()
+    }
+
+    /// Starts `agent::run` with `config`'s agent settings and this rig's executor.
+    pub fn run(&self, config: Config) -> InProcess {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(daemon::run(
             config.agent,
-            Arc::new(exec.clone()),
+            Arc::new(self.exec.clone()),
             shutdown.clone(),
         ));
         InProcess { handle, shutdown }
     }
+}
 
+impl InProcess {
     /// Fires the shutdown token and returns what `run` returned (at most [`STOP_WITHIN`]).
     pub async fn stop(self) -> Result<(), AgentError> {
         self.shutdown.cancel();
@@ -177,25 +233,6 @@ impl InProcess {
             .expect("the daemon stops in time")
             .expect("the daemon does not panic")
     }
-}
-
-/// The configuration of an in-process daemon named `name` with data in `data`, registered
-/// with `cp`, plus `extra` variables.
-pub fn config(cp: &ControlPlane, data: &Path, name: &str, extra: &[(&str, &str)]) -> Config {
-    let mut vars: Vec<(String, String)> = vec![
-        ("SCALR_URL".into(), cp.url.to_string()),
-        ("SCALR_AGENT_TOKEN".into(), "pool-token".into()),
-        ("SCALR_AGENT_NAME".into(), name.into()),
-        ("SCALR_AGENT_DATA_DIR".into(), data.display().to_string()),
-        ("SCALR_AGENT_HTTP_BACKOFF".into(), "10ms".into()),
-        ("SCALR_AGENT_HTTP_MAX_RETRIES".into(), "3".into()),
-        ("SCALR_AGENT_WORKER_REPORT_TIMEOUT".into(), "5s".into()),
-    ];
-    for (k, v) in extra {
-        vars.retain(|(n, _)| n != k);
-        vars.push((k.to_string(), v.to_string()));
-    }
-    Config::from_vars(vars, Needs::ControlPlane).unwrap()
 }
 
 /// `GET path` from a health listener: the status and the body.

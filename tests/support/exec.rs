@@ -8,8 +8,6 @@ use std::process::Output;
 use serde_json::{Value, json};
 
 use super::harness::Harness;
-use super::releases::{self, Signing};
-use super::terraform;
 
 const MAIN_TF: &str = include_str!("../../examples/hello/main.tf");
 
@@ -26,13 +24,7 @@ impl Exec {
 
     pub async fn with(extra: &[(&str, &str)]) -> Exec {
         let h = Harness::with(extra).await;
-        let zip = std::fs::read(terraform::real_terraform_zip()).unwrap();
-        releases::publish_terraform(
-            &h.mirror,
-            "1.0.3",
-            &[("linux_amd64", zip)],
-            Signing::With(&h.key, ".sig"),
-        );
+        h.publish_real_terraform();
         let dir = h.dir.path().join("workspace");
         std::fs::create_dir_all(dir.join("config")).unwrap();
         std::fs::write(dir.join("config/main.tf"), MAIN_TF).unwrap();
@@ -70,6 +62,14 @@ impl Exec {
             .unwrap_or(Value::Null);
         (output, result, out)
     }
+}
+
+/// Asserts that the first error of a task's result contains `expected`.
+pub fn assert_first_error(result: &Value, expected: &str) {
+    assert!(
+        result["errors"][0].as_str().unwrap().contains(expected),
+        "{result:#}"
+    );
 }
 
 pub fn text(b: &[u8]) -> String {

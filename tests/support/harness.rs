@@ -1,7 +1,8 @@
 //! The environment every test of the agent starts from: a fresh release mirror, a trusted test
 //! key, and a private temporary directory (traversable by task uids, see [`super::dirs`]) with
 //! the data and cache directories; the variables that point the agent there; a software cache
-//! over them for in-process tests, and [`Harness::agent`] for the real binary.
+//! over them for in-process tests, the real Terraform on the mirror when a test asks for it,
+//! and [`Harness::agent`] for the real binary.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,17 @@ impl Harness {
     /// output kept in this directory.
     pub fn agent(&self) -> AgentBuilder {
         AgentBuilder::new(&self.vars).logs(self.dir.path())
+    }
+
+    /// Publishes the real Terraform 1.0.3 for linux_amd64 on the mirror, signed with the key.
+    pub fn publish_real_terraform(&self) {
+        let zip = std::fs::read(super::terraform::real_terraform_zip()).unwrap();
+        super::releases::publish_terraform(
+            &self.mirror,
+            "1.0.3",
+            &[("linux_amd64", zip)],
+            super::releases::Signing::With(&self.key, ".sig"),
+        );
     }
 
     /// The data directory the variables name.

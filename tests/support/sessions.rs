@@ -91,6 +91,16 @@ pub fn check_task_call(i: &mut Inner, task: &str, session: Option<&str>) -> Opti
     None
 }
 
+/// Refuses a registration with `status` and `body`, recording the outcome.
+fn refuse(i: &mut Inner, status: u16, body: Value) -> Response<Body> {
+    i.register_outcomes.push(RegisterOutcome {
+        status,
+        agent_id: None,
+        reclaimed: false,
+    });
+    respond(status, body)
+}
+
 /// `POST /register`: checks the pool token; a reclaim (v1.1: the previous id with its secret)
 /// gives the id back and re-binds its tasks; a wrong secret is refused `403 reclaim_refused`;
 /// otherwise a new agent, unless its name is connected (409).
@@ -117,12 +127,8 @@ pub fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
                 let good = *s == r.confirmed
                     || r.pending.as_ref().is_some_and(|(pending, _)| pending == s);
                 if !good {
-                    i.register_outcomes.push(RegisterOutcome {
-                        status: 403,
-                        agent_id: None,
-                        reclaimed: false,
-                    });
-                    return respond(
+                    return refuse(
+                        &mut i,
                         403,
                         json!({"error": "reclaim_refused", "message": format!("the reclaim secret of {p} does not match")}),
                     );
@@ -137,12 +143,8 @@ pub fn register(cp: &ControlPlane, token: &str, body: &[u8]) -> Response<Body> {
         && seen.elapsed() < i.offline_after
         && reclaim.as_deref() != Some(id.as_str())
     {
-        i.register_outcomes.push(RegisterOutcome {
-            status: 409,
-            agent_id: None,
-            reclaimed: false,
-        });
-        return respond(
+        return refuse(
+            &mut i,
             409,
             json!({"error": "name_conflict", "message": format!("{name} is connected")}),
         );

@@ -303,114 +303,103 @@ mod tests {
         assert_eq!(example.id, "task-hello-plan");
     }
 
+    /// The documented example as JSON, for a test to spoil.
+    fn example() -> serde_json::Value {
+        serde_json::from_str(&doc_example()).unwrap()
+    }
+
+    /// Parses `v`, which must fail, and checks that the message holds every text in `expected`.
+    /// Returns how many problems were reported, and the message.
+    fn refused(v: &serde_json::Value, expected: &[&str]) -> (usize, String) {
+        let err = Task::parse(v.to_string().as_bytes()).unwrap_err();
+        let text = err.to_string();
+        for expected in expected {
+            assert!(text.contains(expected), "{expected:?} in {text}");
+        }
+        (err.problems.len(), text)
+    }
+
     #[test]
     fn problems_in_several_sections_are_reported_together() {
-        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        let mut v = example();
         v["run"]["mode"] = "sometimes".into();
         v["workspace"]["iac_version"] = "latest".into();
         v["variables"][1]["category"] = "env".into();
         v.as_object_mut().unwrap().remove("control_plane");
-        let err = Task::parse(v.to_string().as_bytes()).unwrap_err();
-        let text = err.to_string();
-        assert_eq!(err.problems.len(), 4, "{text}");
-        assert!(
-            text.contains("run.mode: unknown value \"sometimes\"; expected one of: apply"),
-            "{text}"
+        let (problems, text) = refused(
+            &v,
+            &[
+                "run.mode: unknown value \"sometimes\"; expected one of: apply",
+                "workspace.iac_version: invalid version \"latest\"",
+                "variables[1].category: unknown value \"env\"",
+                "control_plane: required, but missing",
+            ],
         );
-        assert!(
-            text.contains("workspace.iac_version: invalid version \"latest\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("variables[1].category: unknown value \"env\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("control_plane: required, but missing"),
-            "{text}"
-        );
+        assert_eq!(problems, 4, "{text}");
     }
 
     #[test]
     fn messages_name_the_field_what_was_expected_and_what_was_found() {
-        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        let mut v = example();
         v["workspace"]
             .as_object_mut()
             .unwrap()
             .remove("iac_version");
         v["run"]["is_destroy"] = "yes".into();
         v["variables"][0]["hcl"] = 1.into();
-        let text = Task::parse(v.to_string().as_bytes())
-            .unwrap_err()
-            .to_string();
-        for expected in [
-            "workspace.iac_version: required, but missing",
-            "run.is_destroy: expected a boolean, found the string \"yes\"",
-            "variables[0].hcl: expected a boolean, found the number 1",
-        ] {
-            assert!(text.contains(expected), "{expected:?} in {text}");
-        }
-        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        refused(
+            &v,
+            &[
+                "workspace.iac_version: required, but missing",
+                "run.is_destroy: expected a boolean, found the string \"yes\"",
+                "variables[0].hcl: expected a boolean, found the number 1",
+            ],
+        );
+        let mut v = example();
         v["workspace"]["operation_timeout"] = "1h".into();
-        let text = Task::parse(v.to_string().as_bytes())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            text.contains(
+        let (_, text) = refused(
+            &v,
+            &[
                 "workspace.operation_timeout: expected a whole number (0 or more), found the \
-                 string \"1h\""
-            ),
-            "{text}"
+               string \"1h\"",
+            ],
         );
         assert!(!text.contains("u64"), "{text}");
     }
 
     #[test]
     fn variable_names_follow_their_category() {
-        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        let mut v = example();
         v["variables"] = serde_json::json!([
             {"key": "dash-name", "value": "1", "category": "terraform"},
             {"key": "dash-name", "value": "1", "category": "shell"},
             {"key": "9lives", "value": "1", "category": "terraform"},
             {"key": "TF_CLI_CONFIG_FILE", "value": "/x", "category": "shell"},
         ]);
-        let err = Task::parse(v.to_string().as_bytes()).unwrap_err();
-        let text = err.to_string();
-        assert_eq!(err.problems.len(), 3, "{text}");
-        assert!(
-            text.contains("variables[1].key: \"dash-name\" is not a valid shell variable name"),
-            "{text}"
+        let (problems, text) = refused(
+            &v,
+            &[
+                "variables[1].key: \"dash-name\" is not a valid shell variable name",
+                "variables[2].key: \"9lives\" is not a valid Terraform variable name",
+                "variables[3].key: the shell variable TF_CLI_CONFIG_FILE would replace",
+                "SCALR_TERRAFORM_RC",
+            ],
         );
-        assert!(
-            text.contains("variables[2].key: \"9lives\" is not a valid Terraform variable name"),
-            "{text}"
-        );
-        assert!(
-            text.contains("variables[3].key: the shell variable TF_CLI_CONFIG_FILE would replace")
-                && text.contains("SCALR_TERRAFORM_RC"),
-            "{text}"
-        );
+        assert_eq!(problems, 3, "{text}");
     }
 
     #[test]
     fn cross_field_rules() {
-        let mut v: serde_json::Value = serde_json::from_str(&doc_example()).unwrap();
+        let mut v = example();
         v["action"] = "apply".into();
         v["configuration"] = serde_json::json!({"archive": {"sha256": "abc"}});
-        let text = Task::parse(v.to_string().as_bytes())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            text.contains("plan_artifacts.plan_file: required for an apply task"),
-            "{text}"
-        );
-        assert!(
-            text.contains("configuration.archive: exactly one of `path` and `url` is required"),
-            "{text}"
-        );
-        assert!(
-            text.contains("configuration.archive.sha256: expected 64 hex digits"),
-            "{text}"
+        refused(
+            &v,
+            &[
+                "plan_artifacts.plan_file: required for an apply task",
+                "configuration.archive: exactly one of `path` and `url` is required",
+                "configuration.archive.sha256: expected 64 hex digits",
+            ],
         );
     }
 }
