@@ -12,9 +12,7 @@ use scalr_agent::providers::{FillError, ProviderStore, Settings, hash, store};
 use crate::support::exec::{Exec, text};
 use crate::support::keys::TestKey;
 use crate::support::procs::{marker, processes_with};
-use crate::support::providers::{
-    NULL_MAIN_TF, assert_one_fill, null_bytes, null_zip, provider_zip,
-};
+use crate::support::providers::{NULL_MAIN_TF, assert_one_fill, null_bytes, provider_zip};
 use crate::support::registry::{HOST, Publish, Registry};
 
 /// The `h1:` Terraform 1.0.3 itself records for the real null 2.1.2 linux_amd64 package.
@@ -27,17 +25,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let reg = Registry::start().await;
+        let reg = Registry::with_null().await;
         let hosts = reg.hosts_var();
         let e = Exec::with(&[("SCALR_AGENT_PROVIDER_REGISTRY_HOSTS", &hosts)]).await;
         std::fs::write(e.dir.join("config/main.tf"), NULL_MAIN_TF).unwrap();
-        reg.publish(
-            "hashicorp",
-            "null",
-            "2.1.2",
-            &null_zip("null", "2.1.2"),
-            Publish::default(),
-        );
         Fixture { e, reg }
     }
 
