@@ -18,7 +18,7 @@
 
 mod tree;
 
-pub use tree::{TreeFile, extract_tar_tree, extract_zip_tree, lexical_join};
+pub use tree::{TreeFile, extract_tar_tree, extract_zip_tree, link_stays_inside};
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};

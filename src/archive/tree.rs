@@ -7,7 +7,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use super::{ExtractError, copy_capped_mode, safe_name};
 
@@ -213,32 +213,51 @@ fn link_inside(
     let Some(link) = link else {
         return Err(refuse(Path::new(""), "it has no target"));
     };
-    if link.is_absolute() {
-        return Err(refuse(link, "an absolute path"));
-    }
-    let resolved = lexical_join(target.parent().unwrap_or(dest), link);
-    if !resolved.starts_with(dest) {
-        return Err(refuse(link, "it leaves the configuration"));
-    }
-    std::os::unix::fs::symlink(link, target).map_err(|source| ExtractError::Entry {
+    let at = |source| ExtractError::Entry {
         entry: raw.to_string(),
         source,
-    })
+    };
+    link_stays_inside(dest, target.parent().unwrap_or(dest), link)
+        .map_err(at)?
+        .map_err(|reason| refuse(link, reason))?;
+    std::os::unix::fs::symlink(link, target).map_err(at)
 }
 
-/// Joins without touching the filesystem, resolving `.` and `..` lexically.
-pub fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
-    let mut out = base.to_path_buf();
-    for c in rel.components() {
+/// Whether a symbolic link to `link`, made in the existing directory `parent` of the tree
+/// `root`, can only ever resolve inside `root`: `Ok(Err(reason))` when it could leave it.
+/// A target is relative, its `..` components come first (a `..` after a name would climb
+/// out of wherever that name leads once it is itself a link, e.g. `a -> .` and `b -> a/..`),
+/// and those `..` are applied to `parent`'s real path, not its spelling (`x -> .` makes
+/// `x/x/l -> ../..` climb two levels above `x/x`'s spelling). Names after them stay inside as
+/// long as every link made this way does, so a tree built only from such links, in any
+/// order, never leads out. Blocking (resolves `parent` and `root`).
+pub fn link_stays_inside(
+    root: &Path,
+    parent: &Path,
+    link: &Path,
+) -> io::Result<Result<(), &'static str>> {
+    if link.is_absolute() {
+        return Ok(Err("an absolute path"));
+    }
+    let mut at = parent.canonicalize()?;
+    let root = root.canonicalize()?;
+    let mut named = false;
+    for c in link.components() {
         match c {
-            Component::ParentDir => {
-                out.pop();
+            Component::ParentDir if named => {
+                return Ok(Err("`..` after a name, which may itself be a link"));
             }
-            Component::Normal(p) => out.push(p),
+            Component::ParentDir => {
+                at.pop();
+                if !at.starts_with(&root) {
+                    return Ok(Err("it leaves the configuration"));
+                }
+            }
+            Component::Normal(_) => named = true,
             _ => {}
         }
     }
-    out
+    Ok(Ok(()))
 }
 
 /// Refuses to write through a symbolic link that points outside `root`.
@@ -327,6 +346,18 @@ mod tests {
         assert_eq!(
             err(extract(&[("big", Regular, "0123456789a")], 10)),
             "more than 10 bytes once extracted"
+        );
+        // Lexically inside, really outside: `a -> .` makes `a/..` the parent of the tree.
+        assert_eq!(
+            err(extract(&[("a", Symlink, "."), ("b", Symlink, "a/..")], 10)),
+            "entry \"b\": symbolic link a/..: `..` after a name, which may itself be a link"
+        );
+        assert_eq!(
+            err(extract(
+                &[("a", Symlink, "."), ("a/a/l", Symlink, "../..")],
+                10
+            )),
+            "entry \"a/a/l\": symbolic link ../..: it leaves the configuration"
         );
         let four = [
             ("a", Regular, ""),

@@ -280,4 +280,41 @@ mod tests {
             assert!(text.contains(expected), "{path}: {text}");
         }
     }
+
+    /// A CA bundle or key file named by a variable that is a FIFO, a directory or a sparse
+    /// file past the limit is one more problem: the start neither hangs nor reads it whole.
+    #[test]
+    fn files_named_by_variables_are_regular_files_within_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = dir.path().join("big.pem");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(super::super::parse::NAMED_FILE_LIMIT + 1)
+            .unwrap();
+        let (fifo, big) = (fifo.display().to_string(), big.display().to_string());
+        let cases = [
+            ("SCALR_AGENT_CA_CERT", fifo.clone(), "found Fifo"),
+            ("SCALR_AGENT_SOFTWARE_TRUSTED_KEYS", fifo, "found Fifo"),
+            (
+                "SCALR_AGENT_CA_CERT",
+                dir.path().display().to_string(),
+                "found Directory",
+            ),
+            ("SCALR_AGENT_CA_CERT", big, "at most 16777216 bytes"),
+        ];
+        for (name, path, expected) in cases {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(load(&[URL, (name, &p)]).map(|_| ()));
+            });
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{name}={path}: reading it hangs"));
+            let text = got.unwrap_err().to_string();
+            assert!(text.contains(name) && text.contains(expected), "{text}");
+        }
+    }
 }

@@ -101,6 +101,7 @@ pub(super) struct Raw {
     pub(super) scalr_agent_provider_cache_enabled: Option<String>,
     pub(super) scalr_agent_provider_cache_size_limit_mb: Option<String>,
     pub(super) scalr_agent_provider_cache_concurrency: Option<String>,
+    pub(super) scalr_agent_provider_cache_drop_kernel_pages: Option<String>,
     pub(super) scalr_agent_provider_network_mirrors: Option<String>,
     pub(super) scalr_agent_provider_registry_hosts: Option<String>,
 }
@@ -306,10 +307,38 @@ pub(super) fn pick(
         .find_map(|(name, v)| nonempty(v.clone()).map(|v| (*name, v)))
 }
 
+/// Largest file named by a variable that is read whole (a CA bundle, a key file).
+pub(super) const NAMED_FILE_LIMIT: u64 = 16 << 20;
+
 /// Reads a file an operator named in a variable (a CA bundle, a key file): the agent's own
-/// input, never a task's.
+/// input, never a task's, so links are followed (a mounted secret is one). Opened without
+/// blocking, then checked on the descriptor: a regular file of at most [`NAMED_FILE_LIMIT`]
+/// bytes, so a FIFO, a device or a runaway file named by mistake fails the start with a
+/// problem instead of hanging it or filling its memory.
 pub(super) fn read_named_file(path: &str) -> std::io::Result<Vec<u8>> {
-    std::fs::read(path)
+    use std::io::{Error, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::other(format!(
+            "expected a regular file, found {:?}",
+            rustix::fs::FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(&meta))
+        )));
+    }
+    let too_big = || Error::other(format!("expected at most {NAMED_FILE_LIMIT} bytes"));
+    if meta.len() > NAMED_FILE_LIMIT {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(NAMED_FILE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > NAMED_FILE_LIMIT {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 pub(super) fn nonempty(v: Option<String>) -> Option<String> {

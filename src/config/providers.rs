@@ -49,6 +49,12 @@ pub(super) fn parse(p: &mut Parser<'_>, raw: &Raw, cache_dir: &Path, unused_days
     ) {
         s.concurrency = n as usize;
     }
+    if let Some(b) = p.bool_of(
+        "SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES",
+        &raw.scalr_agent_provider_cache_drop_kernel_pages,
+    ) {
+        s.drop_kernel_pages = b;
+    }
     if let Some(text) = nonempty(raw.scalr_agent_provider_network_mirrors.clone()) {
         s.mirrors = mirrors(p, &text);
     }

@@ -183,6 +183,12 @@ pub const VARIABLES: &[Variable] = &[
         "Provider store fills (downloads) running at once, across all runs of this agent.",
     ),
     var(
+        "SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES",
+        &[],
+        "true",
+        "After a run, drop the kernel's page cache of the store entries it used that no other run uses (`posix_fadvise(DONTNEED)`; the files stay), so cached providers do not count against the agent's memory.",
+    ),
+    var(
         "SCALR_AGENT_PROVIDER_NETWORK_MIRRORS",
         &[],
         "[]",

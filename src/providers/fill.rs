@@ -22,6 +22,11 @@ use crate::software::store::{Staging, mtime_ns, write_synced};
 /// Most files accepted in one provider zip.
 const MAX_ENTRIES: usize = 1000;
 
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FillError + use<> {
+    let path = path.to_path_buf();
+    move |source| FillError::Io { path, source }
+}
+
 /// Fetches, verifies and commits `pkg`. The caller holds the fill lock and has removed any
 /// damaged entry.
 pub async fn fill(
@@ -30,37 +35,50 @@ pub async fn fill(
     client: &HttpClient,
     pkg: &Package,
 ) -> Result<Manifest, FillError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FillError::Io { path, source }
-    };
-    layout.ensure_root().map_err(io(&layout.root))?;
-    let staging = Staging::create(&layout.tmp(), &pkg.slug()).map_err(io(&layout.tmp()))?;
-    let zip = staging.path().join("package.zip");
-    let fetched = fetch(settings, client, pkg, &zip).await?;
-
-    let pkg_dir = staging.path().join(store::PKG);
-    fs::create_dir(&pkg_dir).map_err(io(&pkg_dir))?;
-    let (zip_in, dir_in, cap) = (zip.clone(), pkg_dir.clone(), settings.max_package_bytes);
-    let files = tokio::task::spawn_blocking(move || {
-        let r = archive::extract_zip_tree(&zip_in, &dir_in, cap, MAX_ENTRIES);
-        let _ = fs::remove_file(&zip_in);
-        r
+    let (at, slug) = (layout.clone(), pkg.slug());
+    let staging = tokio::task::spawn_blocking(move || {
+        at.ensure_root().map_err(io(&at.root))?;
+        Staging::create(&at.tmp(), &slug).map_err(io(&at.tmp()))
     })
     .await
-    .expect("extract task does not panic")
-    .map_err(|reason| FillError::Archive {
-        url: fetched.url.clone(),
-        reason,
-    })?;
-    let h1 = hash::h1_of_tree(&files);
-    if !fetched.h1s.is_empty() && !fetched.h1s.contains(&h1) {
-        return Err(FillError::Hash {
-            what: format!("h1: of the package from {}", fetched.url),
-            expected: fetched.h1s.join(", "),
-            found: h1,
-        });
-    }
+    .expect("staging does not panic")?;
+    let zip = staging.path().join("package.zip");
+    let fetched = match fetch(settings, client, pkg, &zip).await {
+        Ok(f) => f,
+        Err(e) => {
+            // A partial download is removed on a blocking thread too.
+            let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+            return Err(e);
+        }
+    };
+    let (cap, h1s, url) = (
+        settings.max_package_bytes,
+        fetched.h1s.clone(),
+        fetched.url.clone(),
+    );
+    // Extraction and the h1: check on a blocking thread, which also removes the staging
+    // directory (up to the package cap) when either fails.
+    let (staging, files, h1) = tokio::task::spawn_blocking(move || {
+        let pkg_dir = staging.path().join(store::PKG);
+        fs::create_dir(&pkg_dir).map_err(io(&pkg_dir))?;
+        let extracted = archive::extract_zip_tree(&zip, &pkg_dir, cap, MAX_ENTRIES);
+        let _ = fs::remove_file(&zip);
+        let files = extracted.map_err(|reason| FillError::Archive {
+            url: url.clone(),
+            reason,
+        })?;
+        let h1 = hash::h1_of_tree(&files);
+        if !h1s.is_empty() && !h1s.contains(&h1) {
+            return Err(FillError::Hash {
+                what: format!("h1: of the package from {url}"),
+                expected: h1s.join(", "),
+                found: h1,
+            });
+        }
+        Ok((staging, files, h1))
+    })
+    .await
+    .expect("extract task does not panic")?;
     let manifest = commit(layout, pkg, staging, files, h1, &fetched).await?;
     Ok(manifest)
 }
@@ -99,10 +117,6 @@ async fn commit(
         fetched.verification.clone(),
     );
     tokio::task::spawn_blocking(move || {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| FillError::Io { path, source }
-        };
         let pkg_dir = staging.path().join(store::PKG);
         let mut stored = Vec::new();
         for f in files {

@@ -63,6 +63,11 @@ pub enum FillError {
     },
     #[error("the agent's HTTP client: {0}")]
     Client(HttpError),
+    #[error(
+        "the stored entry {path} is damaged ({damage}) and leased by a running task: left to \
+         that task, replaced by the first fill after its lease ends"
+    )]
+    DamagedInUse { path: PathBuf, damage: String },
 }
 
 /// A failed store operation, naming the package.
@@ -84,7 +89,15 @@ pub struct Ensured {
 /// A shared lease on an entry: eviction leaves it alone while this lives.
 #[derive(Debug)]
 pub struct Lease {
+    package: Package,
     _lock: File,
+}
+
+impl Lease {
+    /// The leased entry.
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
 }
 
 /// One row of `software providers`.
@@ -156,7 +169,7 @@ impl ProviderStore {
             package: pkg.to_string(),
             kind,
         };
-        if let Ok(manifest) = store::check_entry(&self.layout, pkg) {
+        if let Ok(manifest) = self.check(pkg).await {
             return Ok(Ensured {
                 manifest,
                 filled: None,
@@ -190,22 +203,24 @@ impl ProviderStore {
         result.map_err(fail)
     }
 
+    /// [`store::check_entry`] on a blocking thread.
+    pub async fn check(&self, pkg: &Package) -> Result<Manifest, store::Damage> {
+        let (layout, pkg) = (self.layout.clone(), pkg.clone());
+        tokio::task::spawn_blocking(move || store::check_entry(&layout, &pkg))
+            .await
+            .expect("the entry check does not panic")
+    }
+
     async fn ensure_locked(&self, pkg: &Package) -> Result<Ensured, FillError> {
-        match store::check_entry(&self.layout, pkg) {
-            Ok(manifest) => {
-                return Ok(Ensured {
-                    manifest,
-                    filled: None,
-                });
-            }
-            Err(store::Damage::NoManifest) if !self.layout.entry(pkg).exists() => {}
-            Err(damage) => {
-                tracing::warn!(package = %pkg, %damage, "stored provider is damaged; replacing it");
-                let dir = self.layout.entry(pkg);
-                self.layout
-                    .remove_entry(pkg)
-                    .map_err(|source| FillError::Io { path: dir, source })?;
-            }
+        let (layout, key) = (self.layout.clone(), pkg.clone());
+        let present = tokio::task::spawn_blocking(move || clear_damaged(&layout, &key))
+            .await
+            .expect("the entry check does not panic")?;
+        if let Some(manifest) = present {
+            return Ok(Ensured {
+                manifest,
+                filled: None,
+            });
         }
         let _permit = self.fills.acquire().await.expect("never closed");
         let started = Instant::now();
@@ -222,7 +237,34 @@ impl ProviderStore {
     pub fn lease(&self, pkg: &Package) -> std::io::Result<Lease> {
         let f = self.layout.lease_lock(pkg)?;
         f.lock_shared()?;
-        Ok(Lease { _lock: f })
+        Ok(Lease {
+            package: pkg.clone(),
+            _lock: f,
+        })
+    }
+
+    /// Drops the kernel's page cache of each entry in `pkgs` that no run leases (a run still
+    /// using one keeps its pages), keeping the files: [`Layout::drop_pages`], under the lease
+    /// lock taken exclusively without waiting. Returns how many files were advised; failures
+    /// are logged, never raised (this only saves memory). Blocking.
+    pub fn drop_pages(&self, pkgs: &[Package]) -> usize {
+        let mut advised = 0;
+        for pkg in pkgs {
+            let dropped = self.layout.try_lease_exclusive(pkg).and_then(|held| {
+                let Some(_held) = held else { return Ok(0) };
+                match store::check_entry(&self.layout, pkg) {
+                    Ok(manifest) => self.layout.drop_pages(pkg, &manifest),
+                    Err(_) => Ok(0),
+                }
+            });
+            match dropped {
+                Ok(n) => advised += n,
+                Err(e) => {
+                    tracing::debug!(package = %pkg, error = %e, "could not drop cached pages")
+                }
+            }
+        }
+        advised
     }
 
     /// Every entry with its state; `verify` also re-hashes each package. Blocking.
@@ -312,4 +354,32 @@ impl ProviderStore {
         report.remaining_bytes = total;
         Ok(report)
     }
+}
+
+/// Under the entry's fill lock: the manifest of a sound entry, or `None` once there is no
+/// entry. A damaged entry is removed only while no run leases it (the lease lock taken
+/// exclusively without waiting, as a prune does). A leased one is left to its runs and this
+/// fill fails with [`FillError::DamagedInUse`]: removing it would pull files from under a
+/// running Terraform, and filling beside it would need a second path per entry. The first
+/// fill after the leases end replaces it. Blocking.
+fn clear_damaged(layout: &Layout, pkg: &Package) -> Result<Option<Manifest>, FillError> {
+    let dir = layout.entry(pkg);
+    let damage = match store::check_entry(layout, pkg) {
+        Ok(manifest) => return Ok(Some(manifest)),
+        Err(store::Damage::NoManifest) if !dir.exists() => return Ok(None),
+        Err(damage) => damage,
+    };
+    let io = |source| FillError::Io {
+        path: layout.entry(pkg),
+        source,
+    };
+    let Some(_lease) = layout.try_lease_exclusive(pkg).map_err(io)? else {
+        return Err(FillError::DamagedInUse {
+            path: dir,
+            damage: damage.to_string(),
+        });
+    };
+    tracing::warn!(package = %pkg, %damage, "stored provider is damaged; replacing it");
+    layout.remove_entry(pkg).map_err(io)?;
+    Ok(None)
 }

@@ -29,6 +29,9 @@ pub struct Settings {
     pub registry_hosts: BTreeMap<String, Url>,
     /// Largest zip and largest extracted package accepted.
     pub max_package_bytes: u64,
+    /// `SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES`: after a run, drop the page cache of
+    /// the entries it used that no other run leases (the files stay).
+    pub drop_kernel_pages: bool,
 }
 
 impl Settings {
@@ -43,6 +46,7 @@ impl Settings {
             mirrors: Vec::new(),
             registry_hosts: BTreeMap::new(),
             max_package_bytes: 2 << 30,
+            drop_kernel_pages: true,
         }
     }
 }

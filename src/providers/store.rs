@@ -110,6 +110,15 @@ impl Layout {
     pub fn lease_lock(&self, pkg: &Package) -> io::Result<File> {
         shared::open_lock(&self.lock(pkg, "lease"))
     }
+    /// The entry's lease lock taken exclusively without waiting: `None` while any run holds a
+    /// lease on it. Blocking (file I/O only, never waits for a holder).
+    pub fn try_lease_exclusive(&self, pkg: &Package) -> io::Result<Option<File>> {
+        shared::lock_file(
+            &self.lock(pkg, "lease"),
+            shared::LockMode::Exclusive,
+            shared::Wait::No,
+        )
+    }
 
     /// Creates the root (0755, so task uids can reach `pkg/` directories) when missing.
     pub fn ensure_root(&self) -> io::Result<()> {
@@ -207,6 +216,42 @@ impl Layout {
         }
         out.sort();
         out
+    }
+
+    /// Drops the kernel's page cache of an entry's package files (`posix_fadvise(DONTNEED)`),
+    /// keeping the files. Only the files `manifest` lists, each opened beneath the entry's
+    /// `pkg/` descriptor without following any link (`openat2` beneath, no links; where the
+    /// kernel lacks `openat2`, `O_NOFOLLOW` and only names directly in `pkg/`), without
+    /// blocking, and advised only when the descriptor is a regular file. Returns how many
+    /// files were advised. Blocking.
+    pub fn drop_pages(&self, pkg: &Package, manifest: &Manifest) -> io::Result<usize> {
+        use rustix::fs::{Advice, FileType, Mode, OFlags, ResolveFlags};
+        let dir = rustix::fs::open(
+            self.pkg_dir(pkg),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let mut advised = 0;
+        for f in &manifest.files {
+            let name = f.name.as_str();
+            let fd = match rustix::fs::openat2(&dir, name, flags, Mode::empty(), resolve) {
+                Err(rustix::io::Errno::NOSYS) if !name.contains('/') => {
+                    rustix::fs::openat(&dir, name, flags, Mode::empty())
+                }
+                other => other,
+            };
+            let Ok(fd) = fd else { continue };
+            if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+                continue;
+            }
+            rustix::fs::fadvise(&fd, 0, None, Advice::DontNeed)?;
+            advised += 1;
+        }
+        Ok(advised)
     }
 
     /// Removes the trash, staging directories older than a day (of dead fills) and alias

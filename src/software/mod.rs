@@ -210,9 +210,9 @@ impl SoftwareCache {
         let dir = self.layout.entry(&key);
 
         // Fast path: a valid entry, no lock needed (entries appear only by atomic rename).
-        if let Ok(manifest) = store::check_entry(&dir, &key) {
+        if let Some(manifest) = self.check(&key).await {
             let lease = self.lease(&key).await.map_err(fail)?;
-            store::touch_last_used(&dir);
+            touch_last_used(&dir).await;
             return Ok(self.installed(key, manifest, lease, false));
         }
 
@@ -226,7 +226,7 @@ impl SoftwareCache {
             }
         };
         let lease = self.lease(&key).await.map_err(fail)?;
-        store::touch_last_used(&dir);
+        touch_last_used(&dir).await;
         drop(lock);
         if downloaded {
             let layout = self.layout.clone();
@@ -241,6 +241,14 @@ impl SoftwareCache {
             }
         }
         Ok(self.installed(key, manifest, lease, downloaded))
+    }
+
+    /// The entry's manifest when it passes [`store::check_entry`], on a blocking thread.
+    async fn check(&self, key: &Key) -> Option<Manifest> {
+        let (dir, key) = (self.layout.entry(key), key.clone());
+        tokio::task::spawn_blocking(move || store::check_entry(&dir, &key).ok())
+            .await
+            .expect("the entry check does not panic")
     }
 
     fn installed(&self, key: Key, manifest: Manifest, lease: File, downloaded: bool) -> Installed {
@@ -367,6 +375,12 @@ impl SoftwareCache {
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
         Ok((manifest, true))
     }
+}
+
+/// Records an entry's use ([`store::touch_last_used`]) on a blocking thread.
+async fn touch_last_used(dir: &std::path::Path) {
+    let dir = dir.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || store::touch_last_used(&dir)).await;
 }
 
 /// The manifest of a verified install of `release` as `key`: what was downloaded and

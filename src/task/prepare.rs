@@ -20,6 +20,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -153,7 +154,15 @@ impl TaskDirs {
                 .create(dir)
                 .map_err(io_err("creating", dir))?;
         }
-        File::create(&d.agent_env).map_err(io_err("creating", &d.agent_env))?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&d.agent_env)
+                .map_err(io_err("creating", &d.agent_env))?;
+        }
         Ok(d)
     }
 
@@ -238,44 +247,110 @@ fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Copies a local directory (regular files, directories, links staying inside it).
+/// Copies a local directory (regular files, directories, links staying inside it; anything
+/// else is skipped) without following a link inside it: each directory is opened beneath the
+/// top one component by component with `O_NOFOLLOW | O_DIRECTORY`, each file with
+/// `O_NOFOLLOW | O_NONBLOCK` and checked a regular file on its descriptor, and the copies are
+/// created new. A directory swapped for a link, or a file for a FIFO, while it is copied is
+/// refused instead of followed or waited on. The top directory itself may be a link (the
+/// operator's choice). Blocking.
 fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareError> {
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let bad = |reason: String| PrepareError::Directory {
         name,
         path: src.to_path_buf(),
         reason,
     };
-    let meta = fs::metadata(src).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(bad("not a directory".into()));
-    }
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let top = rustix::fs::open(src, dir_flags, Mode::empty())
+        .map_err(|e| bad(format!("not a readable directory: {e}")))?;
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        for item in fs::read_dir(src.join(&rel)).map_err(|e| bad(e.to_string()))? {
+        let here = open_beneath(&top, &rel).map_err(|e| bad(format!("{}: {e}", rel.display())))?;
+        let entries = Dir::read_from(&here).map_err(|e| bad(e.to_string()))?;
+        for item in entries {
             let item = item.map_err(|e| bad(e.to_string()))?;
-            let rel_item = rel.join(item.file_name());
-            let kind = item.file_type().map_err(|e| bad(e.to_string()))?;
-            let (from, to) = (src.join(&rel_item), dest.join(&rel_item));
-            if kind.is_dir() {
-                fs::create_dir_all(&to).map_err(io_err("creating", &to))?;
-                stack.push(rel_item);
-            } else if kind.is_file() {
-                fs::copy(&from, &to).map_err(io_err("copying", &from))?;
-            } else if kind.is_symlink() {
-                let link = fs::read_link(&from).map_err(io_err("reading", &from))?;
-                if link.is_absolute()
-                    || !archive::lexical_join(to.parent().unwrap_or(dest), &link).starts_with(dest)
-                {
-                    return Err(bad(format!(
-                        "{} links outside the configuration",
-                        rel_item.display()
-                    )));
+            let file = item.file_name();
+            if matches!(file.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let rel_item = rel.join(std::ffi::OsStr::from_bytes(file.to_bytes()));
+            let at = |e: rustix::io::Errno| bad(format!("{}: {e}", rel_item.display()));
+            let to = dest.join(&rel_item);
+            let stat = rustix::fs::statat(&here, file, AtFlags::SYMLINK_NOFOLLOW).map_err(at)?;
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Directory => {
+                    fs::create_dir_all(&to).map_err(io_err("creating", &to))?;
+                    stack.push(rel_item);
                 }
-                std::os::unix::fs::symlink(&link, &to).map_err(io_err("linking", &to))?;
+                FileType::RegularFile => {
+                    let from = rustix::fs::openat(
+                        &here,
+                        file,
+                        OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::NOCTTY
+                            | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(at)?;
+                    let kind =
+                        FileType::from_raw_mode(rustix::fs::fstat(&from).map_err(at)?.st_mode);
+                    if kind != FileType::RegularFile {
+                        return Err(bad(format!(
+                            "{} became a {kind:?} while it was copied",
+                            rel_item.display()
+                        )));
+                    }
+                    copy_new(File::from(from), &to, stat.st_mode & 0o777)
+                        .map_err(io_err("copying", &src.join(&rel_item)))?;
+                }
+                FileType::Symlink => {
+                    let link = rustix::fs::readlinkat(&here, file, Vec::new()).map_err(at)?;
+                    let link = PathBuf::from(std::ffi::OsString::from_vec(link.into_bytes()));
+                    if let Err(why) =
+                        archive::link_stays_inside(dest, to.parent().unwrap_or(dest), &link)
+                            .map_err(io_err("resolving", &to))?
+                    {
+                        return Err(bad(format!(
+                            "{} links outside the configuration ({} : {why})",
+                            rel_item.display(),
+                            link.display()
+                        )));
+                    }
+                    std::os::unix::fs::symlink(&link, &to).map_err(io_err("linking", &to))?;
+                }
+                _ => {}
             }
         }
     }
     Ok(())
+}
+
+/// Opens the directory `rel` beneath `top`, refusing any link on the way.
+fn open_beneath(top: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut at = rustix::fs::openat(top, ".", flags, Mode::empty())?;
+    for part in rel.components() {
+        at = rustix::fs::openat(&at, part.as_os_str(), flags, Mode::empty())?;
+    }
+    Ok(at)
+}
+
+/// Copies `from` into the new file `to` (never through an existing file or link), with `mode`.
+fn copy_new(mut from: File, to: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(mode)
+        .open(to)?;
+    io::copy(&mut from, &mut out)?;
+    out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
 }
 
 /// Resolves the workspace's working directory inside the configuration root.
@@ -306,4 +381,71 @@ pub fn working_dir(task: &Task, work: &Path) -> Result<PathBuf, PrepareError> {
         return Err(bad("is not a directory"));
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A source tree with files, a subdirectory, a link inside it and a FIFO.
+    fn source() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir(&dest).unwrap();
+        fs::write(src.join("main.tf"), "x").unwrap();
+        fs::write(src.join("sub/a.tf"), "y").unwrap();
+        symlink("main.tf", src.join("alias.tf")).unwrap();
+        nix::unistd::mkfifo(
+            &src.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        (dir, src, dest)
+    }
+
+    #[test]
+    fn a_directory_is_copied_without_following_or_opening_anything_but_files() {
+        let (_dir, src, dest) = source();
+        copy_tree("configuration", &src, &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("sub/a.tf")).unwrap(), "y");
+        assert_eq!(fs::read_to_string(dest.join("alias.tf")).unwrap(), "x");
+        assert!(
+            fs::symlink_metadata(dest.join("alias.tf"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(!dest.join("fifo").exists(), "a FIFO is skipped");
+    }
+
+    /// Links that are lexically inside but lead out once followed (`a -> .`, `b -> a/..`) or
+    /// that lead out directly are refused, naming the entry.
+    #[test]
+    fn links_leading_out_of_a_copied_directory_are_refused() {
+        for (links, expected) in [
+            (&[("a", "."), ("b", "a/..")][..], "b links outside"),
+            (&[("up", "../../etc")][..], "up links outside"),
+            (&[("abs", "/etc/passwd")][..], "abs links outside"),
+        ] {
+            let (_dir, src, dest) = source();
+            for (name, target) in links {
+                symlink(target, src.join(name)).unwrap();
+            }
+            let err = copy_tree("configuration", &src, &dest)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    /// A top directory that is not a directory is refused.
+    #[test]
+    fn a_source_that_is_not_a_directory_is_refused() {
+        let (_dir, src, dest) = source();
+        let err = copy_tree("configuration", &src.join("main.tf"), &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a readable directory"), "{err}");
+    }
 }

@@ -103,6 +103,29 @@ impl Run<'_> {
         self.provider_leases = seeded.leases;
     }
 
+    /// Ends the run's leases; then, with `SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES`, drops
+    /// the page cache of the entries it used that no other run leases, on a blocking thread.
+    pub(super) async fn release_providers(&mut self) {
+        let leases = std::mem::take(&mut self.provider_leases);
+        let store = self.runner.providers.clone();
+        let Some(store) = store.filter(|s| s.settings().drop_kernel_pages && !leases.is_empty())
+        else {
+            return;
+        };
+        let pkgs: Vec<Package> = leases.iter().map(|l| l.package().clone()).collect();
+        let advised = tokio::task::spawn_blocking(move || {
+            drop(leases);
+            store.drop_pages(&pkgs)
+        })
+        .await
+        .unwrap_or(0);
+        if advised > 0 {
+            self.log.line(&format!(
+                "Provider cache: dropped the kernel's page cache of {advised} stored file(s) this run used"
+            ));
+        }
+    }
+
     /// Reports what Terraform downloaded into the run and fills the store with each provider
     /// of the run's lock file that the store lacks, from the registry.
     pub(super) async fn fill_providers_after(&mut self, p: &Prepared) {
@@ -149,7 +172,7 @@ impl Run<'_> {
             let Ok(pkg) = Package::new(provider.clone(), &locked.version, target) else {
                 continue;
             };
-            if crate::providers::store::check_entry(store.layout(), &pkg).is_ok() {
+            if store.check(&pkg).await.is_ok() {
                 continue;
             }
             match store.ensure(&pkg).await {

@@ -273,7 +273,7 @@ impl Run<'_> {
         });
         self.collect(&prepared, paths.out).await;
         self.fill_providers_after(&prepared).await;
-        self.provider_leases.clear();
+        self.release_providers().await;
         let status = match status {
             TaskStatus::Succeeded if self.refusals > 0 => TaskStatus::Failed,
             other => other,

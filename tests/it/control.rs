@@ -9,7 +9,7 @@ use scalr_agent::agent::{self, AgentError};
 use scalr_agent::control::ControlError;
 
 use crate::support::control_plane::{Fault, task_doc};
-use crate::support::daemon::{InProcess, Rig};
+use crate::support::daemon::Rig;
 use crate::support::executor::{FakeExecutor, Script};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -263,18 +263,7 @@ async fn three_agents_run_thirty_tasks_each_exactly_once() {
     for n in 0..30 {
         rig.cp.enqueue(&format!("t{n}"));
     }
-    let dirs: Vec<_> = (0..3).map(|_| crate::support::dirs::tempdir()).collect();
-    let agents: Vec<InProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(n, d)| {
-            rig.start_in(
-                d.path(),
-                &format!("agent-{n}"),
-                &[("SCALR_AGENT_CONCURRENCY", "2")],
-            )
-        })
-        .collect();
+    let agents = rig.start_several(3, &[("SCALR_AGENT_CONCURRENCY", "2")]);
     for n in 0..30 {
         rig.cp.wait_finished(&format!("t{n}"), LONG).await;
     }
@@ -588,18 +577,24 @@ async fn a_refused_artifact_is_noted_in_the_finish_which_still_arrives_once() {
     );
 }
 
-#[tokio::test]
-async fn failing_step_reports_hold_back_the_finish_only_briefly() {
+/// Queues `t1`, one succeeded `init` step then `work`, while every step report is answered 503.
+fn queue_with_failing_step_reports(rig: &Rig, work: Duration) {
     use scalr_agent::task::result::{StepKind, StepStatus};
-    let rig = Rig::new().await;
     rig.cp.fail_next("steps", always(Fault::Status(503)));
     rig.queue(
         "t1",
         Script {
             steps: vec![("init", StepKind::Init, StepStatus::Succeeded)],
+            work,
             ..Script::default()
         },
     );
+}
+
+#[tokio::test]
+async fn failing_step_reports_hold_back_the_finish_only_briefly() {
+    let rig = Rig::new().await;
+    queue_with_failing_step_reports(&rig, Script::default().work);
     // The report timeout is 5 s: the flush limit derived from it is well under it (and far
     // under the 30 s it used to be).
     let a = rig.start("agent-a", &[]);
@@ -616,17 +611,8 @@ async fn failing_step_reports_hold_back_the_finish_only_briefly() {
 
 #[tokio::test]
 async fn a_stop_gives_up_failing_step_reports_and_the_finish_fits_the_report_timeout() {
-    use scalr_agent::task::result::{StepKind, StepStatus};
     let rig = Rig::new().await;
-    rig.cp.fail_next("steps", always(Fault::Status(503)));
-    rig.queue(
-        "t1",
-        Script {
-            steps: vec![("init", StepKind::Init, StepStatus::Succeeded)],
-            work: Duration::from_secs(600),
-            ..Script::default()
-        },
-    );
+    queue_with_failing_step_reports(&rig, Duration::from_secs(600));
     let mut config = rig.config(
         "agent-a",
         &[("SCALR_AGENT_WORKER_ON_STOP_ACTION", "grace-shutdown")],

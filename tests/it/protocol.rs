@@ -11,7 +11,7 @@ use scalr_agent::control::ControlError;
 use sha2::{Digest, Sha256};
 
 use crate::support::control_plane::{ControlPlane, Fault, Version};
-use crate::support::daemon::{Daemon, InProcess, Rig};
+use crate::support::daemon::{Daemon, Rig};
 use crate::support::executor::{FakeExecutor, Script};
 use crate::support::procs::{marker, processes_with};
 
@@ -185,21 +185,13 @@ async fn forty_eight_tasks_canceled_at_once_stay_within_the_signal_budget() {
         cancel_takes: Duration::from_secs(120),
         ..Script::default()
     };
-    let dirs: Vec<_> = (0..3).map(|_| crate::support::dirs::tempdir()).collect();
-    let agents: Vec<InProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(n, d)| {
-            rig.start_in(
-                d.path(),
-                &format!("agent-{n}"),
-                &[
-                    ("SCALR_AGENT_CONCURRENCY", "16"),
-                    ("SCALR_AGENT_CANCEL_GRACE", "6s"),
-                ],
-            )
-        })
-        .collect();
+    let agents = rig.start_several(
+        3,
+        &[
+            ("SCALR_AGENT_CONCURRENCY", "16"),
+            ("SCALR_AGENT_CANCEL_GRACE", "6s"),
+        ],
+    );
     let ids: Vec<String> = (0..48).map(|n| format!("t{n}")).collect();
     for id in &ids {
         rig.cp.enqueue(id);

@@ -12,9 +12,7 @@ use scalr_agent::providers::{FillError, ProviderStore, Settings, hash, store};
 use crate::support::exec::{Exec, text};
 use crate::support::keys::TestKey;
 use crate::support::procs::{marker, processes_with};
-use crate::support::providers::{
-    NULL_MAIN_TF, assert_one_fill, null_bytes, null_zip, provider_zip,
-};
+use crate::support::providers::{NULL_MAIN_TF, assert_one_fill, null_bytes, provider_zip};
 use crate::support::registry::{HOST, Publish, Registry};
 
 /// The `h1:` Terraform 1.0.3 itself records for the real null 2.1.2 linux_amd64 package.
@@ -27,17 +25,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let reg = Registry::start().await;
+        let reg = Registry::with_null().await;
         let hosts = reg.hosts_var();
         let e = Exec::with(&[("SCALR_AGENT_PROVIDER_REGISTRY_HOSTS", &hosts)]).await;
         std::fs::write(e.dir.join("config/main.tf"), NULL_MAIN_TF).unwrap();
-        reg.publish(
-            "hashicorp",
-            "null",
-            "2.1.2",
-            &null_zip("null", "2.1.2"),
-            Publish::default(),
-        );
         Fixture { e, reg }
     }
 
@@ -131,12 +122,18 @@ async fn lock_file_cases_each_end_in_a_successful_init() {
     assert_eq!(m.h1, NULL_H1, "the agent's h1: is Terraform's");
     let zh = m.zh.clone();
 
-    // No lock, warm store: linked, nothing downloaded.
+    // No lock, warm store: linked, nothing downloaded; afterwards the entry's pages are
+    // dropped (SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES, on by default).
     let log = f.plan("lock-none-2", None).await;
     assert!(
         log.contains("registry.test/hashicorp/null 2.1.2 from the store"),
         "{log}"
     );
+    let dropped = format!(
+        "dropped the kernel's page cache of {} stored file(s) this run used",
+        m.files.len()
+    );
+    assert!(log.contains(&dropped), "{log}");
     assert_eq!(f.zips(), 2, "{log}");
 
     // Matching h1:.
@@ -300,6 +297,130 @@ async fn fills_verify_signature_zh_and_h1_and_refuse_bad_packages() {
     assert_eq!(std::fs::metadata(&pkg_dir).unwrap().mode() & 0o777, 0o755);
     let exe = std::fs::metadata(pkg_dir.join("terraform-provider-good_v1.0.0_x4")).unwrap();
     assert_eq!(exe.mode() & 0o777, 0o555);
+}
+
+/// A damaged entry is replaced only while no run leases it: a fill while a lease is held fails
+/// naming the damage and leaves the entry (and its files) to the run; once the lease ends the
+/// next fill replaces it.
+#[tokio::test]
+async fn a_damaged_entry_is_replaced_only_when_no_run_leases_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::start().await;
+    let program = b"#!/bin/sh\necho good\n";
+    let good = provider_zip("good", "1.0.0", program);
+    reg.publish("test", "good", "1.0.0", &good, Publish::default());
+    let dir = crate::support::dirs::tempdir();
+    let s = store_for(&reg, &dir.path().join("providers"));
+    let p = pkg("good");
+    s.ensure(&p).await.unwrap();
+    let exe = s
+        .layout()
+        .pkg_dir(&p)
+        .join("terraform-provider-good_v1.0.0_x4");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&exe, b"#!/bin/sh\necho tampered\n").unwrap();
+    assert!(
+        store::check_entry(s.layout(), &p).is_err(),
+        "the entry is damaged"
+    );
+
+    let lease = s.lease(&p).unwrap();
+    let err = s.ensure(&p).await.unwrap_err();
+    assert!(
+        matches!(err.kind, FillError::DamagedInUse { .. }),
+        "a leased damaged entry is not replaced: {err}"
+    );
+    assert!(
+        err.to_string().contains("leased by a running task"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&exe).unwrap(), b"#!/bin/sh\necho tampered\n");
+    assert_eq!(
+        reg.zip_downloads("test", "good", "1.0.0"),
+        1,
+        "nothing downloaded while leased"
+    );
+
+    drop(lease);
+    let replaced = s.ensure(&p).await.unwrap();
+    assert!(replaced.filled.is_some(), "replaced by a fill");
+    assert_eq!(std::fs::read(&exe).unwrap(), program);
+    store::check_entry(s.layout(), &p).unwrap();
+}
+
+/// Bytes of `path` in the kernel's page cache (util-linux `fincore`).
+fn resident(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux-extra) runs");
+    assert!(out.status.success(), "fincore: {}", text(&out.stderr));
+    text(&out.stdout)
+        .trim()
+        .parse()
+        .expect("fincore prints a number")
+}
+
+/// `SCALR_AGENT_PROVIDER_CACHE_DROP_KERNEL_PAGES`' work: an unleased entry's files leave the
+/// page cache (and stay on disk); a leased entry keeps its pages; a store file replaced by a
+/// link to a file outside the store is not followed (that file keeps its pages). Under the
+/// target directory, not /tmp: tmpfs pages cannot be dropped.
+#[tokio::test]
+async fn dropping_kernel_pages_touches_only_unleased_store_files() {
+    use std::io::Read;
+    let reg = Registry::start().await;
+    let program = vec![b'#'; 1 << 20];
+    let good = provider_zip("good", "1.0.0", &program);
+    reg.publish("test", "good", "1.0.0", &good, Publish::default());
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let s = store_for(&reg, &dir.path().join("providers"));
+    let p = pkg("good");
+    let manifest = s.ensure(&p).await.unwrap().manifest;
+    let exe = s
+        .layout()
+        .pkg_dir(&p)
+        .join("terraform-provider-good_v1.0.0_x4");
+    let warm = |path: &Path| {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert!(
+            resident(path) > 0,
+            "{} is in the page cache",
+            path.display()
+        );
+    };
+
+    warm(&exe);
+    let lease = s.lease(&p).unwrap();
+    assert_eq!(
+        s.drop_pages(std::slice::from_ref(&p)),
+        0,
+        "leased: left alone"
+    );
+    assert!(resident(&exe) > 0, "a leased entry keeps its pages");
+    drop(lease);
+    assert_eq!(s.drop_pages(std::slice::from_ref(&p)), 1);
+    assert_eq!(resident(&exe), 0, "an unleased entry's pages are dropped");
+    assert_eq!(std::fs::read(&exe).unwrap(), program, "the file stays");
+    store::check_entry(s.layout(), &p).unwrap();
+
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, &program).unwrap();
+    warm(&outside);
+    let pkg_dir = s.layout().pkg_dir(&p);
+    let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+    std::fs::set_permissions(&pkg_dir, mode(0o755)).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    std::os::unix::fs::symlink(&outside, &exe).unwrap();
+    assert_eq!(s.layout().drop_pages(&p, &manifest).unwrap(), 0);
+    assert!(
+        resident(&outside) > 0,
+        "a link in the store is never followed"
+    );
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::support::control_plane::ControlPlane;
 use crate::support::daemon::Daemon;
 use crate::support::harness::Harness;
-use crate::support::providers::{NULL_MAIN_TF, assert_one_fill, null_bytes, null_zip};
-use crate::support::registry::{Publish, Registry};
+use crate::support::providers::{NULL_MAIN_TF, assert_one_fill, null_bytes};
+use crate::support::registry::Registry;
 use crate::support::releases::{self, Entry};
 
 /// Every regular file under `dir` (the store's entries; locks and aliases are not files of
@@ -37,14 +37,7 @@ async fn concurrent_tasks_in_one_daemon_share_one_store() {
     const SLOTS: usize = 8;
     const ROUNDS: usize = 5;
     let started = std::time::Instant::now();
-    let reg = Registry::start().await;
-    reg.publish(
-        "hashicorp",
-        "null",
-        "2.1.2",
-        &null_zip("null", "2.1.2"),
-        Publish::default(),
-    );
+    let reg = Registry::with_null().await;
     let h = Harness::with(&[
         ("SCALR_AGENT_PROVIDER_REGISTRY_HOSTS", &reg.hosts_var()),
         ("SCALR_AGENT_CONCURRENCY", &SLOTS.to_string()),

@@ -188,6 +188,17 @@ impl Rig {
         self.run(self.config_in(data, name, extra))
     }
 
+    /// Starts `n` in-process daemons named `agent-0`, `agent-1`..., each with data in its own
+    /// directory under [`Rig::dir`] and `extra` variables.
+    pub fn start_several(&self, n: usize, extra: &[(&str, &str)]) -> Vec<InProcess> {
+        (0..n)
+            .map(|i| {
+                let name = format!("agent-{i}");
+                self.start_in(&self.dir.path().join(&name), &name, extra)
+            })
+            .collect()
+    }
+
     /// The configuration of an in-process daemon named `name` with data in [`Rig::dir`],
     /// registered with this control plane, plus `extra` variables; a test may adjust it before
     /// [`Rig::run`].

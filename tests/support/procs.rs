@@ -65,11 +65,28 @@ pub async fn nothing_left(marker: &str, timeout: Duration) {
     }
 }
 
-/// Sends SIGTERM to the running `scalr-agent exec` of the task file `<id>.json`.
+/// Whether `pid` is `ancestor` or one of its descendants (the `/proc` parent chain).
+pub fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut at = pid;
+    for _ in 0..64 {
+        if at == ancestor {
+            return true;
+        }
+        match stat(at) {
+            Some((_, parent, _)) if parent != 0 => at = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Sends SIGTERM to the running `scalr-agent exec` of the task file `<id>.json` started by this
+/// test process (another worktree's test may run an `exec` of the same name meanwhile).
 pub fn sigterm_exec(id: &str) {
+    let me = std::process::id();
     let (pid, _) = processes_with(&format!("{id}.json"))
         .into_iter()
-        .find(|(_, cmd)| cmd.contains(" exec "))
+        .find(|(pid, cmd)| cmd.contains(" exec ") && descends_from(*pid, me))
         .expect("exec is running");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),

@@ -60,6 +60,20 @@ impl Registry {
         }
     }
 
+    /// A registry serving the real `hashicorp/null` 2.1.2 (what [`super::providers::NULL_MAIN_TF`]
+    /// asks for).
+    pub async fn with_null() -> Registry {
+        let reg = Registry::start().await;
+        reg.publish(
+            "hashicorp",
+            "null",
+            "2.1.2",
+            &super::providers::null_zip("null", "2.1.2"),
+            Publish::default(),
+        );
+        reg
+    }
+
     /// The `SCALR_AGENT_PROVIDER_REGISTRY_HOSTS` value pointing [`HOST`] here.
     pub fn hosts_var(&self) -> String {
         json!({ HOST: format!("{}v1/providers/", self.server.url) }).to_string()
