@@ -108,6 +108,11 @@ pub enum ErrorKind {
     },
     #[error("the agent's HTTP client: {0}")]
     Client(HttpError),
+    #[error(
+        "the cached entry {path} is damaged ({damage}) and leased by a running task: left to \
+         that task, reinstalled by the first install after its lease ends"
+    )]
+    DamagedInUse { path: PathBuf, damage: String },
 }
 
 /// A verified executable, leased: eviction leaves it alone while this value lives.
@@ -303,18 +308,12 @@ impl SoftwareCache {
     /// The slow path, under the install lock: re-check, then download, verify and commit.
     async fn install_locked(&self, key: &Key) -> Result<(Manifest, bool), ErrorKind> {
         let dir = self.layout.entry(key);
-        match store::check_entry(&dir, key) {
-            Ok(m) => return Ok((m, false)),
-            Err(store::Damage::NoManifest) if !dir.exists() => {}
-            Err(damage) => {
-                tracing::warn!(tool = %key.tool, version = %key.version, platform = %key.platform, %damage, "cached entry is damaged; reinstalling");
-                self.layout
-                    .remove_entry(key)
-                    .map_err(|source| ErrorKind::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-            }
+        let (layout, k) = (self.layout.clone(), key.clone());
+        let present = tokio::task::spawn_blocking(move || clear_damaged(&layout, &k))
+            .await
+            .expect("the entry check does not panic")?;
+        if let Some(m) = present {
+            return Ok((m, false));
         }
         let base = catalog::base_url(
             key.tool,
@@ -375,6 +374,34 @@ impl SoftwareCache {
         tracing::info!(tool = %key.tool, version = %key.version, platform = %key.platform, path = %dir.display(), verified = %manifest.verification.summary(), "installed");
         Ok((manifest, true))
     }
+}
+
+/// Under the entry's install lock: the manifest of a sound entry, or `None` once there is no
+/// entry. A damaged entry is removed only while no task leases it (the lease lock taken
+/// exclusively without waiting, as eviction does); a leased one is left to its task and this
+/// install fails with [`ErrorKind::DamagedInUse`] (removing it would pull the executable from
+/// under that task's next step). Blocking.
+fn clear_damaged(layout: &store::Layout, key: &Key) -> Result<Option<Manifest>, ErrorKind> {
+    let dir = layout.entry(key);
+    let damage = match store::check_entry(&dir, key) {
+        Ok(m) => return Ok(Some(m)),
+        Err(store::Damage::NoManifest) if !dir.exists() => return Ok(None),
+        Err(damage) => damage,
+    };
+    let io = |source| ErrorKind::Io {
+        path: layout.entry(key),
+        source,
+    };
+    let lease = locks::lock_file(&layout.lease_path(key), LockMode::Exclusive, Wait::No);
+    let Some(_lease) = lease.map_err(io)? else {
+        return Err(ErrorKind::DamagedInUse {
+            path: dir,
+            damage: damage.to_string(),
+        });
+    };
+    tracing::warn!(tool = %key.tool, version = %key.version, platform = %key.platform, %damage, "cached entry is damaged; reinstalling");
+    layout.remove_entry(key).map_err(io)?;
+    Ok(None)
 }
 
 /// Records an entry's use ([`store::touch_last_used`]) on a blocking thread.

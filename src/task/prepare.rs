@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Source, Task};
+use super::model::Source;
 use crate::archive;
 use crate::http::SharedClient;
 
@@ -353,9 +353,9 @@ fn copy_new(mut from: File, to: &Path, mode: u32) -> io::Result<()> {
     out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
 }
 
-/// Resolves the workspace's working directory inside the configuration root.
-pub fn working_dir(task: &Task, work: &Path) -> Result<PathBuf, PrepareError> {
-    let given = task.workspace.working_directory.clone();
+/// Resolves the workspace's working directory (`given`) inside the configuration root.
+/// Blocking (resolves links).
+pub fn working_dir(given: String, work: &Path) -> Result<PathBuf, PrepareError> {
     let bad = |reason: &str| PrepareError::WorkingDirectory {
         given: given.clone(),
         reason: reason.into(),

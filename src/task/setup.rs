@@ -123,10 +123,17 @@ impl Run<'_> {
         let http = self.runner.cache.shared_client();
         let config = &task.configuration;
         prepare::materialize("configuration", config, paths.base, &dirs.work, http).await?;
-        let workdir = prepare::working_dir(task, &dirs.work)?;
+        let (given, work) = (task.workspace.working_directory.clone(), dirs.work.clone());
+        let workdir = tokio::task::spawn_blocking(move || prepare::working_dir(given, &work))
+            .await
+            .expect("resolving the working directory does not panic")?;
         if let Some(policies) = &task.policies {
             let dest = dirs.root.join(prepare::POLICIES_DIR);
-            std::fs::create_dir(&dest).map_err(io("creating", &dest))?;
+            let d = dest.clone();
+            tokio::task::spawn_blocking(move || std::fs::create_dir(&d))
+                .await
+                .expect("creating a directory does not panic")
+                .map_err(io("creating", &dest))?;
             prepare::materialize("policies", policies, paths.base, &dest, http).await?;
         }
         self.check_hooks(dirs).await?;
@@ -191,10 +198,17 @@ impl Run<'_> {
         let installed = std::iter::once(&tools.iac)
             .chain(&tools.opa)
             .chain(&tools.infracost);
-        for installed in installed {
-            let link = dirs.bin.join(installed.tool.executable());
-            std::os::unix::fs::symlink(&installed.path, &link).map_err(io("linking", &link))?;
-        }
+        let links: Vec<_> = installed
+            .map(|i| (i.path.clone(), dirs.bin.join(i.tool.executable())))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for (target, link) in links {
+                std::os::unix::fs::symlink(&target, &link).map_err(io("linking", &link))?;
+            }
+            Ok::<_, SetupError>(())
+        })
+        .await
+        .expect("linking the tools does not panic")?;
         self.import_plan_artifacts(paths, dirs, workdir).await?;
         let hosts = self
             .runner

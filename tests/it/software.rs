@@ -618,18 +618,38 @@ async fn damaged_entries_are_reinstalled() {
         .unwrap();
     let entry = h.entry("terraform", "1.5.7", AMD64);
 
-    // Truncated executable.
+    // Truncated executable, while `first` (a task's lease) still uses the entry: left to it.
     std::fs::write(&first.path, b"#!/bin/sh\n").unwrap();
+    let err = install_err(&h, Tool::Terraform, "1.5.7", AMD64).await;
+    assert!(
+        matches!(err.kind, ErrorKind::DamagedInUse { .. }),
+        "a leased damaged entry is not removed: {err}"
+    );
+    assert!(
+        err.to_string().contains("leased by a running task"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&first.path).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(
+        h.mirror.hits(&artifact),
+        1,
+        "nothing downloaded while leased"
+    );
+    // Once the lease ends, the next install replaces it.
+    let path = first.path.clone();
+    drop(first);
     let again = h
         .cache()
         .install(Tool::Terraform, &v("1.5.7"), AMD64)
         .await
         .unwrap();
     assert!(again.downloaded);
+    assert_eq!(again.path, path);
     assert_eq!(
         std::fs::read(&again.path).unwrap(),
         releases::script("Terraform v1.5.7")
     );
+    drop(again);
 
     // Missing manifest.
     std::fs::remove_file(entry.join("manifest.json")).unwrap();
