@@ -17,7 +17,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::gateway::{Gateway, Outcome};
+use support::gateway::{Gateway, Outcome, next_chunk};
 use support::git_server::GitServer;
 use support::relay::{RelayProc, git, make_repos};
 
@@ -100,7 +100,7 @@ async fn rss_bench(gw: &Gateway, vcs: &GitServer) {
             panic!("the body was not answered")
         };
         let mut n = 0u64;
-        while let Some(c) = body.recv().await {
+        while let Some(c) = next_chunk(&mut body).await {
             n += c.unwrap().len() as u64;
         }
         assert_eq!(n, size);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use futures_util::StreamExt;
 
-use crate::support::gateway::{Gateway, Outcome};
+use crate::support::gateway::{Gateway, Outcome, next_chunk, outcome};
 use crate::support::git_server::GitServer;
 use crate::support::relay::{RelayProc, git, make_repos};
 
@@ -699,7 +699,7 @@ async fn idle_means_no_byte_moved_in_either_direction() {
     // The control plane stops taking the response: the upload times out the same way.
     let big = format!("{project}/repository/archive?test=big&size={}", 64u64 << 20);
     let (id, rx) = s.gw.submit("GET", &big, &[], None);
-    let Outcome::Answered { status, body, .. } = rx.await.unwrap() else {
+    let Outcome::Answered { status, body, .. } = outcome(&id, rx).await else {
         panic!("the archive was not answered")
     };
     assert_eq!(status, 200);
@@ -754,7 +754,7 @@ async fn a_forgotten_session_registers_again_once_and_the_request_still_succeeds
         i.registrations.len()
     };
     for rx in slow {
-        let (code, _, body) = rx.await.unwrap().collect().await;
+        let (code, _, body) = outcome("a slow request", rx).await.collect().await;
         assert_eq!((code, body.unwrap()), (200, b"slow answer".to_vec()));
     }
     assert_eq!(
@@ -829,7 +829,7 @@ async fn large_bodies_stream_in_flat_memory() {
     };
     assert_eq!(status, 200);
     let mut n = 0u64;
-    while let Some(c) = body.recv().await {
+    while let Some(c) = next_chunk(&mut body).await {
         n += c.unwrap().len() as u64;
     }
     assert_eq!(n, SIZE);
@@ -864,7 +864,7 @@ async fn large_bodies_stream_in_flat_memory() {
     .await;
     let status = s.relay.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
-    let (code, _, body) = slow.await.unwrap().collect().await;
+    let (code, _, body) = outcome("the slow request", slow).await.collect().await;
     assert_eq!((code, body.unwrap()), (200, b"slow answer".to_vec()));
     assert_eq!(s.gw.lock().deregistrations, 1);
 }

@@ -48,7 +48,7 @@ impl Outcome {
                 mut body,
             } => {
                 let mut all = Vec::new();
-                while let Some(c) = body.recv().await {
+                while let Some(c) = next_chunk(&mut body).await {
                     match c {
                         Ok(b) => all.extend_from_slice(&b),
                         Err(e) => return (status, headers, Err(e)),
@@ -58,6 +58,29 @@ impl Outcome {
             }
             other => panic!("expected an answer, got {other:?}"),
         }
+    }
+}
+
+/// How long a test waits for a relayed request's outcome or for the next chunk of its body
+/// before it fails, naming what it waited for, instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The next chunk of an answer's body (`None` at its end), within [`PATIENCE`].
+pub async fn next_chunk(
+    body: &mut mpsc::Receiver<Result<Bytes, String>>,
+) -> Option<Result<Bytes, String>> {
+    match tokio::time::timeout(PATIENCE, body.recv()).await {
+        Ok(c) => c,
+        Err(_) => panic!("no chunk of the answer's body and no end within {PATIENCE:?}"),
+    }
+}
+
+/// The outcome of a request from [`Gateway::submit`], within [`PATIENCE`].
+pub async fn outcome(id: &str, rx: oneshot::Receiver<Outcome>) -> Outcome {
+    match tokio::time::timeout(PATIENCE, rx).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(_)) => panic!("{id}: the gateway dropped the request without an outcome"),
+        Err(_) => panic!("{id}: no outcome within {PATIENCE:?}"),
     }
 }
 
@@ -213,10 +236,7 @@ impl Gateway {
         body: Option<Body>,
     ) -> Outcome {
         let (id, rx) = self.submit(method, path, headers, body);
-        match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(o)) => o,
-            _ => panic!("{method} {path} ({id}): no outcome within 60 s"),
-        }
+        outcome(&format!("{method} {path} ({id})"), rx).await
     }
 
     /// Cancels a request (delivered to the relay by its cancellation poll).
