@@ -12,7 +12,8 @@
 //! [`run`] owns every task it starts (a `JoinSet`): `parallelism` workers, each taking one
 //! request at a time by long poll, and a cancellation poller. On `shutdown` the workers stop
 //! taking requests, in-flight ones get `stop_timeout` to finish, then are cancelled and
-//! reported failed; the relay then deregisters.
+//! reported failed; the relay then deregisters, only when every request it received ended and
+//! was reported (the server hands the unreported ones of a deregistered relay out again).
 
 pub mod audit;
 pub mod flow;
@@ -27,6 +28,7 @@ pub mod upload;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +160,7 @@ pub async fn run(
         max_body_bytes: settings.max_body_bytes,
         metrics: metrics.clone(),
         debug: settings.debug,
+        unreported: AtomicUsize::new(0),
     });
     let in_flight: InFlight = Arc::default();
     let hard_stop = CancellationToken::new();
@@ -193,10 +196,24 @@ pub async fn run(
             "stop window over: cancelling in-flight requests"
         );
         hard_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain(&mut workers)).await;
     }
+    let ended = drained.is_ok()
+        || tokio::time::timeout(Duration::from_secs(5), drain(&mut workers))
+            .await
+            .is_ok();
     background.cancel();
-    if let Err(e) = gateway.deregister().await {
+    // Deregistering tells the server that every request this session acquired and did not
+    // report never reached the relay, so it may hand them out again (docs/protocol.md,
+    // "Deregistration and stop"): only true when every worker ended and every report went.
+    let unreported = ctx.unreported.load(Ordering::Relaxed);
+    if !ended || unreported > 0 {
+        tracing::warn!(
+            in_flight = metrics.in_flight(),
+            unreported,
+            "requests did not end after cancelling, or their end could not be reported; \
+             leaving without deregistering, so the control plane ends them as a lost relay's"
+        );
+    } else if let Err(e) = gateway.deregister().await {
         tracing::warn!(error = %e, "cannot deregister the relay");
     }
     metrics.set_registered(false);
@@ -267,9 +284,13 @@ async fn worker(
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the control plane; retrying");
             },
         );
+        // A request that arrived as the stop began is taken (it gets the stop window); a poll
+        // still held is dropped: the server keeps what it did not hand out, and hands out
+        // again what it handed out to a poll that never read it once the relay deregisters.
         let got = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            biased;
             r = acquire => r?,
+            () = shutdown.cancelled() => return Ok(()),
         };
         ctx.metrics.set_registered(true);
         if let Some(inc) = got {

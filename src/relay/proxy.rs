@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,6 +52,9 @@ pub struct Ctx {
     pub max_body_bytes: u64,
     pub metrics: Arc<RelayMetrics>,
     pub debug: bool,
+    /// Requests whose refusal or failure could not be reported: the relay then must not
+    /// deregister (docs/protocol.md, "Deregistration and stop").
+    pub unreported: AtomicUsize,
 }
 
 /// Why an allowed request did not complete.
@@ -159,6 +162,7 @@ async fn refuse(
         .refused(&inc.request_id, refusal.rule_set, &reason)
         .await
     {
+        ctx.unreported.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a refusal");
     }
 }
@@ -229,6 +233,7 @@ pub async fn relay(ctx: &Ctx, inc: Incoming, cancel: CancellationToken) {
             rec.reason = Some(&f.reason);
             audit::log(&rec);
             if let Err(e) = ctx.gateway.failed(&inc.request_id, &f.reason, f.sent).await {
+                ctx.unreported.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(request_id = %inc.request_id, error = %e, "cannot report a failure");
             }
         }

@@ -869,6 +869,63 @@ async fn large_bodies_stream_in_flat_memory() {
     assert_eq!(s.gw.lock().deregistrations, 1);
 }
 
+/// The stop races a hand-out: the server takes a request off its queue for a relay's poll, and
+/// the relay stops before the answer reaches it. The relay drops the poll and deregisters; the
+/// deregistration hands the unreported request out again, and the next relay serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_handed_out_as_the_relay_stops_goes_to_the_next_relay() {
+    let mut s = setup("gitlab", &[]).await;
+    s.gw.lock().answer_delay = Duration::from_secs(3);
+    let (id, rx) = s.gw.submit("GET", "/api/v4/user", &[], None);
+    s.gw.wait_for(
+        Duration::from_secs(10),
+        "the request taken for a poll",
+        |i| i.acquired.contains(&id),
+    )
+    .await;
+    let status = s.relay.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    {
+        let i = s.gw.lock();
+        assert_eq!(i.deregistrations, 1);
+        assert_eq!(i.handed_back, vec![id.clone()]);
+    }
+    s.gw.lock().answer_delay = Duration::ZERO;
+    let _next = RelayProc::start(&s.gw.url, &s.vcs.base, "gitlab", &[]);
+    let (code, _, body) = outcome(&id, rx).await.collect().await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(
+        s.gw.lock().acquired.iter().filter(|a| **a == id).count(),
+        2,
+        "handed out twice: to the stopping relay's poll, then to the next relay"
+    );
+}
+
+/// A relay that could not report a request's end cannot promise that its unreported requests
+/// never reached it, so it stops without deregistering (the server then ends them as a lost
+/// relay's, never handing them out again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_that_could_not_report_an_end_leaves_without_deregistering() {
+    let mut s = setup("gitlab", &[("SCALR_AGENT_HTTP_MAX_RETRIES", "1")]).await;
+    s.gw.lock().reports_unavailable = true;
+    let (id, _never) =
+        s.gw.submit("GET", "/api/v4/projects/acme%2Finfra/../x", &[], None);
+    s.relay
+        .wait_log("cannot report a refusal", Duration::from_secs(30))
+        .await;
+    let status = s.relay.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    s.relay
+        .wait_log("leaving without deregistering", Duration::from_secs(10))
+        .await;
+    let i = s.gw.lock();
+    assert_eq!(i.deregistrations, 0);
+    assert!(i.handed_back.is_empty(), "{:?}", i.handed_back);
+    assert!(i.acquired.contains(&id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_rules_come_first_and_an_empty_file_is_refused() {
     let dir = crate::support::dirs::tempdir();

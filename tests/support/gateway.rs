@@ -92,6 +92,8 @@ pub struct Pending {
     pub headers: Vec<(String, String)>,
     body: Option<Body>,
     done: Option<oneshot::Sender<Outcome>>,
+    /// The session whose acquire took it last.
+    holder: Option<String>,
 }
 
 #[derive(Default)]
@@ -113,6 +115,14 @@ pub struct Inner {
     /// Forget every session right after the next acquisition (once), as a restart between
     /// the acquisition and the request's next call would.
     pub forget_sessions_on_acquire: bool,
+    /// Hold each acquire's answer this long after taking its request off the queue, as a
+    /// network would: a relay that stops meanwhile never reads it.
+    pub answer_delay: Duration,
+    /// Requests handed out again because the session that acquired them deregistered
+    /// without reporting them (docs/protocol.md, "Deregistration and stop").
+    pub handed_back: Vec<String>,
+    /// Answer every `refused` and `failed` report with 503.
+    pub reports_unavailable: bool,
 }
 
 #[derive(Clone)]
@@ -219,6 +229,7 @@ impl Gateway {
                     .collect(),
                 body,
                 done: Some(tx),
+                holder: None,
             },
         );
         i.queue.push_back(id.clone());
@@ -264,6 +275,30 @@ impl Gateway {
         }
     }
 
+    /// A session's deregistration: every request it acquired and never reported (no outcome
+    /// yet) never reached the relay, so it goes back to the front of the queue.
+    fn deregister(&self, session: &str) {
+        let mut i = self.lock();
+        i.deregistrations += 1;
+        let mut back: Vec<String> = i
+            .requests
+            .values()
+            .filter(|p| p.done.is_some() && p.holder.as_deref() == Some(session))
+            .map(|p| p.id.clone())
+            .collect();
+        back.sort();
+        for id in back.iter().rev() {
+            i.requests.get_mut(id).unwrap().holder = None;
+            i.queue.push_front(id.clone());
+        }
+        let n = back.len();
+        i.handed_back.extend(back);
+        drop(i);
+        for _ in 0..n {
+            self.queued.notify_one();
+        }
+    }
+
     fn finish(&self, id: &str, outcome: Outcome) -> bool {
         let tx = self.lock().requests.get_mut(id).and_then(|p| p.done.take());
         match tx {
@@ -273,12 +308,18 @@ impl Gateway {
     }
 }
 
+/// The bearer token of a call ("" when there is none).
+fn bearer(h: &HeaderMap) -> String {
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_start_matches("Bearer ")
+        .to_string()
+}
+
 fn session_ok(g: &Gateway, h: &HeaderMap) -> bool {
-    let Some(tok) = h.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let tok = tok.trim_start_matches("Bearer ");
-    g.lock().sessions.iter().any(|s| s == tok)
+    let tok = bearer(h);
+    !tok.is_empty() && g.lock().sessions.contains(&tok)
 }
 
 async fn json_body(req: Request) -> Value {
@@ -343,10 +384,10 @@ async fn handle(State((g, epoch)): State<(Gateway, u64)>, req: Request) -> Respo
     }
     let parts: Vec<&str> = call.split('/').collect();
     match (req.method().clone(), parts.as_slice()) {
-        (Method::POST, ["requests", "acquire"]) => acquire(g).await,
+        (Method::POST, ["requests", "acquire"]) => acquire(g, bearer(req.headers())).await,
         (Method::POST, ["cancellations"]) => cancellations(g).await,
         (Method::POST, ["deregister"]) => {
-            g.lock().deregistrations += 1;
+            g.deregister(&bearer(req.headers()));
             Response::builder().status(204).body(Body::empty()).unwrap()
         }
         (Method::GET, ["requests", id, "body"]) => {
@@ -357,6 +398,9 @@ async fn handle(State((g, epoch)): State<(Gateway, u64)>, req: Request) -> Respo
             }
         }
         (Method::POST, ["requests", id, "response"]) => response(g, id.to_string(), req).await,
+        (Method::POST, ["requests", _, "refused" | "failed"]) if g.lock().reports_unavailable => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "reports are unavailable")
+        }
         (Method::POST, ["requests", id, "refused"]) => {
             let v = json_body(req).await;
             g.finish(
@@ -386,22 +430,31 @@ async fn handle(State((g, epoch)): State<(Gateway, u64)>, req: Request) -> Respo
     }
 }
 
-async fn acquire(g: Gateway) -> Response<Body> {
+/// Takes the next queued request for `session`'s poll: its description and how long to hold
+/// the answer ([`Inner::answer_delay`]).
+fn take_next(g: &Gateway, session: &str) -> Option<(Value, Duration)> {
+    let mut i = g.lock();
+    let id = i.queue.pop_front()?;
+    i.acquired.push(id.clone());
+    if std::mem::take(&mut i.forget_sessions_on_acquire) {
+        i.sessions.clear();
+    }
+    let delay = i.answer_delay;
+    let p = i.requests.get_mut(&id).unwrap();
+    p.holder = Some(session.to_string());
+    let body = json!({"request_id": id, "method": p.method, "path": p.path, "headers": p.headers, "body": p.body.is_some()});
+    Some((body, delay))
+}
+
+async fn acquire(g: Gateway, session: String) -> Response<Body> {
     let wait = Duration::from_millis(g.lock().poll_ms);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let notified = g.queued.notified();
-        {
-            let mut i = g.lock();
-            if let Some(id) = i.queue.pop_front() {
-                i.acquired.push(id.clone());
-                if std::mem::take(&mut i.forget_sessions_on_acquire) {
-                    i.sessions.clear();
-                }
-                let p = &i.requests[&id];
-                let body = json!({"request_id": id, "method": p.method, "path": p.path, "headers": p.headers, "body": p.body.is_some()});
-                return Response::new(Body::from(body.to_string()));
-            }
+        let handed = take_next(&g, &session);
+        if let Some((body, delay)) = handed {
+            tokio::time::sleep(delay).await;
+            return Response::new(Body::from(body.to_string()));
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Response::builder().status(204).body(Body::empty()).unwrap();
