@@ -111,13 +111,16 @@ struct StopTimeouts {
     report: Duration,
 }
 
+/// Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL, which the
+/// agent's and the relay's stop defaults fit in.
+pub(super) fn on_cloud_run(raw: &Raw) -> bool {
+    nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some()
+}
+
 /// The stop's timeouts: explicit values, else the platform's defaults (see the module's
 /// documentation for Cloud Run's).
 fn stop_timeouts(p: &mut Parser<'_>, raw: &Raw, d: &Settings) -> StopTimeouts {
-    // Cloud Run services and jobs share the 10 s window between SIGTERM and SIGKILL.
-    let cloud_run =
-        nonempty(raw.k_service.clone()).is_some() || nonempty(raw.cloud_run_job.clone()).is_some();
-    let (drain_default, grace_default, report_default) = if cloud_run {
+    let (drain_default, grace_default, report_default) = if on_cloud_run(raw) {
         (
             Duration::ZERO,
             Duration::from_secs(4),

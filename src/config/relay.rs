@@ -51,10 +51,17 @@ pub(super) fn parse(
         &raw.scalr_agent_relay_idle_timeout,
         Duration::from_secs(60),
     );
+    // On Cloud Run the whole stop fits its 10 s window: 5 s for in-flight requests, then at
+    // most `relay::CANCEL_GRACE` (2 s) to cancel and report, and the 2 s deregistration.
+    let stop_default = if super::agent::on_cloud_run(raw) {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    };
     let stop_timeout = dur(
         "SCALR_AGENT_RELAY_STOP_TIMEOUT",
         &raw.scalr_agent_relay_stop_timeout,
-        Duration::from_secs(30),
+        stop_default,
     );
     let max_body_mb = p
         .number(
@@ -173,5 +180,47 @@ fn allowed_projects(p: &mut Parser<'_>, raw: &Raw) -> Option<Regex> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, Needs};
+
+    fn stop_timeout(extra: &[(&str, &str)]) -> Duration {
+        let base = [
+            ("SCALR_URL", "https://example.scalr.io"),
+            ("SCALR_AGENT_TOKEN", "t"),
+            ("SCALR_AGENT_VCS_URL", "https://git.internal"),
+            ("SCALR_AGENT_VCS_VENDOR", "gitlab"),
+        ];
+        Config::from_vars(
+            base.iter()
+                .chain(extra)
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            Needs::Relay,
+        )
+        .unwrap()
+        .relay
+        .unwrap()
+        .stop_timeout
+    }
+
+    #[test]
+    fn the_stop_window_fits_the_platform() {
+        assert_eq!(stop_timeout(&[]), Duration::from_secs(30));
+        assert_eq!(
+            stop_timeout(&[("K_SERVICE", "relay"), ("PORT", "8080")]),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            stop_timeout(&[
+                ("K_SERVICE", "relay"),
+                ("SCALR_AGENT_RELAY_STOP_TIMEOUT", "8s")
+            ]),
+            Duration::from_secs(8)
+        );
     }
 }

@@ -43,6 +43,9 @@ use gateway::{Gateway, GatewayError, Hello};
 use metrics::RelayMetrics;
 use rules::{Rule, RuleError, RuleSet};
 
+/// After the stop window, how long cancelled requests get to end and be reported `failed`.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// Why the relay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -198,7 +201,7 @@ pub async fn run(
         hard_stop.cancel();
     }
     let ended = drained.is_ok()
-        || tokio::time::timeout(Duration::from_secs(5), drain(&mut workers))
+        || tokio::time::timeout(CANCEL_GRACE, drain(&mut workers))
             .await
             .is_ok();
     background.cancel();
