@@ -253,8 +253,20 @@ fn sha256_file(path: &Path) -> io::Result<String> {
 /// `O_NOFOLLOW | O_NONBLOCK` and checked a regular file on its descriptor, and the copies are
 /// created new. A directory swapped for a link, or a file for a FIFO, while it is copied is
 /// refused instead of followed or waited on. The top directory itself may be a link (the
-/// operator's choice). Blocking.
+/// operator's choice). The same caps as an archive's tree hold: [`MAX_TREE_BYTES`] in all,
+/// [`MAX_TREE_ENTRIES`] entries. Blocking.
 fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareError> {
+    copy_tree_capped(name, src, dest, MAX_TREE_BYTES, MAX_TREE_ENTRIES)
+}
+
+/// [`copy_tree`] with the caps given.
+fn copy_tree_capped(
+    name: &'static str,
+    src: &Path,
+    dest: &Path,
+    cap: u64,
+    max_entries: usize,
+) -> Result<(), PrepareError> {
     use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let bad = |reason: String| PrepareError::Directory {
@@ -265,6 +277,7 @@ fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareE
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let top = rustix::fs::open(src, dir_flags, Mode::empty())
         .map_err(|e| bad(format!("not a readable directory: {e}")))?;
+    let (mut left, mut seen) = (cap, 0usize);
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let here = open_beneath(&top, &rel).map_err(|e| bad(format!("{}: {e}", rel.display())))?;
@@ -274,6 +287,10 @@ fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareE
             let file = item.file_name();
             if matches!(file.to_bytes(), b"." | b"..") {
                 continue;
+            }
+            seen += 1;
+            if seen > max_entries {
+                return Err(bad(format!("more than {max_entries} entries")));
             }
             let rel_item = rel.join(std::ffi::OsStr::from_bytes(file.to_bytes()));
             let at = |e: rustix::io::Errno| bad(format!("{}: {e}", rel_item.display()));
@@ -304,8 +321,21 @@ fn copy_tree(name: &'static str, src: &Path, dest: &Path) -> Result<(), PrepareE
                             rel_item.display()
                         )));
                     }
-                    copy_new(File::from(from), &to, stat.st_mode & 0o777)
-                        .map_err(io_err("copying", &src.join(&rel_item)))?;
+                    let shown = rel_item.display().to_string();
+                    let copied = archive::copy_capped_mode(
+                        &mut File::from(from),
+                        &shown,
+                        &to,
+                        left,
+                        stat.st_mode & 0o777,
+                    )
+                    .map_err(|e| match e {
+                        archive::ExtractError::Overflow { .. } => {
+                            bad(format!("more than {cap} bytes in all (at {shown})"))
+                        }
+                        e => bad(format!("copying {shown}: {e}")),
+                    })?;
+                    left -= copied.size;
                 }
                 FileType::Symlink => {
                     let link = rustix::fs::readlinkat(&here, file, Vec::new()).map_err(at)?;
@@ -338,19 +368,6 @@ fn open_beneath(top: &OwnedFd, rel: &Path) -> rustix::io::Result<OwnedFd> {
         at = rustix::fs::openat(&at, part.as_os_str(), flags, Mode::empty())?;
     }
     Ok(at)
-}
-
-/// Copies `from` into the new file `to` (never through an existing file or link), with `mode`.
-fn copy_new(mut from: File, to: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(mode)
-        .open(to)?;
-    io::copy(&mut from, &mut out)?;
-    out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
 }
 
 /// Resolves the workspace's working directory (`given`) inside the configuration root.
@@ -403,6 +420,24 @@ mod tests {
         )
         .unwrap();
         (dir, src, dest)
+    }
+
+    #[test]
+    fn a_copied_directory_keeps_the_tree_caps() {
+        // 2 bytes in files ("x", "y"), 5 entries (main.tf, sub, sub/a.tf, alias.tf, fifo).
+        let (_dir, src, dest) = source();
+        let err = copy_tree_capped("configuration", &src, &dest, 1, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 1 bytes in all"), "{err}");
+        let (_dir, src, dest) = source();
+        let err = copy_tree_capped("configuration", &src, &dest, 100, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 4 entries"), "{err}");
+        let (_dir, src, dest) = source();
+        copy_tree_capped("configuration", &src, &dest, 2, 5).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("sub/a.tf")).unwrap(), "y");
     }
 
     #[test]
