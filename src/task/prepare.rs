@@ -302,40 +302,8 @@ fn copy_tree_capped(
                     stack.push(rel_item);
                 }
                 FileType::RegularFile => {
-                    let from = rustix::fs::openat(
-                        &here,
-                        file,
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::NONBLOCK
-                            | OFlags::NOCTTY
-                            | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(at)?;
-                    let kind =
-                        FileType::from_raw_mode(rustix::fs::fstat(&from).map_err(at)?.st_mode);
-                    if kind != FileType::RegularFile {
-                        return Err(bad(format!(
-                            "{} became a {kind:?} while it was copied",
-                            rel_item.display()
-                        )));
-                    }
-                    let shown = rel_item.display().to_string();
-                    let copied = archive::copy_capped_mode(
-                        &mut File::from(from),
-                        &shown,
-                        &to,
-                        left,
-                        stat.st_mode & 0o777,
-                    )
-                    .map_err(|e| match e {
-                        archive::ExtractError::Overflow { .. } => {
-                            bad(format!("more than {cap} bytes in all (at {shown})"))
-                        }
-                        e => bad(format!("copying {shown}: {e}")),
-                    })?;
-                    left -= copied.size;
+                    left -= copy_file(&here, file, &to, stat.st_mode & 0o777, left)
+                        .map_err(|why| bad(format!("{}: {why}", rel_item.display())))?;
                 }
                 FileType::Symlink => {
                     let link = rustix::fs::readlinkat(&here, file, Vec::new()).map_err(at)?;
@@ -357,6 +325,34 @@ fn copy_tree_capped(
         }
     }
     Ok(())
+}
+
+/// Copies the regular file `name` of the directory `here` into the new file `to` with `mode`,
+/// at most `left` bytes: opened without following a link or waiting on a FIFO, and checked a
+/// regular file on its descriptor. The bytes copied, or why not.
+fn copy_file(
+    here: &OwnedFd,
+    name: &std::ffi::CStr,
+    to: &Path,
+    mode: u32,
+    left: u64,
+) -> Result<u64, String> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let from = rustix::fs::openat(here, name, flags, Mode::empty()).map_err(|e| e.to_string())?;
+    let kind =
+        FileType::from_raw_mode(rustix::fs::fstat(&from).map_err(|e| e.to_string())?.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(format!("became a {kind:?} while it was copied"));
+    }
+    match archive::copy_capped_mode(&mut File::from(from), "", to, left, mode) {
+        Ok(copied) => Ok(copied.size),
+        Err(archive::ExtractError::Overflow { .. }) => {
+            Err("the copy passes the size cap for the whole tree".into())
+        }
+        Err(e) => Err(format!("copying: {e}")),
+    }
 }
 
 /// Opens the directory `rel` beneath `top`, refusing any link on the way.
@@ -429,7 +425,10 @@ mod tests {
         let err = copy_tree_capped("configuration", &src, &dest, 1, 100)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("more than 1 bytes in all"), "{err}");
+        assert!(
+            err.contains("passes the size cap for the whole tree"),
+            "{err}"
+        );
         let (_dir, src, dest) = source();
         let err = copy_tree_capped("configuration", &src, &dest, 100, 4)
             .unwrap_err()
